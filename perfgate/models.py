@@ -1,0 +1,368 @@
+"""Plain data passed between pipeline stages.
+
+Every record is a small frozen dataclass with units in its field names. Records that cross a
+stage boundary serialise to JSON with :func:`to_jsonable` and come back with :func:`from_jsonable`,
+so analysis, comparison and reporting can be re-run from a saved ``result.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RESULT_SCHEMA = 1
+BASELINE_SCHEMA = 1
+
+Verdict = Literal["pass", "block", "inconclusive"]
+Provider = Literal["none", "embedded", "kubernetes"]
+Strategy = Literal["linear", "adaptive"]
+
+_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario (the config stage's output)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(**_FROZEN)
+class RequestSpec:
+    """One weighted request of the virtual users' mix.
+
+    String fields (``path``, values inside ``json``/``params``/``headers``) may hold templates
+    such as ``{{ rand_int(100, 200) }}``; see ``perfgate.load.templates``.
+    """
+
+    name: str
+    method: str = "GET"
+    path: str = "/"
+    weight: int = 1
+    json: Any = None
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] | None = field(default=None, repr=False)
+    capture: dict[str, str] | None = None  # var name -> dotted path into the JSON response
+    expect_status: tuple[int, ...] = ()  # empty = any 2xx/3xx is a success
+
+
+@dataclass(**_FROZEN)
+class UsersSpec:
+    """What each closed-model virtual user does."""
+
+    wait_s: float = 0.0
+    requests: tuple[RequestSpec, ...] = ()
+    locustfile: str | None = None  # absolute path when set
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    secret_values: tuple[str, ...] = field(default=(), repr=False)  # redacted from every output
+
+
+@dataclass(**_FROZEN)
+class RampSpec:
+    """How load levels are chosen."""
+
+    strategy: Strategy = "linear"
+    start_users: int = 10
+    step_users: int = 10
+    max_users: int = 600
+    step_seconds: float = 10.0
+    settle_seconds: float | None = None  # None: min(3 s, step_seconds / 4)
+    resolution: float = 0.05
+    min_samples: int = 400
+    max_step_seconds: float | None = None  # None: 3 × step_seconds
+    cooldown_seconds: float = 3.0
+
+    @property
+    def settle_s(self) -> float:
+        if self.settle_seconds is not None:
+            return self.settle_seconds
+        return min(3.0, self.step_seconds / 4)
+
+
+@dataclass(**_FROZEN)
+class Slo:
+    p95_ms: float = 250.0
+    error_rate: float = 0.01
+
+
+@dataclass(**_FROZEN)
+class GateSpec:
+    min_users: int | None = None
+    max_regression: float = 0.10
+    block_min_regression: float = 0.05  # practical size: never block for less than this
+
+
+@dataclass(**_FROZEN)
+class KubernetesSpec:
+    manifests: tuple[str, ...] = ()  # absolute paths (files or folders)
+    service: str = ""
+    port: int = 8080
+    url: str | None = None
+    ready_timeout_s: float = 300.0
+    image: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(**_FROZEN)
+class StagingSpec:
+    provider: Provider = "embedded"
+    embedded: dict[str, Any] = field(default_factory=dict)
+    kubernetes: KubernetesSpec | None = None
+
+
+@dataclass(**_FROZEN)
+class LoadSpec:
+    workers: int = 1
+    request_timeout_s: float = 10.0
+
+
+@dataclass(**_FROZEN)
+class Scenario:
+    name: str
+    path: str  # the file it was read from ("" when built in code)
+    content_hash: str  # sha256 of the normalised scenario, for fingerprints
+    staging: StagingSpec
+    users: UsersSpec
+    ramp: RampSpec
+    slo: Slo
+    gate: GateSpec
+    load: LoadSpec = field(default_factory=LoadSpec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements (the load stage's output)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(**_FROZEN)
+class EndpointStats:
+    name: str
+    method: str
+    requests: int
+    failures: int
+    throughput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    error_rate: float
+
+
+@dataclass(**_FROZEN)
+class GeneratorHealth:
+    """How the load generator itself fared during one step."""
+
+    cpu_percent: float  # busiest generator process, % of one core
+    loop_lag_ms: float  # p95 event-loop lag of the generator
+    little_ratio: float | None  # throughput × mean latency / users (≈1 when healthy)
+    limited: bool
+    reason: str = ""
+
+
+@dataclass(**_FROZEN)
+class StepStats:
+    """One load level, measured after its settle period."""
+
+    users: int
+    duration_s: float
+    requests: int
+    failures: int
+    throughput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    error_rate: float
+    slo_ok: bool
+    index: int = 0
+    started_s: float = 0.0  # offset of the measuring window from the run's start
+    mean_ms: float | None = None
+    max_ms: float | None = None
+    p95_ci_ms: tuple[float, float] | None = None
+    phase: str = "ramp"  # ramp | search | bisect | confirm | replicate
+    slo_reason: str = ""  # why the SLO failed at this step, in words
+    endpoints: tuple[EndpointStats, ...] = ()
+    generator: GeneratorHealth | None = None
+    errors: tuple[tuple[str, int], ...] = ()  # most frequent error messages with counts
+    histogram: dict[str, int] = field(default_factory=dict, repr=False)  # mergeable, see histogram.py
+    stalls: int = 0  # 1-s windows with < 50 % of the step's median completions
+
+
+@dataclass(**_FROZEN)
+class TimelinePoint:
+    t_s: float
+    users: int
+    throughput_rps: float
+    p95_ms: float | None
+    error_rate: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis and verdict
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(**_FROZEN)
+class Saturation:
+    """The SLO boundary: users and req/s where the SLO stops holding."""
+
+    users: float | None
+    throughput_rps: float | None
+    broken: bool
+    reason: str
+    bracket: tuple[int, int] | None = None  # (last passing users, first failing users)
+    users_ci: tuple[float, float] | None = None
+    throughput_ci: tuple[float, float] | None = None
+    censored: Literal["no", "above_max", "below_start"] = "no"
+
+
+@dataclass(**_FROZEN)
+class Fingerprint:
+    scenario_hash: str
+    slo: str
+    perfgate_version: str
+    cpu_count: int
+    provider: str = ""
+    target: str = ""
+    python: str = ""
+    machine: str = ""
+
+
+@dataclass(**_FROZEN)
+class BaselineRef:
+    release: str
+    saturation: Saturation
+    created_at: str = ""
+    path: str = ""
+    fingerprint: Fingerprint | None = None
+
+
+@dataclass(**_FROZEN)
+class RuleResult:
+    """One gate rule, evaluated: what it checked, the numbers, and the margin."""
+
+    name: str
+    outcome: Literal["pass", "fail", "inconclusive", "skipped"]
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+    margin: float | None = None  # > 0: room left; < 0: by how much it was missed
+
+
+@dataclass(**_FROZEN)
+class GateResult:
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    rules: tuple[RuleResult, ...] = ()
+    ratio: float | None = None  # candidate / baseline throughput at the SLO
+    ratio_ci: tuple[float, float] | None = None
+
+
+@dataclass(**_FROZEN)
+class RunResult:
+    """Everything a run measured and decided: this is result.json."""
+
+    scenario: str
+    release: str
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    saturation: Saturation
+    baseline: BaselineRef | None
+    steps: tuple[StepStats, ...]
+    generator: dict[str, Any]
+    started_at: str
+    finished_at: str
+    perfgate_version: str
+    schema: int = RESULT_SCHEMA
+    rules: tuple[RuleResult, ...] = ()
+    slo: Slo = field(default_factory=Slo)
+    gate: GateSpec = field(default_factory=GateSpec)
+    target: str = ""
+    strategy: str = "linear"
+    fingerprint: Fingerprint | None = None
+    timeline: tuple[TimelinePoint, ...] = ()
+    replicates: tuple[Saturation, ...] = ()
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    aborted: bool = False
+    abort_reason: str = ""
+    command: str = ""
+    baseline_steps: tuple[StepStats, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON round trip
+# ---------------------------------------------------------------------------------------------
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Turn records (and tuples of them) into JSON-ready dicts and lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+        return None
+    return obj
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def from_jsonable(cls: type[Any], data: Any) -> Any:
+    """Rebuild a record of type ``cls`` from :func:`to_jsonable` output.
+
+    Unknown keys are ignored (a newer minor writer may add some); missing keys take defaults.
+    Raises ``TypeError``/``ValueError`` on data of the wrong shape.
+    """
+    return _convert(cls, data)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(args[0], value) if len(args) == 1 else value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"{value!r} is not one of {typing.get_args(tp)}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in value)
+        return tuple(_convert(a, v) for a, v in zip(args, value, strict=True))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp.__name__}, got {type(value).__name__}")
+        hints = _HINTS.get(tp)
+        if hints is None:
+            hints = _HINTS[tp] = typing.get_type_hints(tp)
+        kwargs = {
+            f.name: _convert(hints[f.name], value[f.name])
+            for f in dataclasses.fields(tp)
+            if f.name in value
+        }
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+    if tp is str and not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    if tp is bool and not isinstance(value, bool):
+        raise TypeError(f"expected true/false, got {value!r}")
+    return value
