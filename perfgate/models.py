@@ -283,6 +283,7 @@ class RunResult:
     timeline: tuple[TimelinePoint, ...] = ()
     replicates: tuple[Saturation, ...] = ()
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    mode: Literal["run", "ramp"] = "run"  # "ramp": a manual ramp, no gate
     aborted: bool = False
     abort_reason: str = ""
     command: str = ""

@@ -1,0 +1,552 @@
+"""The command line: parse options, call the library, map the outcome to an exit code.
+
+Exit codes: 0 pass · 1 blocked · 2 bad input · 3 infrastructure failure · 4 inconclusive ·
+70 internal error (a bug; traceback printed) · 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from perfgate._version import __version__
+from perfgate.errors import (
+    EXIT_BLOCK,
+    EXIT_INCONCLUSIVE,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_PASS,
+    EXIT_SIGINT,
+    InputError,
+    Interrupted,
+    PerfgateError,
+)
+
+HELP = """perfgate: a performance-regression release gate.
+
+Ramps closed-model Locust users against a staging copy of your service until the latency SLO
+breaks, compares that saturation point with the previous release's baseline, and exits with a
+verdict: 0 pass, 1 blocked, 2 bad input, 3 infrastructure failure, 4 inconclusive,
+70 internal error, 130/143 interrupted.
+"""
+
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+baseline_app = typer.Typer(help="List, show, promote and diff stored baselines.", no_args_is_help=True)
+exchange_app = typer.Typer(help="The reference exchange (perfgate's embedded default target).", no_args_is_help=True)
+staging_app = typer.Typer(help="Staging housekeeping.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(staging_app, name="staging")
+
+_state = {"debug": False}
+
+DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
+
+ScenarioOpt = Annotated[
+    Path,
+    typer.Option("--scenario", "-s", help="Scenario file (YAML).", show_default=True),
+]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(help="Load this URL instead of provisioning staging (implies --staging none)."),
+]
+StagingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--staging",
+        help="Staging provider: none | embedded | kubernetes (default: the scenario's).",
+    ),
+]
+ReportDirOpt = Annotated[
+    Path, typer.Option(help="Where run folders are written.", show_default=True)
+]
+MaxUsersOpt = Annotated[int | None, typer.Option(help="Override ramp.max_users.", min=1)]
+StepUsersOpt = Annotated[int | None, typer.Option(help="Override ramp.step_users.", min=1)]
+StepSecondsOpt = Annotated[
+    float | None, typer.Option(help="Override ramp.step_seconds (seconds per level).", min=0.5)
+]
+StrategyOpt = Annotated[
+    str | None, typer.Option(help="Override ramp.strategy: linear | adaptive.")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(help="Load generator processes on this machine (override load.workers).", min=1),
+]
+KubeconfigOpt = Annotated[
+    str | None, typer.Option(help="Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")
+]
+ContextOpt = Annotated[str | None, typer.Option(help="Kubeconfig context to use.")]
+KeepNsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-namespace", help="Keep the staging namespace after the run (prints how to delete it)."
+    ),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
+    raise _Exit(message, code)
+
+
+class _Exit(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _choice(value: str | None, name: str, options: tuple[str, ...]) -> str | None:
+    if value is not None and value not in options:
+        raise InputError(f"{name}: must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
+def _command_line() -> str:
+    return shlex.join(["perfgate", *sys.argv[1:]])
+
+
+def _install_sigterm() -> None:
+    def on_term(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut the teardown
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+@app.callback()
+def _root(
+    debug: DebugOpt = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print perfgate's version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        typer.echo(f"perfgate {__version__}")
+        raise typer.Exit(0)
+    _state["debug"] = debug or os.environ.get("PERFGATE_DEBUG") == "1"
+
+
+def _run_pipeline(opts: Any, *, as_json: bool, quiet: bool = False) -> int:
+    from perfgate import pipeline
+    from perfgate.console import Progress
+    from perfgate.report import console_summary
+
+    _install_sigterm()
+    with Progress(live=False if quiet else None) as progress:
+        outcome = pipeline.execute(opts, on_event=progress)
+    result = outcome.result
+    if as_json:
+        sys.stdout.write(outcome.report.json.read_text(encoding="utf-8"))
+        sys.stdout.flush()
+    print(console_summary(result, outcome.report.dir), file=sys.stderr)
+    if outcome.promoted:
+        print(f"promoted as the baseline of {result.release}: {outcome.promoted}", file=sys.stderr)
+    elif opts.gate and opts.promote:
+        print(f"not promoted: the verdict is {result.verdict}", file=sys.stderr)
+    if outcome.interrupted is not None:
+        return outcome.interrupted.exit_code
+    if outcome.failure is not None:
+        print(f"perfgate: error: {outcome.failure}", file=sys.stderr)
+        return outcome.failure.exit_code
+    if not opts.gate:
+        return EXIT_PASS
+    return {"pass": EXIT_PASS, "block": EXIT_BLOCK}.get(result.verdict, EXIT_INCONCLUSIVE)
+
+
+@app.command()
+def run(
+    scenario: ScenarioOpt = DEFAULT_SCENARIO,
+    target: TargetOpt = None,
+    staging: StagingOpt = None,
+    release: Annotated[
+        str | None,
+        typer.Option(help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."),
+    ] = None,
+    baseline_dir: Annotated[
+        Path, typer.Option(help="Where baselines are stored.", show_default=True)
+    ] = Path("baselines"),
+    report_dir: ReportDirOpt = Path("reports"),
+    promote: Annotated[
+        bool, typer.Option(help="On a pass, store this run as the scenario's newest baseline.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="With --promote: overwrite an existing baseline of this release.")
+    ] = False,
+    max_users: MaxUsersOpt = None,
+    step_users: StepUsersOpt = None,
+    step_seconds: StepSecondsOpt = None,
+    strategy: StrategyOpt = None,
+    repeat: Annotated[
+        int, typer.Option(help="Measure the saturation point K times (replicates) for a firmer verdict.", min=1, max=50)
+    ] = 1,
+    baseline_target: Annotated[
+        str | None,
+        typer.Option(
+            help="Paired mode: URL of the previous release, measured interleaved with the candidate in random order."
+        ),
+    ] = None,
+    workers: WorkersOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    keep_namespace: KeepNsOpt = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for the paired mode's random order.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
+) -> int:
+    """The gate: provision staging, ramp until the SLO breaks, compare with the baseline, exit with the verdict."""
+    from perfgate.pipeline import RunOptions, default_release
+
+    opts = RunOptions(
+        scenario=scenario,
+        target=target,
+        provider=_choice(staging, "--staging", ("none", "embedded", "kubernetes")),
+        release=release or default_release(),
+        baseline_dir=baseline_dir,
+        report_dir=report_dir,
+        promote=promote,
+        force=force,
+        repeat=repeat,
+        max_users=max_users,
+        step_users=step_users,
+        step_seconds=step_seconds,
+        strategy=_choice(strategy, "--strategy", ("linear", "adaptive")),
+        workers=workers,
+        kubeconfig=kubeconfig,
+        context=context,
+        keep_namespace=keep_namespace,
+        baseline_target=baseline_target,
+        command=_command_line(),
+        seed=seed,
+    )
+    return _run_pipeline(opts, as_json=as_json)
+
+
+@app.command()
+def ramp(
+    scenario: ScenarioOpt = DEFAULT_SCENARIO,
+    target: TargetOpt = None,
+    staging: StagingOpt = None,
+    report_dir: ReportDirOpt = Path("reports"),
+    max_users: MaxUsersOpt = None,
+    step_users: StepUsersOpt = None,
+    step_seconds: StepSecondsOpt = None,
+    strategy: StrategyOpt = None,
+    workers: WorkersOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    keep_namespace: KeepNsOpt = False,
+    ui: Annotated[
+        bool,
+        typer.Option(
+            "--ui", help="Open Locust's own web UI on 127.0.0.1 instead of the automatic ramp."
+        ),
+    ] = False,
+    ui_port: Annotated[int, typer.Option(help="Port of the web UI with --ui.")] = 8089,
+    as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
+) -> int:
+    """A manual ramp with a live table: no gate, no baseline. Ctrl-C stops it and writes what was measured."""
+    from perfgate.pipeline import RunOptions
+
+    opts = RunOptions(
+        scenario=scenario,
+        target=target,
+        provider=_choice(staging, "--staging", ("none", "embedded", "kubernetes")),
+        release="ramp",
+        report_dir=report_dir,
+        gate=False,
+        max_users=max_users,
+        step_users=step_users,
+        step_seconds=step_seconds,
+        strategy=_choice(strategy, "--strategy", ("linear", "adaptive")),
+        workers=workers,
+        kubeconfig=kubeconfig,
+        context=context,
+        keep_namespace=keep_namespace,
+        command=_command_line(),
+    )
+    if ui:
+        from perfgate import pipeline
+
+        _install_sigterm()
+        return pipeline.web_ui(opts, port=ui_port)
+    return _run_pipeline(opts, as_json=as_json)
+
+
+@app.command()
+def validate(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file to check.")],
+    strict: Annotated[
+        bool, typer.Option(help="Kubernetes manifests: reject unknown fields too.")
+    ] = True,
+) -> int:
+    """Check a scenario file (and render and check its Kubernetes manifests) without running anything."""
+    from perfgate.pipeline import RunOptions, prepare_scenario
+
+    scen = prepare_scenario(RunOptions(scenario=scenario))
+    problems: tuple[str, ...] = ()
+    if scen.staging.kubernetes is not None:
+        from perfgate.staging.manifests import validate_manifests
+
+        problems = validate_manifests(
+            scen.staging.kubernetes, scenario_dir=Path(scenario).resolve().parent, strict=strict
+        )
+    for p in problems:
+        print(f"{scenario}: {p}", file=sys.stderr)
+    if problems:
+        print(f"{scenario}: {len(problems)} manifest error(s)", file=sys.stderr)
+        return EXIT_INPUT
+    r = scen.ramp
+    print(
+        f"{scenario}: ok: scenario {scen.name!r}, staging {scen.staging.provider}, "
+        f"{len(scen.users.requests) or 'locustfile'} request(s), "
+        f"ramp {r.strategy} {r.start_users}..{r.max_users} users, "
+        f"SLO p95 ≤ {scen.slo.p95_ms:g} ms and errors ≤ {scen.slo.error_rate:.2%}"
+    )
+    return EXIT_PASS
+
+
+@app.command()
+def report(
+    result_json: Annotated[Path, typer.Argument(help="A saved result.json.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder to write to (default: the folder holding RESULT_JSON)."),
+    ] = None,
+    baseline_dir: Annotated[
+        Path, typer.Option(help="Baselines, for the history chart.", show_default=True)
+    ] = Path("baselines"),
+) -> int:
+    """Re-render every output (HTML, JUnit, Markdown, CSV) from a saved result.json, without load."""
+    from perfgate import baseline
+    from perfgate.report import load_result, write_report
+
+    result = load_result(result_json)
+    history: tuple[Any, ...] = ()
+    try:
+        history = tuple(b.ref() for b in baseline.list_baselines(baseline_dir, result.scenario))
+    except PerfgateError as exc:
+        print(f"perfgate: warning: history chart left out: {exc}", file=sys.stderr)
+    files = write_report(result, out or result_json.parent, history=history)
+    print(files.html)
+    return EXIT_PASS
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+BaselineDirOpt = Annotated[
+    Path, typer.Option(help="Where baselines are stored.", show_default=True)
+]
+
+
+@baseline_app.command("list")
+def baseline_list(
+    scenario: Annotated[str | None, typer.Argument(help="Scenario name (default: all).")] = None,
+    baseline_dir: BaselineDirOpt = Path("baselines"),
+) -> int:
+    """List stored baselines: release, saturation, date, fingerprint."""
+    from perfgate import baseline
+
+    names = [scenario] if scenario else sorted(
+        p.name for p in baseline_dir.glob("*") if p.is_dir()
+    )
+    if not names:
+        print(f"no baselines under {baseline_dir}")
+    for name in names:
+        items = baseline.list_baselines(baseline_dir, name)
+        print(f"{name}:")
+        print(baseline.format_list(items))
+    return EXIT_PASS
+
+
+@baseline_app.command("show")
+def baseline_show(
+    scenario: Annotated[str, typer.Argument(help="Scenario name.")],
+    release: Annotated[str | None, typer.Argument(help="Release (default: the newest).")] = None,
+    baseline_dir: BaselineDirOpt = Path("baselines"),
+) -> int:
+    """Show one stored baseline in full."""
+    from perfgate import baseline
+
+    if release is None:
+        items = baseline.list_baselines(baseline_dir, scenario)
+        if not items:
+            raise InputError(f"no baselines for scenario {scenario!r} under {baseline_dir}")
+        b = items[-1]
+    else:
+        path = baseline.baseline_path(baseline_dir, scenario, release)
+        if not path.exists():
+            raise InputError(f"{path}: no baseline for release {release!r}")
+        b = baseline.load_baseline(path, scenario=scenario)
+    print(baseline.format_show(b))
+    return EXIT_PASS
+
+
+@baseline_app.command("promote")
+def baseline_promote(
+    result_json: Annotated[Path, typer.Argument(help="result.json of a passing run.")],
+    baseline_dir: BaselineDirOpt = Path("baselines"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing baseline of that release.")] = False,
+) -> int:
+    """Store a saved run as its scenario's newest baseline (same safety as `run --promote`)."""
+    from perfgate import baseline
+
+    path = baseline.promote(result_json, baseline_dir, force=force)
+    print(f"stored {path}")
+    return EXIT_PASS
+
+
+@baseline_app.command("diff")
+def baseline_diff(
+    scenario: Annotated[str, typer.Argument(help="Scenario name.")],
+    release_a: Annotated[str, typer.Argument(help="Older release.")],
+    release_b: Annotated[str, typer.Argument(help="Newer release.")],
+    baseline_dir: BaselineDirOpt = Path("baselines"),
+) -> int:
+    """Compare two stored baselines of a scenario."""
+    from perfgate import baseline
+
+    loaded = []
+    for rel in (release_a, release_b):
+        path = baseline.baseline_path(baseline_dir, scenario, rel)
+        if not path.exists():
+            raise InputError(f"{path}: no baseline for release {rel!r}")
+        loaded.append(baseline.load_baseline(path, scenario=scenario))
+    print(baseline.format_diff(baseline.diff(loaded[0], loaded[1])))
+    return EXIT_PASS
+
+
+# -- the reference exchange --------------------------------------------------------------------
+
+
+@exchange_app.command("serve")
+def exchange_serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = a free one).", min=0, max=65535)] = 8080,
+    slots: Annotated[int | None, typer.Option(help="Requests in service at once.", min=1)] = None,
+    service_ms: Annotated[
+        float | None, typer.Option(help="Time each request holds a slot (ms).", min=0)
+    ] = None,
+    cache: Annotated[
+        bool | None, typer.Option("--cache/--no-cache", help="Cache the order-book depth.")
+    ] = None,
+    config_json: Annotated[
+        str | None, typer.Option(help="All capacity knobs as a JSON object.")
+    ] = None,
+) -> int:
+    """Serve the reference exchange over HTTP/JSON until interrupted."""
+    from perfgate.exchange import ExchangeConfig, serve
+
+    try:
+        knobs = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--config-json: not valid JSON ({exc.msg})") from None
+    if not isinstance(knobs, dict):
+        raise InputError("--config-json: expected a JSON object")
+    for key, value in (("slots", slots), ("service_ms", service_ms), ("cache", cache)):
+        if value is not None:
+            knobs[key] = value
+    try:
+        config = ExchangeConfig.from_dict(knobs)
+    except ValueError as exc:
+        raise InputError(f"exchange config: {exc}") from None
+    _install_sigterm()
+    try:
+        serve(host, port, config, on_listening=lambda url: print(f"serving on {url}", file=sys.stderr))
+    except Interrupted:
+        pass
+    return EXIT_PASS
+
+
+# -- staging housekeeping ----------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise InputError(f"--older-than: expected a duration like 30m, 6h or 2d, got {text!r}") from None
+
+
+@staging_app.command("gc")
+def staging_gc(
+    older_than: Annotated[str, typer.Option(help="Only namespaces older than this (e.g. 6h, 30m).")] = "6h",
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
+) -> int:
+    """Delete leftover staging namespaces of crashed runs (only those perfgate created)."""
+    from perfgate.staging.kubernetes import gc_namespaces
+
+    deleted = gc_namespaces(
+        older_than_s=_duration(older_than),
+        kubeconfig=kubeconfig,
+        context=context,
+        log=lambda m: print(m, file=sys.stderr),
+        dry_run=dry_run,
+    )
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {len(deleted)} namespace(s)" + (": " + ", ".join(deleted) if deleted else ""))
+    return EXIT_PASS
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point: one-line errors, documented exit codes."""
+    code = _main(argv)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="perfgate")
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        print("perfgate: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value, missing command
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            print(f"perfgate: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except _Exit as exc:
+        print(f"perfgate: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("perfgate: interrupted by SIGINT", file=sys.stderr)
+        return EXIT_SIGINT
+    except PerfgateError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"perfgate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception:
+        traceback.print_exc()
+        print(
+            "perfgate: internal error (a bug, not a verdict): please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    return int(rv) if isinstance(rv, int) else EXIT_PASS

@@ -1,0 +1,557 @@
+"""The config stage: read a scenario file (YAML, schema version 1) into a validated ``Scenario``.
+
+Every error is a :class:`~perfgate.errors.ScenarioError` whose one-line message names the file and
+the key (``scenarios/x.yaml: ramp.max_users: must be ≥ ramp.start_users (10), got 5``).
+
+Hostile input is refused before it can cost anything: files over 1 MiB, non-UTF-8 bytes, YAML
+aliases beyond a small budget (a "billion laughs" document expands exponentially once walked),
+request paths that are absolute URLs (they would send load to another host), and numbers beyond
+sane bounds. ``${VAR}`` in ``users`` strings is replaced from the environment; every value that
+came from the environment, and every header value, is a secret that outputs redact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perfgate.errors import ScenarioError
+from perfgate.models import (
+    GateSpec,
+    KubernetesSpec,
+    LoadSpec,
+    RampSpec,
+    RequestSpec,
+    Scenario,
+    Slo,
+    StagingSpec,
+    UsersSpec,
+)
+
+SCENARIO_SCHEMA = 1
+MAX_FILE_BYTES = 1 << 20
+MAX_EXPANDED_NODES = 100_000
+MAX_USERS = 100_000
+DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+_TOP_KEYS = {"schema", "name", "description", "staging", "users", "ramp", "slo", "gate", "load"}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses alias bombs and duplicate keys."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            size = _expanded_size(node, {})
+            if size > MAX_EXPANDED_NODES:
+                raise yaml.YAMLError(
+                    f"the document expands to more than {MAX_EXPANDED_NODES} values through "
+                    "aliases; refusing a possible alias bomb"
+                )
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str):
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise yaml.YAMLError(f"duplicate key {key!r} (line {line})")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Number of values ``node`` stands for once every alias is expanded (memoised per node)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_EXPANDED_NODES + 1  # a cycle counts as infinite
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, MAX_EXPANDED_NODES + 1)
+    return memo[key]
+
+
+def load_scenario(path: str | Path, *, env: Mapping[str, str] | None = None) -> Scenario:
+    """Read and validate the scenario file at ``path``."""
+    file = Path(path)
+    label = str(path)
+    try:
+        raw = file.read_bytes() if file.stat().st_size <= MAX_FILE_BYTES else None
+    except FileNotFoundError:
+        raise ScenarioError(f"{label}: scenario file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{label}: is a folder, not a scenario file") from None
+    except OSError as exc:
+        raise ScenarioError(f"{label}: cannot read the scenario file ({exc.strerror})") from exc
+    if raw is None:
+        raise ScenarioError(f"{label}: scenario file is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{label}: not UTF-8 text (invalid byte at offset {exc.start})"
+        ) from None
+    return parse_scenario(text, source=label, base_dir=file.resolve().parent, env=env)
+
+
+def parse_scenario(
+    text: str,
+    *,
+    source: str = "<scenario>",
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Scenario:
+    """Validate scenario YAML text; ``source`` names it in errors."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: invalid YAML: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: expected a mapping at the top level")
+    v = _Validator(source, base_dir or Path.cwd(), os.environ if env is None else env)
+    return v.scenario(data)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _canonical_hash(data: Any) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Validator:
+    """Walks the parsed YAML; every check names ``file: key``."""
+
+    def __init__(self, source: str, base_dir: Path, env: Mapping[str, str]) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.env = env
+        self.secrets: list[str] = []
+
+    def fail(self, key: str, message: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {key}: {message}")
+
+    # -- generic checks ------------------------------------------------------------------------
+
+    def section(self, data: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {_type(value)}")
+        self.known(value, key, allowed)
+        return value
+
+    def known(self, value: dict[str, Any], key: str, allowed: set[str]) -> None:
+        for k in value:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else str(k)
+                hint = _closest(str(k), allowed)
+                raise self.fail(where, f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+
+    def integer(self, d: dict[str, Any], key: str, default: int | None, *, lo: int = 1) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if name not in d or d[name] is None:
+            return default
+        value = d[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer, got {_type(value)} {value!r}")
+        if value < lo:
+            raise self.fail(key, f"must be ≥ {lo}, got {value}")
+        if value > MAX_USERS * 10:
+            raise self.fail(key, f"is implausibly large ({value})")
+        return value
+
+    def number(
+        self,
+        d: dict[str, Any],
+        key: str,
+        default: float | None,
+        *,
+        lo: float = 0.0,
+        hi: float = 1e9,
+        lo_open: bool = False,
+    ) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if name not in d or d[name] is None:
+            return default
+        value = d[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"expected a number, got {_type(value)} {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.fail(key, "must be a finite number")
+        if value < lo or (lo_open and value == lo):
+            raise self.fail(key, f"must be {'>' if lo_open else '≥'} {lo:g}, got {value:g}")
+        if value > hi:
+            raise self.fail(key, f"must be ≤ {hi:g}, got {value:g}")
+        return value
+
+    def string(self, d: dict[str, Any], key: str, default: str | None) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if name not in d or d[name] is None:
+            return default
+        value = d[name]
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_type(value)} {value!r}")
+        return value
+
+    def choice(self, d: dict[str, Any], key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.string(d, key, default)
+        if value not in options:
+            raise self.fail(key, f"must be one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    def path(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a file path, got {_type(value)}")
+        candidate = (self.base_dir / value).resolve()
+        if not candidate.exists():
+            # scenario files often name paths relative to the repository root (the usual cwd)
+            from_cwd = Path(value).resolve()
+            if from_cwd.exists():
+                return str(from_cwd)
+            raise self.fail(key, f"{value}: no such file or folder")
+        return str(candidate)
+
+    def env_subst(self, value: Any, key: str, *, secret: bool = False) -> Any:
+        """Replace ``${VAR}`` in strings (recursively); values from the environment are secrets."""
+        if isinstance(value, str):
+
+            def repl(m: re.Match[str]) -> str:
+                var = m.group(1)
+                if var not in self.env:
+                    raise self.fail(key, f"environment variable {var} is not set")
+                self.secrets.append(self.env[var])
+                return self.env[var]
+
+            out = _ENV_RE.sub(repl, value)
+            if secret and out:
+                self.secrets.append(out)
+            return out
+        if isinstance(value, list):
+            return [self.env_subst(v, f"{key}[{i}]", secret=secret) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.env_subst(v, f"{key}.{k}", secret=secret) for k, v in value.items()}
+        return value
+
+    def headers(self, value: Any, key: str) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping of header names to values, got {_type(value)}")
+        out: dict[str, str] = {}
+        for name, v in value.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise self.fail(f"{key}.{name}", "not a valid HTTP header name")
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                raise self.fail(f"{key}.{name}", f"expected a string, got {_type(v)}")
+            text = self.env_subst(str(v), f"{key}.{name}", secret=True)
+            if "\n" in text or "\r" in text:
+                raise self.fail(f"{key}.{name}", "header values must not contain line breaks")
+            out[name] = text
+        return out
+
+    # -- sections ------------------------------------------------------------------------------
+
+    def scenario(self, data: dict[str, Any]) -> Scenario:
+        self.known(data, "", _TOP_KEYS)
+        schema = data.get("schema", SCENARIO_SCHEMA)
+        if isinstance(schema, bool) or not isinstance(schema, int):
+            raise self.fail("schema", f"expected an integer, got {_type(schema)}")
+        if schema > SCENARIO_SCHEMA:
+            raise self.fail(
+                "schema",
+                f"scenario schema {schema} is newer than this perfgate reads "
+                f"({SCENARIO_SCHEMA}); upgrade perfgate",
+            )
+        name = self.string(data, "name", None)
+        if name is None:
+            raise self.fail("name", "required (it names the baseline and report folders)")
+        if not _NAME_RE.match(name):
+            raise self.fail(
+                "name", f"{name!r}: use letters, digits, '.', '_' and '-' (max 63 characters)"
+            )
+        if "description" in data and not isinstance(data["description"], str | type(None)):
+            raise self.fail("description", "expected a string")
+        staging = self.staging(data)
+        users = self.users(data)
+        ramp = self.ramp(data)
+        slo = self.slo(data)
+        gate = self.gate(data)
+        load = self.load(data)
+        return Scenario(
+            name=name,
+            path=self.source,
+            content_hash=_canonical_hash(data),
+            staging=staging,
+            users=users,
+            ramp=ramp,
+            slo=slo,
+            gate=gate,
+            load=load,
+        )
+
+    def staging(self, data: dict[str, Any]) -> StagingSpec:
+        s = self.section(data, "staging", {"provider", "embedded", "kubernetes"})
+        provider = self.choice(s, "staging.provider", "embedded", ("none", "embedded", "kubernetes"))
+        embedded = s.get("embedded") or {}
+        if not isinstance(embedded, dict):
+            raise self.fail("staging.embedded", f"expected a mapping, got {_type(embedded)}")
+        kube = None
+        if s.get("kubernetes") is not None:
+            kube = self.kubernetes(s)
+        elif provider == "kubernetes":
+            raise self.fail("staging.kubernetes", "required when staging.provider is kubernetes")
+        return StagingSpec(provider=provider, embedded=dict(embedded), kubernetes=kube)  # type: ignore[arg-type]
+
+    def kubernetes(self, s: dict[str, Any]) -> KubernetesSpec:
+        key = "staging.kubernetes"
+        k = self.section(
+            s,
+            key,
+            {"manifests", "service", "port", "url", "ready_timeout_s", "image", "variables"},
+        )
+        manifests = k.get("manifests")
+        if isinstance(manifests, str):
+            manifests = [manifests]
+        if not isinstance(manifests, list) or not manifests:
+            raise self.fail(f"{key}.manifests", "expected a non-empty list of files or folders")
+        paths = tuple(self.path(m, f"{key}.manifests[{i}]") for i, m in enumerate(manifests))
+        service = self.string(k, f"{key}.service", "")
+        url = self.string(k, f"{key}.url", None)
+        if not service and not url:
+            raise self.fail(f"{key}.service", "required unless staging.kubernetes.url is set")
+        variables = k.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise self.fail(f"{key}.variables", f"expected a mapping, got {_type(variables)}")
+        return KubernetesSpec(
+            manifests=paths,
+            service=service,
+            port=self.integer(k, f"{key}.port", 8080),
+            url=url,
+            ready_timeout_s=self.number(k, f"{key}.ready_timeout_s", 300.0, lo=0, lo_open=True),
+            image=self.string(k, f"{key}.image", None),
+            variables=dict(variables),
+        )
+
+    def users(self, data: dict[str, Any]) -> UsersSpec:
+        u = self.section(data, "users", {"wait", "requests", "locustfile", "headers"})
+        if not u:
+            raise self.fail("users", "required: a list of `requests` or a `locustfile`")
+        wait = self.number(u, "users.wait", 0.0, hi=3600)
+        headers = self.headers(u.get("headers"), "users.headers")
+        locustfile = None
+        requests: tuple[RequestSpec, ...] = ()
+        if u.get("locustfile") is not None:
+            if u.get("requests"):
+                raise self.fail("users", "give either `requests` or `locustfile`, not both")
+            locustfile = self.path(u["locustfile"], "users.locustfile")
+            if not locustfile.endswith(".py") or not Path(locustfile).is_file():
+                raise self.fail("users.locustfile", "must be a Python file (.py)")
+        else:
+            reqs = u.get("requests")
+            if reqs is None:
+                raise self.fail("users.requests", "required (or give users.locustfile)")
+            if not isinstance(reqs, list):
+                raise self.fail("users.requests", f"expected a list, got {_type(reqs)}")
+            if not reqs:
+                raise self.fail("users.requests", "is empty: give at least one request")
+            requests = tuple(self.request(r, f"users.requests[{i}]") for i, r in enumerate(reqs))
+            names = [(r.method, r.name) for r in requests]
+            for i, n in enumerate(names):
+                if n in names[:i]:
+                    raise self.fail(f"users.requests[{i}].name", f"duplicate request name {n[1]!r}")
+        return UsersSpec(
+            wait_s=wait,
+            requests=requests,
+            locustfile=locustfile,
+            headers=headers,
+            secret_values=tuple(sorted({s for s in self.secrets if len(s) >= 4})),
+        )
+
+    def request(self, r: Any, key: str) -> RequestSpec:
+        allowed = {
+            "name",
+            "method",
+            "path",
+            "json",
+            "params",
+            "headers",
+            "weight",
+            "capture",
+            "expect_status",
+        }
+        if not isinstance(r, dict):
+            raise self.fail(key, f"expected a mapping, got {_type(r)}")
+        self.known(r, key, allowed)
+        method = self.string(r, f"{key}.method", "GET").upper()
+        if method not in _METHODS:
+            raise self.fail(f"{key}.method", f"must be one of {', '.join(_METHODS)}, got {method!r}")
+        path = self.string(r, f"{key}.path", None)
+        if path is None:
+            raise self.fail(f"{key}.path", "required (e.g. /orderbook/BTC-USDT)")
+        path = self.env_subst(path, f"{key}.path")
+        if not path.startswith("/") or path.startswith("//") or "://" in path.split("?", 1)[0]:
+            raise self.fail(
+                f"{key}.path",
+                f"{path!r}: must be a path on the target starting with '/', not a URL",
+            )
+        if any(ch in path for ch in "\r\n\t "):
+            raise self.fail(f"{key}.path", "must not contain spaces or line breaks")
+        name = self.string(r, f"{key}.name", None) or f"{method} {path}"
+        if len(name) > 200:
+            raise self.fail(f"{key}.name", "longer than 200 characters")
+        params = r.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise self.fail(f"{key}.params", f"expected a mapping, got {_type(params)}")
+        capture = r.get("capture")
+        if capture is not None:
+            if not isinstance(capture, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in capture.items()
+            ):
+                raise self.fail(f"{key}.capture", "expected a mapping of names to JSON paths")
+        expect = r.get("expect_status", [])
+        if isinstance(expect, int) and not isinstance(expect, bool):
+            expect = [expect]
+        if not isinstance(expect, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in expect
+        ):
+            raise self.fail(f"{key}.expect_status", "expected an HTTP status or a list of them")
+        return RequestSpec(
+            name=name,
+            method=method,
+            path=path,
+            weight=self.integer(r, f"{key}.weight", 1, lo=1),
+            json=self.env_subst(r.get("json"), f"{key}.json"),
+            params=self.env_subst(params, f"{key}.params") if params is not None else None,
+            headers=self.headers(r.get("headers"), f"{key}.headers") or None,
+            capture=dict(capture) if capture else None,
+            expect_status=tuple(expect),
+        )
+
+    def ramp(self, data: dict[str, Any]) -> RampSpec:
+        allowed = {
+            "strategy",
+            "start_users",
+            "step_users",
+            "max_users",
+            "step_seconds",
+            "settle_seconds",
+            "resolution",
+            "min_samples",
+            "max_step_seconds",
+            "cooldown_seconds",
+        }
+        r = self.section(data, "ramp", allowed)
+        d = RampSpec()
+        ramp = RampSpec(
+            strategy=self.choice(r, "ramp.strategy", d.strategy, ("linear", "adaptive")),  # type: ignore[arg-type]
+            start_users=self.integer(r, "ramp.start_users", d.start_users),
+            step_users=self.integer(r, "ramp.step_users", d.step_users),
+            max_users=self.integer(r, "ramp.max_users", d.max_users),
+            step_seconds=self.number(r, "ramp.step_seconds", d.step_seconds, lo=0, lo_open=True, hi=3600),
+            settle_seconds=self.number(r, "ramp.settle_seconds", None, hi=3600),
+            resolution=self.number(r, "ramp.resolution", d.resolution, lo=0, lo_open=True, hi=1),
+            min_samples=self.integer(r, "ramp.min_samples", d.min_samples, lo=0),
+            max_step_seconds=self.number(r, "ramp.max_step_seconds", None, lo=0, lo_open=True, hi=3600),
+            cooldown_seconds=self.number(r, "ramp.cooldown_seconds", d.cooldown_seconds, hi=3600),
+        )
+        return check_ramp(ramp, lambda key, msg: self.fail(key, msg))
+
+    def slo(self, data: dict[str, Any]) -> Slo:
+        s = self.section(data, "slo", {"p95_ms", "error_rate"})
+        if not s:
+            raise self.fail("slo", "required: at least slo.p95_ms")
+        p95 = self.number(s, "slo.p95_ms", None, lo=0, lo_open=True, hi=3_600_000)
+        if p95 is None:
+            raise self.fail("slo.p95_ms", "required (the latency SLO in milliseconds)")
+        return Slo(p95_ms=p95, error_rate=self.number(s, "slo.error_rate", 0.01, hi=1))
+
+    def gate(self, data: dict[str, Any]) -> GateSpec:
+        g = self.section(data, "gate", {"min_users", "max_regression", "block_min_regression"})
+        max_reg = self.number(g, "gate.max_regression", 0.10, hi=1)
+        block_min = self.number(g, "gate.block_min_regression", min(0.05, max_reg), hi=1)
+        if block_min > max_reg:
+            raise self.fail(
+                "gate.block_min_regression",
+                f"must be ≤ gate.max_regression ({max_reg:g}), got {block_min:g}",
+            )
+        return GateSpec(
+            min_users=self.integer(g, "gate.min_users", None),
+            max_regression=max_reg,
+            block_min_regression=block_min,
+        )
+
+    def load(self, data: dict[str, Any]) -> LoadSpec:
+        lo = self.section(data, "load", {"workers", "request_timeout_s"})
+        return LoadSpec(
+            workers=self.integer(lo, "load.workers", 1),
+            request_timeout_s=self.number(
+                lo, "load.request_timeout_s", 10.0, lo=0, lo_open=True, hi=600
+            ),
+        )
+
+
+def check_ramp(ramp: RampSpec, fail: Callable[[str, str], Exception]) -> RampSpec:
+    """Cross-field ramp checks, shared by the file and the CLI overrides."""
+    if ramp.max_users < ramp.start_users:
+        raise fail(
+            "ramp.max_users",
+            f"must be ≥ ramp.start_users ({ramp.start_users}), got {ramp.max_users}",
+        )
+    if ramp.max_users > MAX_USERS:
+        raise fail("ramp.max_users", f"must be ≤ {MAX_USERS}, got {ramp.max_users}")
+    if ramp.settle_seconds is not None and ramp.settle_seconds >= ramp.step_seconds:
+        raise fail(
+            "ramp.settle_seconds",
+            f"must be shorter than ramp.step_seconds ({ramp.step_seconds:g})",
+        )
+    if ramp.max_step_seconds is not None and ramp.max_step_seconds < ramp.step_seconds:
+        raise fail(
+            "ramp.max_step_seconds",
+            f"must be ≥ ramp.step_seconds ({ramp.step_seconds:g})",
+        )
+    return ramp
+
+
+def _type(value: Any) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "nothing",
+    }.get(type(value), type(value).__name__)
+
+
+def _closest(word: str, options: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.7)
+    return f" (did you mean {match[0]!r}?)" if match else ""
