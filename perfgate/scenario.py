@@ -420,7 +420,7 @@ class _Validator:
                 f"{key}.path",
                 f"{path!r}: must be a path on the target starting with '/', not a URL",
             )
-        if any(ch in path for ch in "\r\n\t "):
+        if any(ch in re.sub(r"\{\{.*?\}\}", "", path) for ch in "\r\n\t "):
             raise self.fail(f"{key}.path", "must not contain spaces or line breaks")
         name = self.string(r, f"{key}.name", None) or f"{method} {path}"
         if len(name) > 200:
