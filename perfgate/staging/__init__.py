@@ -1,0 +1,161 @@
+"""The staging stage: give the load a target URL, and always take down what was set up for it.
+
+Providers share one interface, :func:`provision`, a context manager yielding a
+:class:`StagedTarget`:
+
+- ``none``: an existing service (``--target URL``); validated and probed, nothing to tear down.
+- ``embedded``: the reference exchange (``python -m perfgate.exchange``) started on 127.0.0.1 in its
+  own process group and stopped on exit, whatever the exit (see :mod:`perfgate.staging.embedded`).
+- ``kubernetes``: a fresh namespace from the scenario's manifests
+  (:mod:`perfgate.staging.kubernetes`, imported only when used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from perfgate.errors import InputError, StagingError, TargetUnreachable
+from perfgate.models import Scenario
+
+__all__ = ["PROVIDERS", "StagedTarget", "StagingOptions", "probe_url", "provision", "redact_url"]
+
+PROVIDERS = ("none", "embedded", "kubernetes")
+PROBE_TIMEOUT_S = 5.0  # how long `none` waits for an existing target to answer at all
+_PROBE_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagedTarget:
+    url: str  # base URL the load goes to
+    provider: str  # none | embedded | kubernetes
+    description: str  # one line for the console/report
+    namespace: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. exchange config, for the report
+
+
+def _no_log(msg: str) -> None:
+    del msg
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagingOptions:
+    release: str = "dev"
+    run_id: str = ""  # short unique id of this run
+    kubeconfig: str | None = None
+    context: str | None = None
+    keep_namespace: bool = False
+    log: Callable[[str], None] = _no_log  # progress lines for the console
+
+
+_DEFAULT_OPTIONS = StagingOptions()
+
+
+@contextlib.contextmanager
+def provision(
+    scenario: Scenario,
+    *,
+    provider: str | None = None,
+    target: str | None = None,
+    options: StagingOptions = _DEFAULT_OPTIONS,
+) -> Iterator[StagedTarget]:
+    """Yield the target to load; tear down on exit (normal, exception or KeyboardInterrupt).
+
+    ``provider`` None means the scenario's ``staging.provider``; a ``target`` URL means ``none``.
+    """
+    if target is not None:
+        if provider not in (None, "none"):
+            raise InputError(f"--target cannot be combined with --staging {provider}")
+        provider = "none"
+    chosen = provider or scenario.staging.provider
+    if chosen == "none":
+        if target is None:
+            raise InputError("staging provider 'none' needs a target URL (--target URL)")
+        with _provision_none(target, options) as staged:
+            yield staged
+    elif chosen == "embedded":
+        from perfgate.staging.embedded import provision_embedded
+
+        with provision_embedded(scenario, options) as staged:
+            yield staged
+    elif chosen == "kubernetes":
+        with _provision_kubernetes(scenario, options) as staged:
+            yield staged
+    else:
+        raise InputError(
+            f"unknown staging provider {chosen!r} (choose from {', '.join(PROVIDERS)})"
+        )
+
+
+@contextlib.contextmanager
+def _provision_kubernetes(scenario: Scenario, options: StagingOptions) -> Iterator[StagedTarget]:
+    try:
+        # Imported only here: the kubernetes client is heavy and must stay out of other runs.
+        from perfgate.staging.kubernetes import provision_kubernetes
+    except ImportError as exc:
+        detail = "" if exc.name == "perfgate.staging.kubernetes" else f" ({exc})"
+        raise StagingError(f"kubernetes staging is not available{detail}") from exc
+    with provision_kubernetes(scenario, options) as staged:
+        yield staged
+
+
+def redact_url(url: str) -> str:
+    """The URL without any password, for messages and reports."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _validate_url(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InputError(f"target URL {redact_url(url)!r} is malformed: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InputError(f"target URL {redact_url(url)!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise InputError(f"target URL {redact_url(url)!r} has no host")
+    if parts.query or parts.fragment:
+        raise InputError(f"target URL {redact_url(url)!r} must not have a query or fragment")
+    return urllib.parse.urlunsplit(parts).rstrip("/")
+
+
+def probe_url(url: str, *, timeout_s: float, path: str = "") -> str | None:
+    """GET ``url + path`` until anything answers or ``timeout_s`` passes; None, or why not."""
+    deadline = time.monotonic() + timeout_s
+    reason = "no answer"
+    with httpx.Client(timeout=min(2.0, timeout_s), follow_redirects=False, verify=True) as client:
+        while True:
+            try:
+                client.get(url + path)
+            except httpx.HTTPError as exc:
+                reason = str(exc) or type(exc).__name__
+            else:
+                return None  # any HTTP answer, even 404 or 500, means something is there
+            if time.monotonic() + _PROBE_INTERVAL_S >= deadline:
+                return reason
+            time.sleep(_PROBE_INTERVAL_S)
+
+
+@contextlib.contextmanager
+def _provision_none(target: str, options: StagingOptions) -> Iterator[StagedTarget]:
+    url = _validate_url(target)
+    shown = redact_url(url)
+    options.log(f"probing existing target {shown}")
+    why = probe_url(url, timeout_s=PROBE_TIMEOUT_S)
+    if why is not None:
+        raise TargetUnreachable(
+            f"target {shown} did not answer within {PROBE_TIMEOUT_S:g} s ({why.splitlines()[0]})"
+        )
+    yield StagedTarget(url=url, provider="none", description=f"existing target {shown}")
