@@ -694,9 +694,10 @@ def diff(a: StoredBaseline, b: StoredBaseline) -> BaselineDiff:
     """
     comparable, note = comparability(a.fingerprint, b.fingerprint)
     if a.scenario != b.scenario:
+        rest = note.removeprefix("not comparable: ")
         comparable = False
-        note = f"different scenarios {a.scenario!r} → {b.scenario!r}" + (
-            f"; {note}" if note else ""
+        note = f"not comparable: different scenarios {a.scenario!r} → {b.scenario!r}" + (
+            f"; {rest}" if rest else ""
         )
     levels_a, levels_b = _by_level(a.steps), _by_level(b.steps)
     rows = []
@@ -864,8 +865,8 @@ def format_diff(d: BaselineDiff) -> str:
     ]
     if d.slo_a != d.slo_b:
         lines.append(f"SLO               {d.slo_a or '-'} → {d.slo_b or '-'}")
-    verdict = "comparable" if d.comparable else "NOT comparable"
-    lines.append(f"environment       {verdict}" + (f": {d.note}" if d.note else ""))
+    # The note already starts with "not comparable:" / "comparable; differs in" when it matters.
+    lines.append(f"environment       {d.note or 'identical fingerprints'}")
     if d.steps:
         rows = [
             (
