@@ -51,6 +51,7 @@ __all__ = [
     "StepDiff",
     "StoredBaseline",
     "baseline_path",
+    "check_can_store",
     "comparability",
     "diff",
     "fingerprint",
@@ -62,6 +63,7 @@ __all__ = [
     "load_baseline",
     "previous_baseline",
     "promote",
+    "read_result",
     "resolve_baseline",
     "scan_baselines",
     "store_baseline",
@@ -581,6 +583,21 @@ def _write_atomically(path: Path, payload: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def check_can_store(
+    baseline_dir: Path, scenario: str, release: str, *, force: bool = False
+) -> Path:
+    """Fail fast, before a long run, if `--promote` could not store this release; returns the path.
+
+    ``store_baseline`` checks again under the lock: this is only an early, friendly refusal.
+    """
+    path = baseline_path(baseline_dir, scenario, release)
+    if path.exists() and not force:
+        raise BaselineError(
+            f"baseline for release {release!r} already exists at {path} (use --force to replace it)"
+        )
+    return path
 
 
 def store_baseline(

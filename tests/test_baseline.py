@@ -238,6 +238,16 @@ def test_existing_baseline_is_not_overwritten_without_force(tmp_path: Path) -> N
     assert files_in(path.parent) == [".lock", "v1.json"]
 
 
+def test_check_can_store_refuses_early(tmp_path: Path) -> None:
+    assert bl.check_can_store(tmp_path, "exchange", "v1") == tmp_path / "exchange" / "v1.json"
+    path = bl.store_baseline(make_result("v1"), tmp_path)
+    with pytest.raises(BaselineError, match=r"release 'v1' already exists .*--force"):
+        bl.check_can_store(tmp_path, "exchange", "v1")
+    assert bl.check_can_store(tmp_path, "exchange", "v1", force=True) == path
+    with pytest.raises(BaselineError, match="release name"):
+        bl.check_can_store(tmp_path, "exchange", "../v1")
+
+
 def test_force_overwrites(tmp_path: Path) -> None:
     bl.store_baseline(make_result("v1", users=120), tmp_path)
     path = bl.store_baseline(make_result("v1", users=150), tmp_path, force=True)
