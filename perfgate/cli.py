@@ -352,12 +352,20 @@ BaselineDirOpt = Annotated[
 ]
 
 
+ScenarioNameOpt = Annotated[
+    str,
+    typer.Option("--scenario", help="Scenario name (its `name:`).", show_default=True),
+]
+
+
 @baseline_app.command("list")
 def baseline_list(
-    scenario: Annotated[str | None, typer.Argument(help="Scenario name (default: all).")] = None,
+    scenario: Annotated[
+        str | None, typer.Option("--scenario", help="Scenario name (default: every scenario).")
+    ] = None,
     baseline_dir: BaselineDirOpt = Path("baselines"),
 ) -> int:
-    """List stored baselines: release, saturation, date, fingerprint."""
+    """List stored baselines, oldest first: release, saturation, date, fingerprint."""
     from perfgate import baseline
 
     names = [scenario] if scenario else sorted(
@@ -365,17 +373,21 @@ def baseline_list(
     )
     if not names:
         print(f"no baselines under {baseline_dir}")
+    problems = 0
     for name in names:
-        items = baseline.list_baselines(baseline_dir, name)
+        scan = baseline.scan_baselines(baseline_dir, name)
+        problems += len(scan.problems)
         print(f"{name}:")
-        print(baseline.format_list(items))
-    return EXIT_PASS
+        print(baseline.format_list(scan.baselines, problems=scan.problems))
+    return EXIT_INPUT if problems else EXIT_PASS
 
 
 @baseline_app.command("show")
 def baseline_show(
-    scenario: Annotated[str, typer.Argument(help="Scenario name.")],
-    release: Annotated[str | None, typer.Argument(help="Release (default: the newest).")] = None,
+    release: Annotated[
+        str | None, typer.Argument(help="Release name or baseline file (default: the newest).")
+    ] = None,
+    scenario: ScenarioNameOpt = "exchange",
     baseline_dir: BaselineDirOpt = Path("baselines"),
 ) -> int:
     """Show one stored baseline in full."""
@@ -387,10 +399,7 @@ def baseline_show(
             raise InputError(f"no baselines for scenario {scenario!r} under {baseline_dir}")
         b = items[-1]
     else:
-        path = baseline.baseline_path(baseline_dir, scenario, release)
-        if not path.exists():
-            raise InputError(f"{path}: no baseline for release {release!r}")
-        b = baseline.load_baseline(path, scenario=scenario)
+        b = baseline.resolve_baseline(baseline_dir, scenario, release)
     print(baseline.format_show(b))
     return EXIT_PASS
 
@@ -399,7 +408,9 @@ def baseline_show(
 def baseline_promote(
     result_json: Annotated[Path, typer.Argument(help="result.json of a passing run.")],
     baseline_dir: BaselineDirOpt = Path("baselines"),
-    force: Annotated[bool, typer.Option(help="Overwrite an existing baseline of that release.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Overwrite an existing baseline of that release.")
+    ] = False,
 ) -> int:
     """Store a saved run as its scenario's newest baseline (same safety as `run --promote`)."""
     from perfgate import baseline
@@ -411,21 +422,17 @@ def baseline_promote(
 
 @baseline_app.command("diff")
 def baseline_diff(
-    scenario: Annotated[str, typer.Argument(help="Scenario name.")],
-    release_a: Annotated[str, typer.Argument(help="Older release.")],
-    release_b: Annotated[str, typer.Argument(help="Newer release.")],
+    release_a: Annotated[str, typer.Argument(help="Older release (name or file).")],
+    release_b: Annotated[str, typer.Argument(help="Newer release (name or file).")],
+    scenario: ScenarioNameOpt = "exchange",
     baseline_dir: BaselineDirOpt = Path("baselines"),
 ) -> int:
-    """Compare two stored baselines of a scenario."""
+    """Compare two stored baselines: saturation change, SLO and fingerprint differences, common levels."""
     from perfgate import baseline
 
-    loaded = []
-    for rel in (release_a, release_b):
-        path = baseline.baseline_path(baseline_dir, scenario, rel)
-        if not path.exists():
-            raise InputError(f"{path}: no baseline for release {rel!r}")
-        loaded.append(baseline.load_baseline(path, scenario=scenario))
-    print(baseline.format_diff(baseline.diff(loaded[0], loaded[1])))
+    a = baseline.resolve_baseline(baseline_dir, scenario, release_a)
+    b = baseline.resolve_baseline(baseline_dir, scenario, release_b)
+    print(baseline.format_diff(baseline.diff(a, b)))
     return EXIT_PASS
 
 

@@ -143,6 +143,9 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
         prev = baseline.previous_baseline(opts.baseline_dir, scen.name, opts.release)
         history = tuple(b.ref() for b in baseline.list_baselines(opts.baseline_dir, scen.name))
         noise = calibration.load_noise(opts.baseline_dir, scen.name)
+        if opts.promote:
+            # refuse a clash now rather than after minutes of load
+            baseline.check_can_store(opts.baseline_dir, scen.name, opts.release, force=opts.force)
     run_id = uuid.uuid4().hex[:6]
     started_at = _now()
     steps: list[StepStats] = []
@@ -285,7 +288,9 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
     files = report.write_report(result, out_dir, history=history, secrets=secrets)
     promoted = None
     if opts.gate and opts.promote and result.verdict == "pass" and not result.aborted:
-        promoted = baseline.store_baseline(result, opts.baseline_dir, force=opts.force)
+        promoted = baseline.store_baseline(
+            result, opts.baseline_dir, force=opts.force, source=str(files.dir)
+        )
     return Outcome(
         result=result,
         report=files,
