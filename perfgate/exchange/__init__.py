@@ -8,16 +8,16 @@ entry point (``python -m perfgate.exchange``).
 
 Capacity knobs (:class:`ExchangeConfig`; the defaults model a healthy release):
 
-``slots`` (int, 8)
+``slots`` (int, 16)
     At most this many requests are in service at once.
-``service_ms`` (float, 19.0)
+``service_ms`` (float, 15.2)
     Slot time every request except ``GET /health`` costs.
 ``cache`` (bool, true)
     Order-book read path. With the cache, ``GET /orderbook`` serves an aggregated depth that is
     reused until the book changes (and, while it changes, for at most ``cache_stale_ms``).
     Without it, every read re-aggregates the resting orders and costs ``rebuild_ms`` extra slot
     time: the database round trip the cache saves.
-``rebuild_ms`` (float, 110.0)
+``rebuild_ms`` (float, 88.0)
     Extra slot time of an uncached order-book read.
 ``cache_stale_ms`` (float, 5.0)
     Longest a cached depth may lag a changing book.
@@ -83,10 +83,10 @@ class ConfigError(ValueError):
 class ExchangeConfig:
     """Capacity knobs and memory bounds of the reference exchange (see the module docstring)."""
 
-    slots: int = 8
-    service_ms: float = 19.0
+    slots: int = 16
+    service_ms: float = 15.2
     cache: bool = True
-    rebuild_ms: float = 110.0
+    rebuild_ms: float = 88.0
     cache_stale_ms: float = 5.0
     jitter: float = 0.0
     seed_orders: int = 200
