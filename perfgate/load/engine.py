@@ -1,0 +1,730 @@
+"""The load engine: Locust in a child process, spoken to in JSON lines (`-m perfgate.load.engine`).
+
+Why a child process (decided once, for the whole project): ``import locust`` monkey-patches the
+process with gevent. In the CLI process that would freeze every virtual user whenever the CLI
+does CPU work (rendering a chart, JSON, Kubernetes watches) and report the freeze as latency, and
+it crashes with RecursionError when ``urllib3``/``requests``/``kubernetes`` were imported first.
+So the CLI never imports locust; :class:`perfgate.load.runner.LocustRunner` starts this module in
+its own process group and talks to it with :mod:`perfgate.load.protocol`.
+
+Rules for this file:
+
+- ``import locust`` is its FIRST import (the package ``__init__`` modules that ``-m`` runs before
+  it import only stdlib and ``perfgate.errors``; a test checks both).
+- From perfgate it imports only ``perfgate.load.protocol``, ``.histogram``, ``.templates`` and
+  ``perfgate.models`` (all stdlib-only).
+- stdout carries protocol lines only: file descriptor 1 is moved aside at start and pointed at
+  stderr, so a ``print`` in a user's locustfile cannot corrupt the protocol. Locust's logging
+  goes to stderr at WARNING level, with repeated messages throttled.
+
+How it measures: Locust's library API (``Environment`` + ``create_local_runner()``), with
+``runner.start(n, spawn_rate=n)`` per step; Locust never resets its stats while running, and we
+never read them anyway. Every completed request reaches :meth:`Engine.on_request` (an
+``events.request`` listener), which files it by completion time into the current step's
+per-endpoint histograms (successes only for latency), counts and error messages. Completions
+during the settle period and between steps are discarded. The overall histogram is the merge of
+the endpoint histograms, built once at step end.
+
+Users are either a ``FastHttpUser`` subclass generated from the scenario's weighted requests
+(``wait_time = constant(users.wait_s)``, templates from :mod:`perfgate.load.templates`, failure
+= an exception or a status outside ``expect_status`` / outside 2xx–3xx) or the User classes of
+``users.locustfile`` (failure = the request event's exception, i.e. whatever Locust and the
+locustfile's ``catch_response`` decided).
+
+Distributed mode (a later addition) fits beside this: a worker would run the same
+:class:`StepRecorder` and send ``StepRecorder.snapshot()`` to the master with
+``runner.send_message``; the master merges histograms and answers ``step_done`` exactly as here.
+"""
+
+# isort: off
+import locust  # must stay first: gevent monkey-patching (see the module docstring)
+
+# isort: on
+import heapq
+import importlib.util
+import logging
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.fileobject import FileObjectPosix
+from gevent.queue import Queue
+from locust import FastHttpUser, User, constant, task
+from locust.env import Environment
+
+from perfgate.load import protocol
+from perfgate.load.histogram import Histogram
+from perfgate.load.templates import (
+    MISSING,
+    CompiledRequest,
+    RequestPicker,
+    UserContext,
+    compile_requests,
+    compile_template,
+)
+from perfgate.models import UsersSpec, from_jsonable
+
+MAX_ENDPOINTS = 200  # distinct (method, name) pairs per step; more go to "(other)"
+MAX_ERROR_KINDS = 100  # distinct error messages per step; more go to "(other errors)"
+MAX_ERROR_CHARS = 200
+TOP_ERRORS = 10
+LAG_PROBE_S = 0.05
+SPAWN_WAIT_S = 30.0
+
+_perf = time.perf_counter
+
+
+class ScenarioInputError(Exception):
+    """The scenario's users cannot be built (broken locustfile, bad template)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------------------------
+
+
+class EndpointRecord:
+    """One (method, name) within one step."""
+
+    __slots__ = ("failures", "hist", "method", "name", "requests")
+
+    def __init__(self, method: str, name: str) -> None:
+        self.method = method
+        self.name = name
+        self.hist = Histogram()
+        self.requests = 0
+        self.failures = 0
+
+
+class StepRecorder:
+    """Everything recorded in one step's measuring window (bounded memory)."""
+
+    __slots__ = (
+        "cpu0",
+        "endpoints",
+        "errors",
+        "failures",
+        "lags_ms",
+        "latency_sum_ms",
+        "per_second",
+        "requests",
+        "user_errors",
+        "window_start",
+    )
+
+    def __init__(self, window_start: float) -> None:
+        self.window_start = window_start
+        self.cpu0 = time.process_time()
+        self.endpoints: dict[tuple[str, str], EndpointRecord] = {}
+        self.errors: dict[str, int] = {}
+        self.requests = 0
+        self.failures = 0
+        self.latency_sum_ms = 0.0
+        self.per_second: list[int] = []
+        self.lags_ms: list[float] = []
+        self.user_errors = 0
+
+    def endpoint(self, method: str, name: str) -> EndpointRecord:
+        key = (method, name)
+        if len(self.endpoints) >= MAX_ENDPOINTS:
+            key = (method, "(other)")
+            found = self.endpoints.get(key)
+            if found is not None:
+                return found
+        rec = self.endpoints[key] = EndpointRecord(*key)
+        return rec
+
+    def note_error(self, message: str) -> None:
+        errors = self.errors
+        if message not in errors and len(errors) >= MAX_ERROR_KINDS:
+            message = "(other errors)"
+        errors[message] = errors.get(message, 0) + 1
+
+    def snapshot(self, end: float, secrets: tuple[str, ...]) -> dict[str, Any]:
+        """The step's results as protocol fields (histograms serialised, errors redacted)."""
+        duration = end - self.window_start
+        wall = max(duration, 1e-9)
+        overall = Histogram.merged(e.hist for e in self.endpoints.values())
+        merged_errors: dict[str, int] = {}
+        for message, n in self.errors.items():
+            clean = redact(message, secrets)
+            merged_errors[clean] = merged_errors.get(clean, 0) + n
+        top = sorted(merged_errors.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
+        full_seconds = int(duration)
+        per_second = (self.per_second + [0] * full_seconds)[:full_seconds]
+        lags = sorted(self.lags_ms)
+        lag95 = lags[max(0, math.ceil(0.95 * len(lags)) - 1)] if lags else 0.0
+        return {
+            "t_window": None,  # filled by the caller (run clock)
+            "duration_s": duration,
+            "requests": self.requests,
+            "failures": self.failures,
+            "latency_sum_ms": self.latency_sum_ms,
+            "histogram": overall.to_dict(),
+            "endpoints": [
+                {
+                    "name": redact(e.name, secrets),
+                    "method": e.method,
+                    "requests": e.requests,
+                    "failures": e.failures,
+                    "histogram": e.hist.to_dict(),
+                }
+                for e in self.endpoints.values()
+            ],
+            "errors": [[m, n] for m, n in top],
+            "user_errors": self.user_errors,
+            "per_second": per_second,
+            "cpu_percent": 100.0 * (time.process_time() - self.cpu0) / wall,
+            "loop_lag_p95_ms": lag95,
+        }
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret value in ``text`` with ``***``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _failure_message(
+    method: str, name: str, response: Any, exception: BaseException | None, expected: Any
+) -> str:
+    status = getattr(response, "status_code", 0) or 0
+    if status and (exception is None or type(exception).__name__ in _STATUS_ERRORS):
+        detail = f"HTTP {status}"
+        if expected:
+            detail += f" (expected {', '.join(str(s) for s in sorted(expected))})"
+    elif exception is not None:
+        text = " ".join(str(exception).split())
+        detail = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+    else:
+        detail = "failed"
+    message = f"{method} {name}: {detail}"
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
+    return message
+
+
+# Exception types Locust's clients raise for a bad status (FastHttpUser, HttpUser).
+_STATUS_ERRORS = frozenset(("LocustBadStatusCode", "HTTPError"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Users
+# ---------------------------------------------------------------------------------------------
+
+
+class _IndexPool:
+    """Hands out the smallest free 0-based user index; indexes are reused after ramp-down."""
+
+    def __init__(self) -> None:
+        self._free: list[int] = []
+        self._next = 0
+
+    def acquire(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        self._next += 1
+        return self._next - 1
+
+    def release(self, index: int) -> None:
+        heapq.heappush(self._free, index)
+
+
+def build_scenario_user(users: UsersSpec, request_timeout_s: float) -> type[FastHttpUser]:
+    """A FastHttpUser subclass that runs the scenario's weighted request mix."""
+    try:
+        compiled = compile_requests(users.requests)
+        global_headers = (
+            compile_template(dict(users.headers), "users.headers") if users.headers else None
+        )
+    except ValueError as exc:
+        raise ScenarioInputError(str(exc)) from exc
+    if not compiled:
+        raise ScenarioInputError("users.requests is empty and no users.locustfile is set")
+    static_headers = dict(users.headers) if global_headers and global_headers.constant else None
+    dynamic_headers = global_headers if global_headers and not global_headers.constant else None
+    any_needs = any(r.needs for r in compiled)
+    shared_picker = RequestPicker(compiled)
+    pool = _IndexPool()
+
+    def send(user: Any, req: CompiledRequest, ctx: UserContext) -> Any:
+        kwargs: dict[str, Any] = {}
+        if req.json is not None:
+            kwargs["json"] = req.json.render(ctx)
+        if req.params is not None:
+            kwargs["params"] = req.params.render(ctx)
+        headers = req.headers.render(ctx) if req.headers is not None else None
+        if dynamic_headers is not None:
+            common = dynamic_headers.render(ctx)
+            headers = {**common, **headers} if headers else common
+        if headers:
+            kwargs["headers"] = headers
+        return user.client.request(req.method, req.path.render(ctx), name=req.name, **kwargs)
+
+    class ScenarioUser(FastHttpUser):
+        wait_time = constant(users.wait_s)
+        network_timeout = request_timeout_s
+        connection_timeout = request_timeout_s
+        default_headers = static_headers
+
+        def __init__(self, environment: Any) -> None:
+            super().__init__(environment)
+            self._ctx = UserContext(pool.acquire())
+            self._picker = RequestPicker(compiled) if any_needs else shared_picker
+
+        def start(self, group: Any) -> Any:
+            greenlet = super().start(group)
+            index = self._ctx.user_index
+            greenlet.link(lambda _g: pool.release(index))
+            return greenlet
+
+        @task
+        def iteration(self) -> None:
+            req = self._picker.pick()
+            if req is None:  # unreachable: compile_requests guarantees a var-free request
+                gevent.sleep(0.01)
+                return
+            ctx = self._ctx
+            response = send(self, req, ctx)
+            ctx.seq += 1
+            if req.capture:
+                self._capture(req, response)
+
+        def _capture(self, req: CompiledRequest, response: Any) -> None:
+            status = getattr(response, "status_code", 0) or 0
+            ok = status in req.expect_status if req.expect_status else 200 <= status < 400
+            if not ok:
+                return
+            try:
+                data = response.json()
+            except Exception:  # a body that is not JSON simply captures nothing
+                return
+            known = self._ctx.vars
+            new = False
+            for var, get in req.capture:
+                value = get(data)
+                if value is not MISSING:
+                    new = new or var not in known
+                    known[var] = value
+            if new and any_needs:
+                self._picker.refresh(frozenset(known))
+
+    return ScenarioUser
+
+
+def load_locustfile(path: str, wait_s: float) -> list[type[User]]:
+    """The runnable User classes of a locustfile (its own module name, its folder on sys.path)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    module_name = "perfgate_user_locustfile"
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError("not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, directory)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            if sys.path and sys.path[0] == directory:
+                del sys.path[0]
+    except BaseException as exc:  # SystemExit from a locustfile is bad input too
+        text = " ".join(str(exc).split()) or "(no message)"
+        raise ScenarioInputError(
+            f"users.locustfile {path} could not be loaded: {type(exc).__name__}: {text}"
+        ) from exc
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, User) and value.abstract is False
+    ]
+    if not classes:
+        raise ScenarioInputError(
+            f"users.locustfile {path} defines no User class (subclass FastHttpUser or HttpUser)"
+        )
+    if wait_s > 0:
+        for cls in classes:
+            own = any(
+                "wait_time" in vars(k) for k in cls.__mro__ if not k.__module__.startswith("locust")
+            )
+            if not own:
+                cls.wait_time = constant(wait_s)
+    return classes
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+class Engine:
+    """Runs steps on a Locust local runner and reports them through ``emit``."""
+
+    def __init__(self, config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
+        self.emit = emit
+        users = from_jsonable(UsersSpec, config["users"])
+        self.secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
+        timeout_s = float(config.get("request_timeout_s") or 60.0)
+        if users.locustfile:
+            self.user_classes = load_locustfile(users.locustfile, users.wait_s)
+            self.generated = False
+            self._expects: dict[tuple[str, str], frozenset[int]] = {}
+        else:
+            self.user_classes = [build_scenario_user(users, timeout_s)]
+            self.generated = True
+            self._expects = {
+                (spec.method.upper(), spec.name): frozenset(spec.expect_status)
+                for spec in users.requests
+                if spec.expect_status
+            }
+        self.env = Environment(
+            user_classes=self.user_classes,
+            host=str(config["url"]).rstrip("/"),
+            events=locust.events,  # module-level listeners of a locustfile bind to this one
+            catch_exceptions=True,
+        )
+        self.runner = self.env.create_local_runner()
+        if not config.get("locust_stats", False):
+            _drop_locust_stats_listener(self.env)
+        self.env.events.request.add_listener(self.on_request)
+        self.env.events.user_error.add_listener(self.on_user_error)
+        self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
+        self.rec: StepRecorder | None = None
+        self.running = False
+        self.target_users = 0
+        self.t0 = _perf()
+        self._tick_n = 0
+        self._tick_fail = 0
+        self._tick_lat: list[float] = []
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int = 0,
+        response: Any = None,
+        context: Any = None,
+        exception: BaseException | None = None,
+        **_kwargs: Any,
+    ) -> None:
+        ok = exception is None
+        expected = None
+        if self._expects:
+            expected = self._expects.get((request_type, name))
+            if expected is not None:
+                ok = (getattr(response, "status_code", 0) or 0) in expected
+        self._tick_n += 1
+        if ok:
+            self._tick_lat.append(response_time)
+        else:
+            self._tick_fail += 1
+        rec = self.rec
+        if rec is None:
+            return
+        key = (request_type, name)
+        ep = rec.endpoints.get(key)
+        if ep is None:
+            ep = rec.endpoint(request_type, name)
+        ep.requests += 1
+        rec.requests += 1
+        rec.latency_sum_ms += response_time
+        if ok:
+            ep.hist.record(response_time)
+        else:
+            ep.failures += 1
+            rec.failures += 1
+            rec.note_error(_failure_message(request_type, name, response, exception, expected))
+        second = int(_perf() - rec.window_start)
+        per_second = rec.per_second
+        while len(per_second) <= second:
+            per_second.append(0)
+        per_second[second] += 1
+
+    def on_user_error(self, user_instance: Any, exception: BaseException, tb: Any) -> None:
+        rec = self.rec
+        if rec is None:
+            return
+        rec.user_errors += 1
+        text = " ".join(str(exception).split())
+        rec.note_error(f"user error: {type(exception).__name__}: {text}"[:MAX_ERROR_CHARS])
+
+    # -- background greenlets ------------------------------------------------------------------
+
+    def ticker(self) -> None:
+        """Emit a tick every second of the run clock while users run."""
+        next_t = _perf() + 1.0
+        cpu_prev, wall_prev = time.process_time(), _perf()
+        while True:
+            gevent.sleep(max(0.0, next_t - _perf()))
+            now = _perf()
+            next_t = max(next_t + 1.0, now + 0.5)  # never burst ticks after a stall
+            lat, self._tick_lat = self._tick_lat, []
+            n, fail = self._tick_n, self._tick_fail
+            self._tick_n = self._tick_fail = 0
+            cpu = time.process_time()
+            cpu_pct = 100.0 * (cpu - cpu_prev) / max(now - wall_prev, 1e-9)
+            cpu_prev, wall_prev = cpu, now
+            if not self.running:
+                continue
+            p95 = None
+            if lat:
+                lat.sort()
+                p95 = lat[max(0, math.ceil(0.95 * len(lat)) - 1)]
+            self.emit(
+                {
+                    "type": protocol.TICK,
+                    "t": round(now - self.t0, 3),
+                    "users": self.runner.user_count,
+                    "completions": n,
+                    "failures": fail,
+                    "p95_ms": p95,
+                    "cpu_percent": round(cpu_pct, 1),
+                    "recording": self.rec is not None,
+                }
+            )
+
+    def lag_probe(self) -> None:
+        """Measure event-loop lag: how late a short sleep wakes up (recorded per step)."""
+        while True:
+            start = _perf()
+            gevent.sleep(LAG_PROBE_S)
+            lag_ms = max(0.0, (_perf() - start - LAG_PROBE_S) * 1000.0)
+            rec = self.rec
+            if rec is not None:
+                rec.lags_ms.append(lag_ms)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _set_users(self, n: int) -> None:
+        if n == self.target_users and self.running:
+            return
+        if n == 0:
+            self.runner.stop()
+            self.running = False
+        else:
+            # One dispatch batch for ramp-ups and ramp-downs alike (the rate is users per second).
+            self.runner.start(n, spawn_rate=max(n, self.runner.user_count, 1))
+            self.running = True
+        self.target_users = n
+
+    def _sleep_until(self, deadline: float) -> None:
+        remaining = deadline - _perf()
+        if remaining > 0:
+            gevent.sleep(remaining)
+
+    def run_step(self, cmd: dict[str, Any]) -> None:
+        n = int(cmd["users"])
+        settle_s, min_s, max_s = float(cmd["settle_s"]), float(cmd["min_s"]), float(cmd["max_s"])
+        min_samples = int(cmd["min_samples"])
+        t_start = _perf()
+        self._set_users(n)
+        if not cmd["record"]:
+            self._sleep_until(t_start + max_s)
+            self.emit(
+                {
+                    "type": protocol.STEP_DONE,
+                    "record": False,
+                    "users": n,
+                    "active_users": self.runner.user_count,
+                    "t_start": round(t_start - self.t0, 3),
+                    "t_end": round(_perf() - self.t0, 3),
+                }
+            )
+            return
+        self._sleep_until(t_start + settle_s)
+        spawn_deadline = _perf() + SPAWN_WAIT_S
+        while self.runner.user_count != n and _perf() < spawn_deadline:
+            gevent.sleep(0.01)
+        rec = StepRecorder(_perf())
+        self.rec = rec
+        self.emit({"type": protocol.WINDOW, "t": round(rec.window_start - self.t0, 3)})
+        self._sleep_until(rec.window_start + min_s)
+        hard_end = rec.window_start + max_s
+        while rec.requests < min_samples and _perf() < hard_end:
+            gevent.sleep(min(0.02, max(0.0, hard_end - _perf())))
+        end = _perf()
+        self.rec = None
+        result = rec.snapshot(end, self.secrets)
+        result.update(
+            {
+                "type": protocol.STEP_DONE,
+                "record": True,
+                "users": n,
+                "active_users": self.runner.user_count,
+                "t_start": round(t_start - self.t0, 3),
+                "t_window": round(rec.window_start - self.t0, 3),
+                "t_end": round(end - self.t0, 3),
+            }
+        )
+        self.emit(result)
+
+    def shutdown(self) -> None:
+        try:
+            self.runner.quit()
+        except Exception:  # quitting is best effort: the process exits right after
+            traceback.print_exc(file=sys.stderr)
+
+
+def _drop_locust_stats_listener(env: Environment) -> None:
+    """Remove Locust's own stats listener: perfgate never reads those stats (saves CPU/request)."""
+    handlers = env.events.request._handlers
+    for handler in list(handlers):
+        if getattr(handler, "__qualname__", "").endswith("Runner.__init__.<locals>.on_request"):
+            handlers.remove(handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Process plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+class _QuietFilter(logging.Filter):
+    """Drop Locust's per-step spawn-rate warning and throttle repeated messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            first = record.getMessage().split("\n", 1)[0][:200]
+        except Exception:
+            return True
+        if first.startswith("Your selected spawn rate is very high"):
+            return False
+        n = self._seen.get(first, 0) + 1
+        if len(self._seen) < 10_000:
+            self._seen[first] = n
+        if n <= 3:
+            return True
+        if n & (n - 1) == 0:  # powers of two: keep a trace of how often it repeats
+            record.msg, record.args = f"(repeated {n} times) {first}", None
+            record.exc_info = None
+            return True
+        return False
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_QuietFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.WARNING))
+
+
+def _raise_fd_limit() -> None:
+    # locust's CLI does this too (one socket per user); a library user must do it itself.
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 10_000 if hard == resource.RLIM_INFINITY else min(hard, 10_000)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _claim_stdout() -> Any:
+    """Keep the real stdout for protocol lines; point fd 1 (and sys.stdout) at stderr."""
+    sys.stdout.flush()
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return FileObjectPosix(proto_fd, "wb", close=True)
+
+
+def main() -> int:
+    """Read the config, then serve step commands until quit or EOF."""
+    out = _claim_stdout()
+    _setup_logging("WARNING")
+    _raise_fd_limit()
+
+    def emit(message: dict[str, Any]) -> None:
+        out.write(protocol.encode(message).encode("utf-8"))
+        out.flush()
+
+    def finish(code: int) -> None:
+        try:
+            out.flush()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+
+    stdin = FileObjectPosix(0, "rb", close=False)
+    try:
+        config = protocol.decode(stdin.readline(), kinds=protocol.COMMANDS)
+        if config["cmd"] != protocol.CONFIG:
+            raise protocol.ProtocolError("the first line must be a config")
+        if config.get("version") != protocol.PROTOCOL_VERSION:
+            raise protocol.ProtocolError(f"protocol version {config.get('version')} unsupported")
+        _setup_logging(str(config.get("log_level") or "WARNING"))
+        engine = Engine(config, emit)
+    except ScenarioInputError as exc:
+        emit({"type": protocol.ERROR, "kind": "scenario", "message": str(exc)})
+        finish(2)
+        return 2
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        one_line = " ".join(f"{type(exc).__name__}: {exc}".split())
+        emit({"type": protocol.ERROR, "kind": "engine", "message": one_line})
+        finish(1)
+        return 1
+
+    emit(
+        {
+            "type": protocol.READY,
+            "version": protocol.PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "locust": locust.__version__,
+            "user_classes": [cls.__name__ for cls in engine.user_classes],
+        }
+    )
+    steps: Queue = Queue()
+
+    def read_commands() -> None:
+        while True:
+            line = stdin.readline()
+            if not line:  # the parent went away: never outlive it
+                engine.shutdown()
+                finish(0)
+            try:
+                cmd = protocol.decode(line, kinds=protocol.COMMANDS)
+            except protocol.ProtocolError as exc:
+                emit({"type": protocol.ERROR, "kind": "engine", "message": f"bad command: {exc}"})
+                engine.shutdown()
+                finish(1)
+                return
+            if cmd["cmd"] == protocol.QUIT:
+                engine.shutdown()
+                emit({"type": protocol.BYE})
+                finish(0)
+            steps.put(cmd)
+
+    gevent.spawn(engine.ticker)
+    gevent.spawn(engine.lag_probe)
+    gevent.spawn(read_commands)
+    while True:
+        cmd = steps.get()
+        try:
+            engine.run_step(cmd)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            one_line = " ".join(f"{type(exc).__name__}: {exc}".split())
+            emit({"type": protocol.ERROR, "kind": "engine", "message": one_line})
+            engine.shutdown()
+            finish(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

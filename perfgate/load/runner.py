@@ -1,0 +1,694 @@
+"""``LocustRunner``: the parent side of the load engine (a ``StepRunner``, docs/ARCHITECTURE.md).
+
+The CLI process never imports locust (see :mod:`perfgate.load.engine` for why). This class
+starts ``sys.executable -m perfgate.load.engine`` in a new session (its own process group), sends
+it the config and one command per step over stdin, and reads JSON lines back
+(:mod:`perfgate.load.protocol`) on a reader thread; the engine's stderr is drained on another
+thread and its last lines are kept for error messages.
+
+Usage::
+
+    with LocustRunner(url, scenario.users, scenario.slo, scenario.load, on_event=show) as r:
+        stats = r.measure(40, settle_s=2.5, min_s=7.5, max_s=7.5, min_samples=0, phase="ramp")
+        r.hold(10, 3.0)
+    r.timeline  # TimelinePoint per engine tick (1 s)
+
+``measure`` returns a :class:`perfgate.models.StepStats` built from the engine's histograms:
+throughput = (successes + failures) / measured seconds; p50/p95/p99/mean/max of successful
+requests; a distribution-free 95 % CI of p95; the SLO check (fails on p95 above the SLO, on an
+error rate above the SLO, and when there was no successful request at all), per-endpoint
+stats, the top error messages, 1-s stalls, and :class:`GeneratorHealth`:
+
+- ``cpu_percent``: the engine process's CPU during the window, % of one core, measured here
+  with psutil on the child's pid (the engine's own figure is the fallback);
+- ``little_ratio`` = throughput × (mean latency of all completions + think time) / users —
+  ≈ 1 when every user is always inside a request (closed model); lower means users wait on the
+  generator (greenlet run queue), not on the target;
+- ``limited`` when cpu > 85 % of one core, or (generated users only; a locustfile's own waits
+  are unknown) ``little_ratio`` < 0.85; ``reason`` says which.
+
+``on_event`` receives plain dicts on the caller's thread, for a live display:
+
+- ``{"event": "step_started", "step": 3, "phase": "ramp", "users": 40, "record": True,
+  "settle_s": 2.5, "min_s": 7.5, "max_s": 7.5, "min_samples": 0}`` (``record`` False and phase
+  ``"hold"`` for :meth:`hold`);
+- ``{"event": "tick", "t_s": 31.0, "users": 40, "throughput_rps": 812.0, "p95_ms": 48.1,
+  "failures": 0, "error_rate": 0.0, "cpu_percent": 31.5, "recording": True, "step": 3,
+  "phase": "ramp", "elapsed_s": 4.0}`` — the last second; ``p95_ms`` None without successes;
+- ``{"event": "step_done", "step": 3, "phase": "ramp", "users": 40, "stats": StepStats | None}``.
+
+An exception raised by ``on_event`` (e.g. KeyboardInterrupt) propagates out of ``measure``;
+leaving the ``with`` block then stops the engine.
+
+Failures: the engine dying, writing a line that is not protocol, or not answering within
+``settle_s + max_s + answer_margin_s`` raise :class:`perfgate.errors.LoadError` with the last
+line of its stderr; a locustfile or template the engine cannot load raises
+:class:`perfgate.errors.ScenarioError`. ``close()`` (also on any exception, including
+KeyboardInterrupt) sends ``quit``, waits ~3 s, then SIGTERMs and finally SIGKILLs the whole
+process group, and reaps the child: no orphans. The group is signalled while the engine is
+still an unreaped zombie, so its process-group id cannot have been reused.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress as _suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from perfgate.errors import LoadError, ScenarioError
+from perfgate.load import protocol
+from perfgate.load.histogram import Histogram
+from perfgate.models import (
+    EndpointStats,
+    GeneratorHealth,
+    LoadSpec,
+    Slo,
+    StepStats,
+    TimelinePoint,
+    UsersSpec,
+    to_jsonable,
+)
+
+CPU_LIMIT_PERCENT = 85.0  # of one core: above this the generator, not the target, may be the limit
+LITTLE_RATIO_MIN = 0.85
+STALL_FRACTION = 0.5
+QUIT_WAIT_S = 3.0
+TERM_WAIT_S = 2.0
+STDERR_LINES = 50
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def slo_check(
+    p95_ms: float | None, error_rate: float, successes: int, slo: Slo
+) -> tuple[bool, str]:
+    """Whether a step meets the SLO, and why not in words ("p95 312 ms > SLO 250 ms")."""
+    reasons: list[str] = []
+    if successes <= 0:
+        reasons.append("no successful requests")
+    elif p95_ms is not None and p95_ms > slo.p95_ms:
+        reasons.append(f"p95 {_fmt_ms(p95_ms)} ms > SLO {slo.p95_ms:g} ms")
+    if error_rate > slo.error_rate:
+        reasons.append(f"error rate {_fmt_pct(error_rate)} > {_fmt_pct(slo.error_rate)}")
+    return not reasons, "; ".join(reasons)
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _fmt_pct(rate: float) -> str:
+    pct = rate * 100
+    text = f"{pct:.1f}" if pct < 10 else f"{pct:.0f}"
+    return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
+def count_stalls(per_second: Sequence[int]) -> int:
+    """1-s windows with fewer than half the median completions (needs ≥ 2 full seconds)."""
+    if len(per_second) < 2:
+        return 0
+    median = statistics.median(per_second)
+    if median <= 0:
+        return 0
+    return sum(1 for n in per_second if n < STALL_FRACTION * median)
+
+
+def generator_health(
+    *,
+    cpu_percent: float,
+    loop_lag_ms: float,
+    throughput_rps: float,
+    mean_latency_ms: float | None,
+    users: int,
+    wait_s: float,
+    judge_little: bool,
+) -> GeneratorHealth:
+    """Whether the generator itself limited the step (CPU, Little's law)."""
+    little: float | None = None
+    if mean_latency_ms is not None and users > 0 and throughput_rps > 0:
+        little = throughput_rps * (mean_latency_ms / 1000.0 + wait_s) / users
+    reasons: list[str] = []
+    if cpu_percent > CPU_LIMIT_PERCENT:
+        reasons.append(f"generator CPU {cpu_percent:.0f}% of one core > {CPU_LIMIT_PERCENT:.0f}%")
+    if judge_little and little is not None and little < LITTLE_RATIO_MIN:
+        reasons.append(
+            f"only {little:.2f} of the {users} users were inside a request "
+            f"(throughput × latency / users < {LITTLE_RATIO_MIN}): users waited on the generator"
+        )
+    return GeneratorHealth(
+        cpu_percent=round(cpu_percent, 1),
+        loop_lag_ms=round(loop_lag_ms, 3),
+        little_ratio=None if little is None else round(little, 4),
+        limited=bool(reasons),
+        reason="; ".join(reasons),
+    )
+
+
+def step_stats_from_message(
+    msg: dict[str, Any],
+    *,
+    slo: Slo,
+    users_spec: UsersSpec,
+    index: int,
+    phase: str,
+    cpu_percent: float | None = None,
+) -> StepStats:
+    """Turn an engine ``step_done`` message into a StepStats (pure; used by LocustRunner)."""
+    try:
+        hist = Histogram.from_dict(msg["histogram"])
+        requests = int(msg["requests"])
+        failures = int(msg["failures"])
+        duration = float(msg["duration_s"])
+        users = int(msg["users"])
+        endpoint_msgs = msg["endpoints"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoadError(f"load engine sent a malformed step result ({exc})") from exc
+    successes = requests - failures
+    throughput = requests / duration if duration > 0 else 0.0
+    error_rate = failures / requests if requests else 0.0
+    p95 = hist.percentile(95)
+    slo_ok, slo_reason = slo_check(p95, error_rate, successes, slo)
+    endpoints: list[EndpointStats] = []
+    for e in endpoint_msgs:
+        eh = Histogram.from_dict(e["histogram"])
+        n, nf = int(e["requests"]), int(e["failures"])
+        endpoints.append(
+            EndpointStats(
+                name=str(e["name"]),
+                method=str(e["method"]),
+                requests=n,
+                failures=nf,
+                throughput_rps=n / duration if duration > 0 else 0.0,
+                p50_ms=eh.percentile(50),
+                p95_ms=eh.percentile(95),
+                p99_ms=eh.percentile(99),
+                mean_ms=eh.mean,
+                error_rate=nf / n if n else 0.0,
+            )
+        )
+    endpoints.sort(key=lambda ep: (ep.name, ep.method))
+    mean_all = float(msg.get("latency_sum_ms", 0.0)) / requests if requests else None
+    health = generator_health(
+        cpu_percent=float(msg.get("cpu_percent", 0.0)) if cpu_percent is None else cpu_percent,
+        loop_lag_ms=float(msg.get("loop_lag_p95_ms", 0.0)),
+        throughput_rps=throughput,
+        mean_latency_ms=mean_all,
+        users=users,
+        wait_s=users_spec.wait_s,
+        judge_little=users_spec.locustfile is None,
+    )
+    return StepStats(
+        users=users,
+        duration_s=duration,
+        requests=requests,
+        failures=failures,
+        throughput_rps=throughput,
+        p50_ms=hist.percentile(50),
+        p95_ms=p95,
+        p99_ms=hist.percentile(99),
+        error_rate=error_rate,
+        slo_ok=slo_ok,
+        index=index,
+        started_s=float(msg.get("t_window") or 0.0),
+        mean_ms=hist.mean,
+        max_ms=hist.max if hist.count else None,
+        p95_ci_ms=hist.percentile_ci(95),
+        phase=phase,
+        slo_reason=slo_reason,
+        endpoints=tuple(endpoints),
+        generator=health,
+        errors=tuple((str(m), int(n)) for m, n in msg.get("errors", ())),
+        histogram=dict(msg["histogram"]),
+        stalls=count_stalls(msg.get("per_second", ())),
+    )
+
+
+def _package_root() -> str:
+    import perfgate
+
+    return str(Path(perfgate.__file__).resolve().parent.parent)
+
+
+class LocustRunner:
+    """Runs closed-model Locust users against ``url`` one load level at a time (StepRunner)."""
+
+    def __init__(
+        self,
+        url: str,
+        users: UsersSpec,
+        slo: Slo,
+        load: LoadSpec | None = None,
+        *,
+        on_event: EventSink | None = None,
+        startup_timeout_s: float = 60.0,
+        answer_margin_s: float = 30.0,
+        engine_command: Sequence[str] | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.users_spec = users
+        self.slo = slo
+        self.load = load or LoadSpec()
+        self.on_event = on_event
+        self.startup_timeout_s = startup_timeout_s
+        self.answer_margin_s = answer_margin_s
+        self.engine_command = tuple(
+            engine_command or (sys.executable, "-m", "perfgate.load.engine")
+        )
+        self.log_level = log_level
+        self._secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ps: psutil.Process | None = None
+        self._messages: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._threads: list[threading.Thread] = []
+        self._timeline: list[TimelinePoint] = []
+        self._timeline_lock = threading.Lock()
+        self._steps = 0
+        self._closed = False
+        self._current: dict[str, Any] = {}
+        self.ready: dict[str, Any] = {}
+
+    # -- context manager -----------------------------------------------------------------------
+
+    def __enter__(self) -> LocustRunner:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The engine's pid (also its process-group id), or None before start."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def timeline(self) -> tuple[TimelinePoint, ...]:
+        """One point per engine tick (1 s) since start, measured or not."""
+        with self._timeline_lock:
+            return tuple(self._timeline)
+
+    @property
+    def stderr_tail(self) -> tuple[str, ...]:
+        """The engine's last stderr lines (secrets redacted)."""
+        return tuple(self._redact(line) for line in self._stderr)
+
+    def start(self) -> None:
+        """Start the engine and wait until it has loaded the users (raises on failure)."""
+        if self._proc is not None:
+            raise RuntimeError("LocustRunner already started")
+        env = dict(os.environ)
+        root = _package_root()
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self._proc = subprocess.Popen(
+                self.engine_command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=env,
+                bufsize=0,
+            )
+        except OSError as exc:
+            raise LoadError(f"cannot start the load engine ({exc})") from exc
+        try:
+            try:
+                self._ps = psutil.Process(self._proc.pid)
+            except psutil.Error:
+                self._ps = None
+            self._spawn_reader(self._read_stdout, "perfgate-engine-stdout")
+            self._spawn_reader(self._read_stderr, "perfgate-engine-stderr")
+            self._send(
+                protocol.config_message(
+                    url=self.url,
+                    users=to_jsonable(self.users_spec),
+                    request_timeout_s=self.load.request_timeout_s,
+                    slo=to_jsonable(self.slo),
+                    log_level=self.log_level,
+                )
+            )
+            deadline = time.monotonic() + self.startup_timeout_s
+            while True:
+                msg = self._next(deadline, what=f"start within {self.startup_timeout_s:g} s")
+                if msg["type"] == protocol.READY:
+                    self.ready = msg
+                    return
+                if msg["type"] == protocol.TICK:
+                    self._record_tick(msg)
+                    continue
+                raise LoadError(f"load engine sent {msg['type']!r} before 'ready'")
+        except BaseException:
+            self.close()
+            raise
+
+    def measure(
+        self,
+        users: int,
+        *,
+        settle_s: float,
+        min_s: float,
+        max_s: float,
+        min_samples: int,
+        phase: str = "ramp",
+    ) -> StepStats:
+        """Run ``users`` users, discard ``settle_s``, measure, and return the step's stats."""
+        if users < 1:
+            raise ValueError(f"users must be ≥ 1, got {users}")
+        command = protocol.step_command(
+            users=users,
+            settle_s=settle_s,
+            min_s=min_s,
+            max_s=max_s,
+            min_samples=min_samples,
+            record=True,
+        )
+        index = self._steps
+        self._steps += 1
+        self._current = {"step": index, "phase": phase}
+        self._emit(
+            {
+                "event": "step_started",
+                "step": index,
+                "phase": phase,
+                "users": users,
+                "record": True,
+                "settle_s": settle_s,
+                "min_s": min_s,
+                "max_s": max_s,
+                "min_samples": min_samples,
+            }
+        )
+        started = time.monotonic()
+        self._send(command)
+        deadline = started + settle_s + max_s + self.answer_margin_s
+        what = f"finish a {users}-user step within {settle_s + max_s + self.answer_margin_s:g} s"
+        window_cpu: float | None = None
+        window_wall = 0.0
+        while True:
+            msg = self._next(deadline, what=what)
+            kind = msg["type"]
+            if kind == protocol.TICK:
+                self._handle_tick(msg, started)
+            elif kind == protocol.WINDOW:
+                window_cpu, window_wall = msg.get("_cpu_s"), msg.get("_wall", 0.0)
+            elif kind == protocol.STEP_DONE and msg.get("record"):
+                break
+            else:
+                raise LoadError(f"load engine sent an unexpected {kind!r} during a step")
+        cpu = None
+        end_cpu, end_wall = msg.get("_cpu_s"), msg.get("_wall", 0.0)
+        if window_cpu is not None and end_cpu is not None and end_wall > window_wall:
+            cpu = 100.0 * (end_cpu - window_cpu) / (end_wall - window_wall)
+        stats = step_stats_from_message(
+            msg, slo=self.slo, users_spec=self.users_spec, index=index, phase=phase, cpu_percent=cpu
+        )
+        self._current = {}
+        self._emit(
+            {"event": "step_done", "step": index, "phase": phase, "users": users, "stats": stats}
+        )
+        return stats
+
+    def hold(self, users: int, seconds: float) -> None:
+        """Run ``users`` users for ``seconds`` without recording (warm-up, cool-down)."""
+        if users < 0:
+            raise ValueError(f"users must be ≥ 0, got {users}")
+        if seconds <= 0:
+            return
+        command = protocol.step_command(
+            users=users, settle_s=0.0, min_s=seconds, max_s=seconds, min_samples=0, record=False
+        )
+        self._current = {"step": None, "phase": "hold"}
+        self._emit(
+            {
+                "event": "step_started",
+                "step": None,
+                "phase": "hold",
+                "users": users,
+                "record": False,
+                "settle_s": 0.0,
+                "min_s": seconds,
+                "max_s": seconds,
+                "min_samples": 0,
+            }
+        )
+        started = time.monotonic()
+        self._send(command)
+        deadline = started + seconds + self.answer_margin_s
+        while True:
+            msg = self._next(deadline, what=f"hold {users} users for {seconds:g} s")
+            if msg["type"] == protocol.TICK:
+                self._handle_tick(msg, started)
+            elif msg["type"] == protocol.STEP_DONE and not msg.get("record"):
+                break
+            elif msg["type"] != protocol.WINDOW:
+                raise LoadError(f"load engine sent an unexpected {msg['type']!r} during a hold")
+        self._current = {}
+        self._emit(
+            {"event": "step_done", "step": None, "phase": "hold", "users": users, "stats": None}
+        )
+
+    def close(self) -> None:
+        """Stop the engine: quit, then SIGTERM, then SIGKILL its process group; always reaps."""
+        if self._closed:
+            return
+        self._closed = True
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if not self._exited():
+                with _suppress(LoadError):
+                    self._send(protocol.quit_command())
+            with _suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            if not self._wait_exit(QUIT_WAIT_S):
+                self._signal_group(signal.SIGTERM)
+                if not self._wait_exit(TERM_WAIT_S):
+                    self._signal_group(signal.SIGKILL)
+                    self._wait_exit(TERM_WAIT_S)
+            # The leader is a zombie now (not reaped yet), so its group id is still ours:
+            # kill anything a locustfile may have left running in the group.
+            self._signal_group(signal.SIGKILL)
+        finally:
+            with _suppress(Exception):
+                proc.wait(timeout=5)
+            for thread in self._threads:
+                thread.join(timeout=2)
+            for stream in (proc.stdout, proc.stderr):
+                with _suppress(OSError):
+                    if stream is not None:
+                        stream.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _spawn_reader(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _read_stdout(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        put = self._messages.put
+        try:
+            for raw in proc.stdout:
+                try:
+                    msg = protocol.decode(raw)
+                except protocol.ProtocolError as exc:
+                    put(("garbage", str(exc)))
+                    continue
+                if msg["type"] in (protocol.WINDOW, protocol.STEP_DONE):
+                    # Sampled here, as the line arrives, so the CPU window matches the engine's.
+                    msg["_wall"] = time.monotonic()
+                    msg["_cpu_s"] = self._child_cpu_s()
+                elif msg["type"] == protocol.TICK:
+                    self._record_tick(msg)
+                put(("msg", msg))
+        except (OSError, ValueError):  # the pipe was closed under us during close()
+            pass
+        put(("eof", None))
+
+    def _read_stderr(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        try:
+            for raw in proc.stderr:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    self._stderr.append(line)
+        except (OSError, ValueError):
+            pass
+
+    def _child_cpu_s(self) -> float | None:
+        if self._ps is None:
+            return None
+        try:
+            times = self._ps.cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
+
+    def _record_tick(self, msg: dict[str, Any]) -> None:
+        try:
+            n = int(msg.get("completions", 0))
+            fail = int(msg.get("failures", 0))
+            point = TimelinePoint(
+                t_s=float(msg["t"]),
+                users=int(msg.get("users", 0)),
+                throughput_rps=float(n),
+                p95_ms=None if msg.get("p95_ms") is None else float(msg["p95_ms"]),
+                error_rate=fail / n if n else 0.0,
+            )
+        except (KeyError, TypeError, ValueError):
+            return  # a malformed tick only costs a timeline point
+        with self._timeline_lock:
+            self._timeline.append(point)
+
+    def _handle_tick(self, msg: dict[str, Any], started: float) -> None:
+        n = int(msg.get("completions", 0))
+        fail = int(msg.get("failures", 0))
+        self._emit(
+            {
+                "event": "tick",
+                "t_s": msg.get("t"),
+                "users": msg.get("users"),
+                "throughput_rps": float(n),
+                "p95_ms": msg.get("p95_ms"),
+                "failures": fail,
+                "error_rate": fail / n if n else 0.0,
+                "cpu_percent": msg.get("cpu_percent"),
+                "recording": bool(msg.get("recording")),
+                "step": self._current.get("step"),
+                "phase": self._current.get("phase"),
+                "elapsed_s": round(time.monotonic() - started, 1),
+            }
+        )
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise LoadError("the load engine is not running")
+        try:
+            proc.stdin.write(protocol.encode(message).encode("utf-8"))
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise LoadError(f"the load engine stopped listening{self._last_words()}") from exc
+
+    def _next(self, deadline: float, *, what: str) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        try:
+            kind, payload = self._messages.get(timeout=max(0.0, remaining))
+        except queue.Empty:
+            raise LoadError(f"the load engine did not {what}{self._last_words()}") from None
+        if kind == "msg":
+            if payload["type"] == protocol.ERROR:
+                message = self._redact(str(payload.get("message", "")))
+                if payload.get("kind") == "scenario":
+                    raise ScenarioError(message)
+                raise LoadError(f"the load engine failed: {message}")
+            return payload  # type: ignore[no-any-return]
+        if kind == "garbage":
+            raise LoadError(f"the load engine sent an unreadable line ({self._redact(payload)})")
+        # EOF: the engine is gone.
+        self._wait_exit(2.0)
+        code = self._exit_code()
+        how = f"with code {code}" if code is not None and code >= 0 else "unexpectedly"
+        if code is not None and code < 0:
+            with _suppress(ValueError):
+                how = f"on {signal.Signals(-code).name}"
+        raise LoadError(f"the load engine exited {how}{self._last_words()}")
+
+    def _last_words(self) -> str:
+        time.sleep(0.05)  # let the stderr thread catch up with the final lines
+        for line in reversed(self._stderr):
+            if line.strip():
+                text = self._redact(line.strip())
+                if len(text) > 300:
+                    text = text[:299] + "…"
+                return f": {text}"
+        return ""
+
+    def _exited(self) -> bool:
+        """Whether the engine has exited, without reaping it (so its pgid stays reserved)."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def _exit_code(self) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is not None:
+            return proc.returncode
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        if info is None:
+            return None
+        if info.si_code == os.CLD_EXITED:
+            return info.si_status
+        return -info.si_status
+
+    def _wait_exit(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self._exited():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _signal_group(self, signum: int) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return  # reaped: the group id may belong to someone else now
+        with _suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)
+
+
+__all__ = [
+    "LocustRunner",
+    "count_stalls",
+    "generator_health",
+    "slo_check",
+    "step_stats_from_message",
+]
