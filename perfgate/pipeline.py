@@ -117,7 +117,7 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
     if opts.workers is not None:
         scen = dataclasses.replace(scen, load=dataclasses.replace(scen.load, workers=opts.workers))
     try:
-        templates.check_users(scen.users)
+        templates.compile_requests(scen.users.requests)
     except ValueError as exc:
         raise ScenarioError(f"{opts.scenario}: {exc}") from None
     return scen
