@@ -117,8 +117,10 @@ def linear(
                 ),
             )
     last = steps[-1]
-    top = f"reached max_users ({ramp.max_users})" if last.users == ramp.max_users else (
-        f"reached the last level ({last.users} users) below max_users ({ramp.max_users})"
+    top = (
+        f"reached max_users ({ramp.max_users})"
+        if last.users == ramp.max_users
+        else (f"reached the last level ({last.users} users) below max_users ({ramp.max_users})")
     )
     if not last.slo_ok:
         why = f"{top}; the SLO broke at the last step ({last.slo_reason}), unconfirmed"

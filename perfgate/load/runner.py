@@ -279,6 +279,7 @@ class LocustRunner:
         self._timeline_lock = threading.Lock()
         self._steps = 0
         self._closed = False
+        self._broken = False  # the engine misbehaved: skip the polite quit on close
         self._current: dict[str, Any] = {}
         self.ready: dict[str, Any] = {}
 
@@ -479,13 +480,13 @@ class LocustRunner:
         if proc is None:
             return
         try:
-            if not self._exited():
+            if not self._exited() and not self._broken:
                 with _suppress(LoadError):
                     self._send(protocol.quit_command())
             with _suppress(OSError):
                 assert proc.stdin is not None
                 proc.stdin.close()
-            if not self._wait_exit(QUIT_WAIT_S):
+            if not self._wait_exit(0.0 if self._broken else QUIT_WAIT_S):
                 self._signal_group(signal.SIGTERM)
                 if not self._wait_exit(TERM_WAIT_S):
                     self._signal_group(signal.SIGKILL)
@@ -613,6 +614,7 @@ class LocustRunner:
         try:
             kind, payload = self._messages.get(timeout=max(0.0, remaining))
         except queue.Empty:
+            self._broken = True
             raise LoadError(f"the load engine did not {what}{self._last_words()}") from None
         if kind == "msg":
             if payload["type"] == protocol.ERROR:
@@ -620,8 +622,9 @@ class LocustRunner:
                 if payload.get("kind") == "scenario":
                     raise ScenarioError(message)
                 raise LoadError(f"the load engine failed: {message}")
-            return payload  # type: ignore[no-any-return]
+            return payload
         if kind == "garbage":
+            self._broken = True
             raise LoadError(f"the load engine sent an unreadable line ({self._redact(payload)})")
         # EOF: the engine is gone.
         self._wait_exit(2.0)
