@@ -355,9 +355,20 @@ def _display(path: Path, scenario_dir: Path) -> str:
 
 
 def _jinja_message(exc: jinja2.TemplateError) -> str:
-    line = getattr(exc, "lineno", None)
+    line = getattr(exc, "lineno", None) or _template_line(exc)
     where = f"line {line}: " if line else ""
     return f"{where}template error: {exc.message or exc}"
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line a render-time error came from (jinja2 maps its frames to it)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def _summary(errors: Sequence[str]) -> str:
