@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from perfgate.errors import LoadError, ScenarioError
+from perfgate.load import protocol
 from perfgate.load.histogram import Histogram
 from perfgate.load.runner import (
     LocustRunner,
@@ -391,6 +392,45 @@ def test_engine_dying_mid_step_is_a_load_error(server: tuple[str, Target]) -> No
     _assert_reaped(holder["pid"])
 
 
+def test_engine_exits_when_its_parent_is_killed(server: tuple[str, Target]) -> None:
+    # The engine lives in its own session, so only its stdin tells it the parent is gone.
+    url, _ = server
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import time
+                from perfgate.load.runner import LocustRunner
+                from perfgate.models import RequestSpec, Slo, UsersSpec
+                users = UsersSpec(requests=(RequestSpec(name="fast", path="/fast"),))
+                r = LocustRunner({url!r}, users, Slo()).__enter__()
+                r.hold(2, 0.3)
+                print(r.pid, flush=True)
+                time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert parent.stdout is not None
+        engine_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(engine_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+    deadline = time.monotonic() + 10
+    while _group_alive(engine_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(engine_pid)
+
+
 def _fake_engine(body: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(body)]
 
@@ -564,6 +604,98 @@ def test_step_stats_from_message() -> None:
         step_stats_from_message(
             {"type": "step_done"}, slo=SLO, users_spec=UsersSpec(), index=0, phase="ramp"
         )
+
+
+def test_protocol_lines() -> None:
+    cmd = protocol.step_command(users=5, settle_s=1, min_s=2, max_s=3, min_samples=10, record=True)
+    line = protocol.encode(cmd)
+    assert line.endswith("\n") and "\n" not in line[:-1]
+    assert protocol.decode(line, kinds=protocol.COMMANDS) == cmd
+    assert protocol.decode(b'{"type": "tick", "t": 1}\n')["t"] == 1
+    for bad in ("nope", "[1]", '{"type": "party"}', b"\xff\xfe"):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode(bad)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode('{"type": "tick"}', kinds=protocol.COMMANDS)
+    with pytest.raises(ValueError, match="exceeds max_s"):
+        protocol.step_command(users=1, settle_s=0, min_s=5, max_s=1, min_samples=0, record=True)
+    with pytest.raises(ValueError):
+        protocol.encode({"x": float("nan")})
+
+
+def test_merge_step_results_is_exact() -> None:
+    a_ok, b_ok = Histogram(), Histogram()
+    a_ok.record_many([1.0 + i / 100 for i in range(500)])
+    b_ok.record_many([50.0 + i for i in range(100)])
+    common = {"type": "step_done", "record": True, "users": 20, "t_window": 1.0}
+    a = {
+        **common,
+        "duration_s": 5.0,
+        "requests": 510,
+        "failures": 10,
+        "latency_sum_ms": 900.0,
+        "histogram": a_ok.to_dict(),
+        "endpoints": [
+            {
+                "name": "x",
+                "method": "GET",
+                "requests": 510,
+                "failures": 10,
+                "histogram": a_ok.to_dict(),
+            }
+        ],
+        "errors": [["GET x: HTTP 500", 10]],
+        "per_second": [100, 102, 98, 110, 100],
+        "cpu_percent": 40.0,
+        "loop_lag_p95_ms": 0.5,
+        "user_errors": 0,
+    }
+    b = {
+        **common,
+        "duration_s": 5.1,
+        "requests": 100,
+        "failures": 0,
+        "latency_sum_ms": 9950.0,
+        "histogram": b_ok.to_dict(),
+        "endpoints": [
+            {
+                "name": "x",
+                "method": "GET",
+                "requests": 60,
+                "failures": 0,
+                "histogram": b_ok.to_dict(),
+            },
+            {
+                "name": "y",
+                "method": "POST",
+                "requests": 40,
+                "failures": 0,
+                "histogram": Histogram().to_dict(),
+            },
+        ],
+        "errors": [],
+        "per_second": [20, 20, 20, 20],
+        "cpu_percent": 70.0,
+        "loop_lag_p95_ms": 2.0,
+        "user_errors": 1,
+    }
+    m = protocol.merge_step_results([a, b])
+    everything = Histogram.merged([a_ok, b_ok])
+    merged_hist = Histogram.from_dict(m["histogram"])
+    assert merged_hist.count == 600
+    for p in (50, 95, 99):
+        assert merged_hist.percentile(p) == pytest.approx(everything.percentile(p))
+    assert (m["requests"], m["failures"], m["user_errors"]) == (610, 10, 1)
+    assert m["duration_s"] == 5.1
+    assert m["per_second"] == [120, 122, 118, 130]
+    assert m["cpu_percent"] == 70.0 and m["cpu_percent_each"] == [40.0, 70.0]
+    assert m["loop_lag_p95_ms"] == 2.0
+    eps = {(e["method"], e["name"]): e for e in m["endpoints"]}
+    assert eps[("GET", "x")]["requests"] == 570
+    assert Histogram.from_dict(eps[("GET", "x")]["histogram"]).count == 600
+    assert m["errors"] == [["GET x: HTTP 500", 10]]
+    stats = step_stats_from_message(m, slo=SLO, users_spec=UsersSpec(), index=0, phase="ramp")
+    assert stats.requests == 610 and stats.p95_ms == pytest.approx(everything.percentile(95))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,14 +50,19 @@ Engine → parent (engine's stdout; Locust's own logging goes to stderr)
                and ``t_end`` are present.
 ``bye``        ``{"type": "bye"}`` — the answer to ``quit``, just before the engine exits.
 
-Distributed mode (a later addition) keeps this protocol: workers send their per-step histograms
-to the master with Locust's ``send_message``; the master merges them and answers ``step_done``.
+Distributed mode (a later addition) keeps this protocol: workers send their per-step results
+to the master with Locust's ``send_message``; the master combines them with
+:func:`merge_step_results` (histograms merged, never percentiles averaged) and answers one
+``step_done`` exactly as a single engine does.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
+
+from perfgate.load.histogram import Histogram
 
 PROTOCOL_VERSION = 1
 
@@ -165,3 +170,54 @@ def step_command(
 def quit_command() -> dict[str, Any]:
     """The ``quit`` command."""
     return {"cmd": QUIT}
+
+
+def merge_step_results(
+    results: Sequence[dict[str, Any]], *, top_errors: int = 10
+) -> dict[str, Any]:
+    """Combine recorded ``step_done`` payloads of several generator processes into one.
+
+    Counts, latency sums and per-second completions add up; histograms (overall and per
+    endpoint) merge exactly; ``duration_s`` is the longest window; ``cpu_percent`` and
+    ``loop_lag_p95_ms`` are the worst process's (the one that limits), with every process's
+    CPU kept in ``cpu_percent_each``. Other keys are taken from the first result.
+    """
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]
+    merged: dict[str, Any] = dict(first)
+    merged["duration_s"] = max(float(r["duration_s"]) for r in results)
+    for key in ("requests", "failures", "user_errors"):
+        merged[key] = sum(int(r.get(key, 0)) for r in results)
+    merged["latency_sum_ms"] = sum(float(r.get("latency_sum_ms", 0.0)) for r in results)
+    merged["histogram"] = Histogram.merged(
+        Histogram.from_dict(r["histogram"]) for r in results
+    ).to_dict()
+    endpoints: dict[tuple[str, str], dict[str, Any]] = {}
+    ep_hists: dict[tuple[str, str], Histogram] = {}
+    for r in results:
+        for e in r.get("endpoints", ()):
+            key = (str(e["method"]), str(e["name"]))
+            into = endpoints.setdefault(
+                key, {"name": key[1], "method": key[0], "requests": 0, "failures": 0}
+            )
+            into["requests"] += int(e["requests"])
+            into["failures"] += int(e["failures"])
+            ep_hists.setdefault(key, Histogram()).merge(Histogram.from_dict(e["histogram"]))
+    merged["endpoints"] = [
+        {**endpoints[key], "histogram": ep_hists[key].to_dict()} for key in endpoints
+    ]
+    errors: dict[str, int] = {}
+    for r in results:
+        for message, n in r.get("errors", ()):
+            errors[message] = errors.get(message, 0) + int(n)
+    merged["errors"] = [
+        [m, n] for m, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:top_errors]
+    ]
+    seconds = min(len(r.get("per_second", ())) for r in results)
+    merged["per_second"] = [sum(int(r["per_second"][i]) for r in results) for i in range(seconds)]
+    cpus = [float(r.get("cpu_percent", 0.0)) for r in results]
+    merged["cpu_percent"] = max(cpus)
+    merged["cpu_percent_each"] = cpus
+    merged["loop_lag_p95_ms"] = max(float(r.get("loop_lag_p95_ms", 0.0)) for r in results)
+    return merged

@@ -355,6 +355,12 @@ class LocustRunner:
             while True:
                 msg = self._next(deadline, what=f"start within {self.startup_timeout_s:g} s")
                 if msg["type"] == protocol.READY:
+                    if msg.get("version") != protocol.PROTOCOL_VERSION:
+                        self._broken = True
+                        raise LoadError(
+                            f"the load engine speaks protocol {msg.get('version')!r}, "
+                            f"expected {protocol.PROTOCOL_VERSION}"
+                        )
                     self.ready = msg
                     return
                 if msg["type"] == protocol.TICK:
@@ -386,6 +392,7 @@ class LocustRunner:
             min_samples=min_samples,
             record=True,
         )
+        self._drain()
         index = self._steps
         self._steps += 1
         self._current = {"step": index, "phase": phase}
@@ -441,6 +448,7 @@ class LocustRunner:
         command = protocol.step_command(
             users=users, settle_s=0.0, min_s=seconds, max_s=seconds, min_samples=0, record=False
         )
+        self._drain()
         self._current = {"step": None, "phase": "hold"}
         self._emit(
             {
@@ -598,6 +606,16 @@ class LocustRunner:
                 "elapsed_s": round(time.monotonic() - started, 1),
             }
         )
+
+    def _drain(self) -> None:
+        """Deliver ticks that arrived between steps (and surface a death or error right away)."""
+        started = time.monotonic()
+        while not self._messages.empty():
+            msg = self._next(started, what="stay quiet between steps")
+            if msg["type"] == protocol.TICK:
+                self._handle_tick(msg, started)
+            else:
+                raise LoadError(f"the load engine sent an unexpected {msg['type']!r} between steps")
 
     def _send(self, message: dict[str, Any]) -> None:
         proc = self._proc
