@@ -187,8 +187,8 @@ def merge_step_results(
     first = results[0]
     merged: dict[str, Any] = dict(first)
     merged["duration_s"] = max(float(r["duration_s"]) for r in results)
-    for key in ("requests", "failures", "user_errors"):
-        merged[key] = sum(int(r.get(key, 0)) for r in results)
+    for count in ("requests", "failures", "user_errors"):
+        merged[count] = sum(int(r.get(count, 0)) for r in results)
     merged["latency_sum_ms"] = sum(float(r.get("latency_sum_ms", 0.0)) for r in results)
     merged["histogram"] = Histogram.merged(
         Histogram.from_dict(r["histogram"]) for r in results
