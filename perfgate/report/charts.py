@@ -12,9 +12,10 @@ import io
 import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -59,6 +60,11 @@ _RC: dict[str, Any] = {
 }
 
 _META = {"Date": None, "Creator": None, "Format": None, "Type": None}
+
+
+def _style(overrides: dict[str, Any] | None = None) -> AbstractContextManager[None]:
+    """The report's matplotlib settings, for one chart (rcParams are restored afterwards)."""
+    return matplotlib.rc_context(cast(Any, {**_RC, **(overrides or {})}))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +154,15 @@ def _points(
     return xs, ys
 
 
+def _dot(xs: Sequence[Any]) -> float:
+    """Marker size for a curve of len(xs) points: dense ramps get small dots, not a bead chain."""
+    return 3.5 if len(xs) <= 30 else 2.2 if len(xs) <= 60 else 1.4
+
+
+def _cross(xs: Sequence[Any]) -> float:
+    return 6.0 if len(xs) <= 30 else 4.0
+
+
 def _new_fig(width_in: float, height_in: float, **kwargs: Any) -> Figure:
     return Figure(figsize=(width_in, height_in), layout="constrained", **kwargs)
 
@@ -211,7 +226,7 @@ def throughput_chart(
     knee_users: float | None = None,
 ) -> Chart:
     """Throughput against users, with the saturation point, its interval and the baseline."""
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(6.4, 3.5)
         ax = fig.add_subplot()
         if baseline_steps and baseline is not None:
@@ -225,10 +240,10 @@ def throughput_chart(
                 label=_label(f"baseline {baseline.release}"),
             )
         x, y = _levels(steps, lambda s: s.throughput_rps)
-        ax.plot(x, y, color=CURRENT, marker="o", label="this run")
+        ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label="this run")
         fx, fy = _points([s for s in steps if not s.slo_ok], lambda s: s.throughput_rps)
         if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=6, color=SLO, label="SLO failed")
+            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
         lx, ly = _points(
             [s for s in steps if s.generator and s.generator.limited], lambda s: s.throughput_rps
         )
@@ -314,7 +329,7 @@ def latency_chart(
     knee_users: float | None = None,
 ) -> Chart:
     """p50/p95/p99 against users with the SLO line, failing steps and the baseline's p95."""
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(6.4, 3.5)
         ax = fig.add_subplot()
         top = slo_p95_ms * 1.5
@@ -333,12 +348,12 @@ def latency_chart(
         x95, y95 = _levels(steps, lambda s: s.p95_ms)
         x99, y99 = _levels(steps, lambda s: s.p99_ms)
         ax.plot(x99, y99, color=P99, lw=1.1, label="p99")
-        ax.plot(x95, y95, color=CURRENT, marker="o", label="p95")
+        ax.plot(x95, y95, color=CURRENT, marker="o", ms=_dot(x95), label="p95")
         ax.plot(x50, y50, color=P50, lw=1.3, label="p50")
         top = max([top, *y95]) * 1.12
         fx, fy = _points([s for s in steps if not s.slo_ok], lambda s: s.p95_ms)
         if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=6, color=SLO, label="SLO failed")
+            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
         ax.axhline(slo_p95_ms, color=SLO, ls="--", lw=1.2, label=f"SLO p95 {slo_p95_ms:g} ms")
         _mark_saturation(ax, saturation, with_label=False)
         _mark_knee(ax, knee_users)
@@ -379,7 +394,7 @@ def error_chart(
     baseline: BaselineRef | None = None,
 ) -> Chart:
     """Error rate (%) against users with the SLO's error budget."""
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(6.4, 3.0)
         ax = fig.add_subplot()
         if baseline_steps and baseline is not None:
@@ -393,10 +408,10 @@ def error_chart(
                 label=_label(f"baseline {baseline.release}"),
             )
         x, y = _levels(steps, lambda s: s.error_rate * 100)
-        ax.plot(x, y, color=CURRENT, marker="o", label="error rate")
+        ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label="error rate")
         fx, fy = _points([s for s in steps if not s.slo_ok], lambda s: s.error_rate * 100)
         if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=6, color=SLO, label="SLO failed")
+            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
         ax.axhline(
             slo_error_rate * 100,
             color=SLO,
@@ -414,6 +429,16 @@ def error_chart(
     return Chart(key="errors", title="Error rate", svg=svg)
 
 
+def _curve(steps: Sequence[StepStats]) -> tuple[list[float], list[float]]:
+    """(throughput, p95) in load order, steps without a p95 left out."""
+    pairs = [
+        (s.throughput_rps, s.p95_ms)
+        for s in sorted(steps, key=lambda s: (s.users, s.index))
+        if s.p95_ms is not None
+    ]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
 def latency_throughput_chart(
     steps: Sequence[StepStats],
     *,
@@ -423,38 +448,24 @@ def latency_throughput_chart(
     baseline: BaselineRef | None = None,
 ) -> Chart:
     """p95 against throughput: the hockey stick; the SLO boundary sits where it turns up."""
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(6.4, 3.0)
         ax = fig.add_subplot()
         if baseline_steps and baseline is not None:
-            bs = sorted(baseline_steps, key=lambda s: (s.users, s.index))
+            bx, by = _curve(baseline_steps)
             ax.plot(
-                [s.throughput_rps for s in bs],
-                [s.p95_ms for s in bs],
+                bx,
+                by,
                 color=BASELINE,
                 ls="--",
                 lw=1.3,
                 label=_label(f"baseline {baseline.release}"),
             )
-        ordered = sorted(steps, key=lambda s: (s.users, s.index))
-        ax.plot(
-            [s.throughput_rps for s in ordered],
-            [s.p95_ms for s in ordered],
-            color=CURRENT,
-            marker="o",
-            label="this run",
-        )
-        failed = [s for s in ordered if not s.slo_ok]
-        if failed:
-            ax.plot(
-                [s.throughput_rps for s in failed],
-                [s.p95_ms for s in failed],
-                ls="none",
-                marker="X",
-                ms=6,
-                color=SLO,
-                label="SLO failed",
-            )
+        x, y = _curve(steps)
+        ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label="this run")
+        fx, fy = _curve([s for s in steps if not s.slo_ok])
+        if fx:
+            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
         ax.axhline(slo_p95_ms, color=SLO, ls="--", lw=1.2, label=f"SLO p95 {slo_p95_ms:g} ms")
         if saturation.broken and saturation.throughput_rps:
             ax.axvline(
@@ -487,7 +498,7 @@ def timeline_chart(
     timeline: Sequence[TimelinePoint], steps: Sequence[StepStats], *, slo_p95_ms: float
 ) -> Chart:
     """Users, throughput and p95 over time; measuring windows shaded (the rest is settle)."""
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(12.0, 5.2)
         axes = fig.subplots(3, 1, sharex=True, height_ratios=(1, 1.2, 1.2))
         windows = [(s.started_s, s.duration_s) for s in steps if s.duration_s > 0]
@@ -512,7 +523,8 @@ def timeline_chart(
             mid = [s.started_s + s.duration_s / 2 for s in steps]
             axes[0].plot(mid, [s.users for s in steps], "o", color="#374151")
             axes[1].plot(mid, [s.throughput_rps for s in steps], "o", color=CURRENT)
-            axes[2].plot(mid, [s.p95_ms for s in steps], "o", color=P99)
+            tp = [(m, s.p95_ms) for m, s in zip(mid, steps, strict=True) if s.p95_ms is not None]
+            axes[2].plot([a for a, _ in tp], [b for _, b in tp], "o", color=P99)
             source = "per step (no timeline recorded)"
         axes[2].axhline(slo_p95_ms, color=SLO, ls="--", lw=1.1, label=f"SLO p95 {slo_p95_ms:g} ms")
         axes[0].set_ylabel("users")
@@ -551,7 +563,7 @@ def endpoint_chart(
     n = len(endpoints)
     ncols = 3 if n > 4 else max(1, min(n, 2))
     nrows = -(-n // ncols)
-    with matplotlib.rc_context({**_RC, "axes.titlesize": 8.5, "font.size": 8}):
+    with _style({"axes.titlesize": 8.5, "font.size": 8}):
         fig = _new_fig(12.0, 0.5 + 2.3 * nrows)
         axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
         for i, key in enumerate(endpoints):
@@ -569,7 +581,7 @@ def endpoint_chart(
                     ax.plot(bx, by, color=BASELINE, ls="--", lw=1.1, label="baseline")
             x, y = _levels(steps, p95)
             color = SLO if key == first else CURRENT
-            ax.plot(x, y, color=color, marker="o", ms=2.5, lw=1.3, label="this run")
+            ax.plot(x, y, color=color, marker="o", ms=_dot(x) * 0.7, lw=1.3, label="this run")
             ax.axhline(slo_p95_ms, color=SLO, ls="--", lw=0.9)
             over = [(a, b) for a, b in zip(x, y, strict=True) if b > slo_p95_ms]
             if over:
@@ -610,7 +622,7 @@ def generator_chart(steps: Sequence[StepStats], *, cpu_limit_percent: float = 80
     with_health = [s for s in steps if s.generator is not None]
     if not with_health:
         return None
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(12.0, 3.0)
         ax_cpu, ax_little = fig.subplots(1, 2, sharex=True)
         x, cpu = _levels(with_health, lambda s: s.generator.cpu_percent if s.generator else None)
@@ -632,11 +644,13 @@ def generator_chart(steps: Sequence[StepStats], *, cpu_limit_percent: float = 80
         ax_little.set_ylim(0, max([1.2, *lr]) * 1.05)
         ax_little.set_ylabel("X·R / N")
         ax_little.set_title("Little's law: throughput × latency / users")
-        lim = [s for s in with_health if s.generator and s.generator.limited]
+        lim = [s.users for s in with_health if s.generator and s.generator.limited]
         for ax in (ax_cpu, ax_little):
             _users_axis(ax)
-            for s in lim:
-                ax.axvline(s.users, color=LIMITED, alpha=0.35, lw=2)
+            if lim:  # one collection, not a line per step
+                ax.vlines(
+                    lim, 0, 1, transform=ax.get_xaxis_transform(), color=LIMITED, alpha=0.35, lw=2
+                )
         svg = _to_svg(fig, "gen", "Load generator CPU and Little's-law ratio against users")
     return Chart(
         key="generator",
@@ -665,7 +679,7 @@ def history_chart(
     ]
     entries.append((f"{release} (this run)", saturation, True))
     labels = [_label(e[0], 24) for e in entries]
-    with matplotlib.rc_context(_RC):
+    with _style():
         fig = _new_fig(12.0, 3.4)
         ax_u, ax_x = fig.subplots(1, 2, sharex=True)
         for ax, attr, ci_attr, ylabel in (
@@ -676,20 +690,28 @@ def history_chart(
             ys = [getattr(e[1], attr) for e in entries]
             valid = [(i, y) for i, y in zip(xs, ys, strict=True) if y is not None]
             ax.plot([i for i, _ in valid], [y for _, y in valid], color=BASELINE, lw=1, zorder=1)
+            # One errorbar call per marker style (past/current × broke/never broke), not per point.
+            groups: dict[tuple[bool, bool], tuple[list[int], list[float], list[float], list[float]]]
+            groups = {}
             for i, (_, sat, current) in enumerate(entries):
                 y = getattr(sat, attr)
                 if y is None:
                     continue
-                ci = getattr(sat, ci_attr)
-                color = current_color if current else "#374151"
+                ci = getattr(sat, ci_attr) or (y, y)
                 censored = not sat.broken or sat.censored == "above_max"
+                gx, gy, lo, hi = groups.setdefault((current, censored), ([], [], [], []))
+                gx.append(i)
+                gy.append(y)
+                lo.append(max(0.0, y - ci[0]))
+                hi.append(max(0.0, ci[1] - y))
+            for (current, censored), (gx, gy, lo, hi) in groups.items():
                 ax.errorbar(
-                    [i],
-                    [y],
-                    yerr=_err(y, ci),
+                    gx,
+                    gy,
+                    yerr=[lo, hi],
                     fmt="^" if censored else "o",
                     ms=7 if current else 5,
-                    color=color,
+                    color=current_color if current else "#374151",
                     capsize=2,
                     zorder=3,
                 )

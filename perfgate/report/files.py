@@ -110,7 +110,7 @@ def result_json_text(result: RunResult) -> str:
 
     Plain ``indent=2`` would put each histogram bucket on its own line and triple the file size.
     """
-    return _dump(to_jsonable(result), 0) + "\n"
+    return _dump(_finite(to_jsonable(result)), 0) + "\n"
 
 
 def _is_flat(value: Any) -> bool:
@@ -140,17 +140,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _dump(value: Any, level: int) -> str:
-    if _is_scalar(value) or (_is_flat(value) and value):
-        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    # One encoder call per flat container (not per scalar) keeps a 100-step result fast.
+    if _is_scalar(value) or (value and _is_flat(value)):
+        return _COMPACT.encode(value)
     if not value:
         return "{}" if isinstance(value, dict) else "[]"
     pad = "  " * (level + 1)
     if isinstance(value, dict):
-        items = [
-            f"{pad}{json.dumps(k, ensure_ascii=False)}: {_dump(v, level + 1)}"
-            for k, v in value.items()
-        ]
+        items = [f"{pad}{_COMPACT.encode(k)}: {_dump(v, level + 1)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
     items = [f"{pad}{_dump(v, level + 1)}" for v in value]
     return "[\n" + ",\n".join(items) + "\n" + "  " * level + "]"

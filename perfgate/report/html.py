@@ -60,13 +60,13 @@ DIAGNOSTIC_MEANINGS = {
         "Where the throughput curve bends most: queueing starts there, which is below the "
         "SLO break.",
     ),
-    "gate_ratio": (
-        "Gate ratio",
-        "This run's throughput at the SLO divided by the baseline's (95 % CI in brackets).",
-    ),
     "knee": (
         "Closed-system knee",
         "N* ≈ latency at one user × peak throughput; beyond it latency grows linearly with users.",
+    ),
+    "gate_ratio": (
+        "Gate ratio",
+        "This run's throughput at the SLO divided by the baseline's (95 % CI in brackets).",
     ),
 }
 
@@ -276,7 +276,8 @@ def _when(iso: str) -> str:
         dt = datetime.fromisoformat(iso)
     except (TypeError, ValueError):
         return iso
-    if dt.utcoffset() is not None and dt.utcoffset().total_seconds() == 0:
+    offset = dt.utcoffset()
+    if offset is not None and offset.total_seconds() == 0:
         return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
     return dt.strftime("%Y-%m-%d %H:%M:%S %z").strip()
 
@@ -440,7 +441,7 @@ def _endpoint_matrix(
         if not s.endpoints:
             continue
         by_key = {(e.method, e.name): e for e in s.endpoints}
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for key in keys:
             e = by_key.get(key)
             if e is None:
