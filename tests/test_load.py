@@ -354,6 +354,66 @@ def test_unreachable_target_counts_failures_instead_of_hanging() -> None:
     assert "Connection refused" in s.errors[0][0] or "ConnectionRefused" in s.errors[0][0]
 
 
+def test_two_workers_on_locusts_master_worker_runners(server: tuple[str, Target]) -> None:
+    url, target = server
+    target.reset()
+    users = UsersSpec(
+        requests=(
+            RequestSpec(
+                name="place",
+                method="POST",
+                path="/orders",
+                json={"user": "{{ user_index }}"},
+                weight=1,
+            ),
+            RequestSpec(name="fast", path="/fast", weight=2),
+            RequestSpec(name="fail", path="/fail", weight=1),
+        )
+    )
+    with LocustRunner(url, users, SLO, LoadSpec(workers=2)) as r:
+        assert r.ready["workers"] == 2 and len(r.ready["worker_pids"]) == 2
+        pids = [r.pid, *r.ready["worker_pids"]]
+        assert all(psutil.pid_exists(p) for p in pids)
+        big = r.measure(4, settle_s=0.5, min_s=1.5, max_s=1.5, min_samples=0, phase="ramp")
+        small = r.measure(2, settle_s=0.5, min_s=1.0, max_s=1.0, min_samples=0, phase="ramp")
+    assert r.pid is not None
+    _assert_reaped(r.pid)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+    for s, n in ((big, 4), (small, 2)):
+        assert s.users == n and s.requests > 20
+        assert s.throughput_rps <= n / DELAY_S * 1.05
+        assert s.p95_ms is not None and s.p95_ms >= DELAY_S * 1000
+        assert {e.name for e in s.endpoints} == {"place", "fast", "fail"}
+        by_name = {e.name: e for e in s.endpoints}
+        assert by_name["fail"].failures == by_name["fail"].requests == s.failures > 0
+        assert Histogram.from_dict(s.histogram).count == s.requests - s.failures
+        assert s.errors[0] == ("GET fail: HTTP 500", s.failures)
+        assert s.generator is not None and s.generator.little_ratio is not None
+        assert 0.5 < s.generator.little_ratio <= 1.1
+    with target.lock:
+        indexes = {b["user"] for b in target.bodies}
+    # user_index is unique across the two workers (local index × 2 + worker index)
+    assert indexes == {0, 1, 2, 3}
+
+
+def test_a_dying_worker_is_a_load_error(server: tuple[str, Target]) -> None:
+    url, _ = server
+    users = UsersSpec(requests=(RequestSpec(name="fast", path="/fast"),))
+    holder: dict[str, int] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "tick" and "killed" not in holder:
+            holder["killed"] = 1
+            os.kill(holder["worker"], signal.SIGKILL)
+
+    with LocustRunner(url, users, SLO, LoadSpec(workers=2), on_event=on_event) as r:
+        holder["worker"] = r.ready["worker_pids"][1]
+        with pytest.raises(LoadError, match=r"load worker 2 of 2 exited on SIGKILL"):
+            r.measure(2, settle_s=0.2, min_s=5.0, max_s=5.0, min_samples=0, phase="ramp")
+    assert r.pid is not None
+    _assert_reaped(r.pid)
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults: interrupts, a dying engine, garbage, silence
 # ---------------------------------------------------------------------------------------------

@@ -31,9 +31,19 @@ Users are either a ``FastHttpUser`` subclass generated from the scenario's weigh
 ``users.locustfile`` (failure = the request event's exception, i.e. whatever Locust and the
 locustfile's ``catch_response`` decided).
 
-Distributed mode (a later addition) fits beside this: a worker would run the same
-:class:`StepRecorder` and send ``StepRecorder.snapshot()`` to the master with
-``runner.send_message``; the master merges histograms and answers ``step_done`` exactly as here.
+Distributed mode (``"workers": N`` ≥ 2 in the config, ``LoadSpec.workers``) uses Locust's own
+master/worker runners. This process becomes the master: ``create_master_runner`` bound to
+127.0.0.1 on a free port, no users of its own. It starts N workers, ``python -m
+perfgate.load.engine --worker 127.0.0.1 PORT``, in its own process group (so the parent's group
+kill covers them), hands each the same config line on stdin, and keeps that pipe open: a worker
+exits when its master's pipe closes. Users are dispatched by ``runner.start`` as usual. Each
+worker records with the same :class:`StepRecorder`; the master opens and closes the measuring
+window with a ``pg_window`` custom message, every worker answers ``pg_result`` with its
+``StepRecorder.snapshot()``, and the master combines them with
+:func:`perfgate.load.protocol.merge_step_results` into one ``step_done``: the parent cannot
+tell the difference. Workers also send a ``pg_tick`` every second (counts and a histogram of the
+second) for the master's ticks. A worker that exits during the run is an engine error.
+``user_index`` stays unique across workers: ``local index × workers + worker index``.
 """
 
 # isort: off
@@ -46,10 +56,13 @@ import logging
 import math
 import os
 import resource
+import signal
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import gevent
@@ -57,9 +70,11 @@ from gevent.fileobject import FileObjectPosix
 from gevent.queue import Queue
 from locust import FastHttpUser, User, constant, task
 from locust.env import Environment
+from locust.exception import RPCError
 
 from perfgate.load import protocol
 from perfgate.load.histogram import Histogram
+from perfgate.load.protocol import merge_step_results
 from perfgate.load.templates import (
     MISSING,
     CompiledRequest,
@@ -75,6 +90,8 @@ MAX_ERROR_KINDS = 100  # distinct error messages per step; more go to "(other er
 MAX_ERROR_CHARS = 200
 TOP_ERRORS = 10
 LAG_PROBE_S = 0.05
+WORKER_START_S = 60.0  # all workers connected, or the engine fails
+WORKER_RESULT_S = 10.0  # every worker's pg_result after the window closed
 SPAWN_WAIT_S = 10.0  # users that die in on_start never arrive; measure anyway after this
 
 _perf = time.perf_counter
@@ -238,8 +255,21 @@ class _IndexPool:
         heapq.heappush(self._free, index)
 
 
-def build_scenario_user(users: UsersSpec, request_timeout_s: float) -> type[FastHttpUser]:
+class IndexLayout:
+    """How a process's local user index maps to the global one (unique across workers)."""
+
+    __slots__ = ("offset", "stride")
+
+    def __init__(self) -> None:
+        self.stride = 1
+        self.offset = 0
+
+
+def build_scenario_user(
+    users: UsersSpec, request_timeout_s: float, layout: IndexLayout | None = None
+) -> type[FastHttpUser]:
     """A FastHttpUser subclass that runs the scenario's weighted request mix."""
+    index_layout = layout or IndexLayout()
     try:
         compiled = compile_requests(users.requests)
         global_headers = (
@@ -277,12 +307,13 @@ def build_scenario_user(users: UsersSpec, request_timeout_s: float) -> type[Fast
 
         def __init__(self, environment: Any) -> None:
             super().__init__(environment)
-            self._ctx = UserContext(pool.acquire())
+            self._local_index = pool.acquire()
+            self._ctx = UserContext(self._local_index * index_layout.stride + index_layout.offset)
             self._picker = RequestPicker(compiled) if any_needs else shared_picker
 
         def start(self, group: Any) -> Any:
             greenlet = super().start(group)
-            index = self._ctx.user_index
+            index = self._local_index
             greenlet.link(lambda _g: pool.release(index))
             return greenlet
 
@@ -365,21 +396,38 @@ def load_locustfile(path: str, wait_s: float) -> list[type[User]]:
 # ---------------------------------------------------------------------------------------------
 
 
-class Engine:
-    """Runs steps on a Locust local runner and reports them through ``emit``."""
+class EngineFailure(Exception):
+    """The engine cannot go on (a worker died, a worker did not answer)."""
 
-    def __init__(self, config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
+
+class Engine:
+    """Runs steps on a Locust runner and reports them through ``emit``.
+
+    ``role`` is ``local`` (one process, the default), ``master`` (dispatches users to worker
+    processes it starts, merges their step results) or ``worker`` (runs users for a master,
+    records, and answers the master's window messages; emits nothing on stdout).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        emit: Callable[[dict[str, Any]], None],
+        *,
+        role: str = "local",
+        master: tuple[str, int] | None = None,
+    ) -> None:
         self.emit = emit
+        self.role = role
+        self.config = config
         users = from_jsonable(UsersSpec, config["users"])
         self.secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
         timeout_s = float(config.get("request_timeout_s") or 60.0)
+        self.layout = IndexLayout()
         if users.locustfile:
             self.user_classes = load_locustfile(users.locustfile, users.wait_s)
-            self.generated = False
             self._expects: dict[tuple[str, str], frozenset[int]] = {}
         else:
-            self.user_classes = [build_scenario_user(users, timeout_s)]
-            self.generated = True
+            self.user_classes = [build_scenario_user(users, timeout_s, self.layout)]
             self._expects = {
                 (spec.method.upper(), spec.name): frozenset(spec.expect_status)
                 for spec in users.requests
@@ -391,12 +439,6 @@ class Engine:
             events=locust.events,  # module-level listeners of a locustfile bind to this one
             catch_exceptions=True,
         )
-        self.runner = self.env.create_local_runner()
-        if not config.get("locust_stats", False):
-            _drop_locust_stats_listener(self.env)
-        self.env.events.request.add_listener(self.on_request)
-        self.env.events.user_error.add_listener(self.on_user_error)
-        self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
         self.rec: StepRecorder | None = None
         self.running = False
         self.target_users = 0
@@ -404,6 +446,34 @@ class Engine:
         self._tick_n = 0
         self._tick_fail = 0
         self._tick_lat: list[float] = []
+        self._tick_cpu = 0.0  # master: the busiest worker's CPU in the last second
+        self._tick_hist = Histogram()  # master: merged latencies of the last second
+        self._step_id = 0
+        self._window_samples = 0  # master: completions reported by workers while recording
+        self._window_open = False
+        self._results: dict[str, dict[str, Any]] = {}
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+        if role == "local":
+            self.runner: Any = self.env.create_local_runner()
+        elif role == "master":
+            self.runner = self.env.create_master_runner("127.0.0.1", 0)
+            self.runner.register_message("pg_result", self._on_result)
+            self.runner.register_message("pg_tick", self._on_worker_tick)
+        elif role == "worker":
+            assert master is not None
+            self.runner = self.env.create_worker_runner(master[0], master[1])
+            self.runner.register_message("pg_window", self._on_window)
+            workers = max(1, int(config.get("workers") or 1))
+            self.layout.stride, self.layout.offset = workers, max(0, self.runner.worker_index)
+        else:
+            raise ValueError(f"unknown engine role {role!r}")
+        if not config.get("locust_stats", False):
+            _drop_locust_stats_listener(self.env)
+        if role != "master":
+            self.env.events.request.add_listener(self.on_request)
+            self.env.events.user_error.add_listener(self.on_user_error)
+        self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -462,7 +532,7 @@ class Engine:
     # -- background greenlets ------------------------------------------------------------------
 
     def ticker(self) -> None:
-        """Emit a tick every second of the run clock while users run."""
+        """Every second: emit a tick (local, master) or send one to the master (worker)."""
         next_t = _perf() + 1.0
         cpu_prev, wall_prev = time.process_time(), _perf()
         while True:
@@ -475,12 +545,24 @@ class Engine:
             cpu = time.process_time()
             cpu_pct = 100.0 * (cpu - cpu_prev) / max(now - wall_prev, 1e-9)
             cpu_prev, wall_prev = cpu, now
-            if not self.running:
+            if self.role == "worker":
+                hist = Histogram()
+                hist.record_many(lat)
+                with suppress(RPCError):
+                    self.runner.send_message(
+                        "pg_tick", {"n": n, "fail": fail, "hist": hist.to_dict(), "cpu": cpu_pct}
+                    )
                 continue
             p95 = None
-            if lat:
+            if self.role == "master":
+                hist, self._tick_hist = self._tick_hist, Histogram()
+                p95 = hist.percentile(95)
+                cpu_pct, self._tick_cpu = max(cpu_pct, self._tick_cpu), 0.0
+            elif lat:
                 lat.sort()
                 p95 = lat[max(0, math.ceil(0.95 * len(lat)) - 1)]
+            if not self.running:
+                continue
             self.emit(
                 {
                     "type": protocol.TICK,
@@ -490,7 +572,7 @@ class Engine:
                     "failures": fail,
                     "p95_ms": p95,
                     "cpu_percent": round(cpu_pct, 1),
-                    "recording": self.rec is not None,
+                    "recording": self.rec is not None or self._window_open,
                 }
             )
 
@@ -503,6 +585,80 @@ class Engine:
             rec = self.rec
             if rec is not None:
                 rec.lags_ms.append(lag_ms)
+
+    # -- distributed: master side --------------------------------------------------------------
+
+    def start_workers(self, count: int, config_line: bytes) -> None:
+        """Start ``count`` worker processes and wait until all have connected."""
+        port = self.runner.server.port
+        command = [sys.executable, "-m", "perfgate.load.engine", "--worker", "127.0.0.1", str(port)]
+        for _ in range(count):
+            # Same process group as this master; stdout is fd 1, i.e. our stderr by now.
+            worker = subprocess.Popen(command, stdin=subprocess.PIPE)
+            assert worker.stdin is not None
+            worker.stdin.write(config_line)
+            worker.stdin.flush()
+            self.workers.append(worker)
+        deadline = _perf() + WORKER_START_S
+        while self.runner.worker_count < count:
+            self.check_workers()
+            if _perf() > deadline:
+                raise EngineFailure(
+                    f"only {self.runner.worker_count} of {count} load workers connected "
+                    f"within {WORKER_START_S:g} s"
+                )
+            gevent.sleep(0.05)
+
+    def check_workers(self) -> None:
+        """Raise EngineFailure if a worker process has exited."""
+        if self._stopping:
+            return
+        for i, worker in enumerate(self.workers):
+            code = worker.poll()
+            if code is not None:
+                how = f"on {_signal_name(-code)}" if code < 0 else f"with code {code}"
+                raise EngineFailure(f"load worker {i + 1} of {len(self.workers)} exited {how}")
+
+    def watch_workers(self) -> None:
+        """Background check: a dead worker fails the run at once, not at the next step's end."""
+        while True:
+            gevent.sleep(0.25)
+            try:
+                self.check_workers()
+            except EngineFailure as exc:
+                self.emit({"type": protocol.ERROR, "kind": "engine", "message": str(exc)})
+                self.shutdown()
+                _exit(1)
+
+    def _on_result(self, environment: Any, msg: Any) -> None:
+        data = msg.data or {}
+        if data.get("step") == self._step_id:
+            self._results[msg.node_id] = data["result"]
+
+    def _on_worker_tick(self, environment: Any, msg: Any) -> None:
+        data = msg.data or {}
+        n = int(data.get("n", 0))
+        self._tick_n += n
+        self._tick_fail += int(data.get("fail", 0))
+        self._tick_cpu = max(self._tick_cpu, float(data.get("cpu", 0.0)))
+        with suppress(ValueError, TypeError):
+            self._tick_hist.merge(Histogram.from_dict(data.get("hist") or {}))
+        if self._window_open:
+            self._window_samples += n
+
+    # -- distributed: worker side --------------------------------------------------------------
+
+    def _on_window(self, environment: Any, msg: Any) -> None:
+        data = msg.data or {}
+        if data.get("open"):
+            self._step_id = int(data["step"])
+            self.rec = StepRecorder(_perf())
+            return
+        rec, self.rec = self.rec, None
+        if rec is None or int(data.get("step", -1)) != self._step_id:
+            return
+        snapshot = rec.snapshot(_perf(), self.secrets)
+        self.runner.send_message("pg_result", {"step": self._step_id, "result": snapshot})
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -523,6 +679,9 @@ class Engine:
         if remaining > 0:
             gevent.sleep(remaining)
 
+    def _samples(self, rec: StepRecorder | None) -> int:
+        return rec.requests if rec is not None else self._window_samples
+
     def run_step(self, cmd: dict[str, Any]) -> None:
         n = int(cmd["users"])
         settle_s, min_s, max_s = float(cmd["settle_s"]), float(cmd["min_s"]), float(cmd["max_s"])
@@ -531,6 +690,7 @@ class Engine:
         self._set_users(n)
         if not cmd["record"]:
             self._sleep_until(t_start + max_s)
+            self.check_workers()
             self.emit(
                 {
                     "type": protocol.STEP_DONE,
@@ -546,16 +706,28 @@ class Engine:
         spawn_deadline = _perf() + SPAWN_WAIT_S
         while self.runner.user_count != n and _perf() < spawn_deadline:
             gevent.sleep(0.01)
-        rec = StepRecorder(_perf())
-        self.rec = rec
-        self.emit({"type": protocol.WINDOW, "t": round(rec.window_start - self.t0, 3)})
-        self._sleep_until(rec.window_start + min_s)
-        hard_end = rec.window_start + max_s
-        while rec.requests < min_samples and _perf() < hard_end:
+        self.check_workers()
+        window_start = _perf()
+        rec: StepRecorder | None = None
+        if self.role == "master":
+            self._step_id += 1
+            self._results = {}
+            self._window_samples = 0
+            self._window_open = True
+            self.runner.send_message("pg_window", {"step": self._step_id, "open": True})
+        else:
+            rec = self.rec = StepRecorder(window_start)
+        self.emit({"type": protocol.WINDOW, "t": round(window_start - self.t0, 3)})
+        self._sleep_until(window_start + min_s)
+        hard_end = window_start + max_s
+        while self._samples(rec) < min_samples and _perf() < hard_end:
             gevent.sleep(min(0.02, max(0.0, hard_end - _perf())))
         end = _perf()
-        self.rec = None
-        result = rec.snapshot(end, self.secrets)
+        if rec is not None:
+            self.rec = None
+            result = rec.snapshot(end, self.secrets)
+        else:
+            result = self._collect_results()
         result.update(
             {
                 "type": protocol.STEP_DONE,
@@ -563,17 +735,61 @@ class Engine:
                 "users": n,
                 "active_users": self.runner.user_count,
                 "t_start": round(t_start - self.t0, 3),
-                "t_window": round(rec.window_start - self.t0, 3),
+                "t_window": round(window_start - self.t0, 3),
                 "t_end": round(end - self.t0, 3),
             }
         )
         self.emit(result)
 
+    def _collect_results(self) -> dict[str, Any]:
+        """Master: close the window on every worker and merge their step results."""
+        self.runner.send_message("pg_window", {"step": self._step_id, "open": False})
+        self._window_open = False
+        expected = self.runner.worker_count
+        deadline = _perf() + WORKER_RESULT_S
+        while len(self._results) < expected:
+            self.check_workers()
+            if _perf() > deadline:
+                raise EngineFailure(
+                    f"only {len(self._results)} of {expected} load workers sent their step "
+                    f"results within {WORKER_RESULT_S:g} s"
+                )
+            gevent.sleep(0.01)
+        merged = merge_step_results(list(self._results.values()))
+        merged["workers"] = len(self._results)
+        return merged
+
     def shutdown(self) -> None:
+        self._stopping = True
         try:
             self.runner.quit()
         except Exception:  # quitting is best effort: the process exits right after
             traceback.print_exc(file=sys.stderr)
+        for worker in self.workers:
+            with suppress(Exception):
+                if worker.stdin is not None:
+                    worker.stdin.close()
+        deadline = _perf() + 3.0
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=max(0.1, deadline - _perf()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                with suppress(Exception):
+                    worker.wait(timeout=2.0)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _drop_locust_stats_listener(env: Environment) -> None:
@@ -644,8 +860,11 @@ def _claim_stdout() -> Any:
     return FileObjectPosix(proto_fd, "wb", close=True)
 
 
-def main() -> int:
-    """Read the config, then serve step commands until quit or EOF."""
+def main(argv: list[str] | None = None) -> int:
+    """Serve the parent: config, then steps until quit or EOF. ``--worker HOST PORT``: a worker."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--worker"] and len(args) == 3:
+        return worker_main(args[1], int(args[2]))
     out = _claim_stdout()
     _setup_logging("WARNING")
     _raise_fd_limit()
@@ -658,27 +877,39 @@ def main() -> int:
         try:
             out.flush()
         finally:
-            sys.stderr.flush()
-            os._exit(code)
+            _exit(code)
+
+    def fail(exc: BaseException, engine: Engine | None) -> None:
+        if not isinstance(exc, EngineFailure):
+            traceback.print_exc(file=sys.stderr)
+        one_line = " ".join(
+            (str(exc) if isinstance(exc, EngineFailure) else f"{type(exc).__name__}: {exc}").split()
+        )
+        emit({"type": protocol.ERROR, "kind": "engine", "message": one_line})
+        if engine is not None:
+            engine.shutdown()
+        finish(1)
 
     stdin = FileObjectPosix(0, "rb", close=False)
+    engine: Engine | None = None
     try:
-        config = protocol.decode(stdin.readline(), kinds=protocol.COMMANDS)
+        line = stdin.readline()
+        config = protocol.decode(line, kinds=protocol.COMMANDS)
         if config["cmd"] != protocol.CONFIG:
             raise protocol.ProtocolError("the first line must be a config")
         if config.get("version") != protocol.PROTOCOL_VERSION:
             raise protocol.ProtocolError(f"protocol version {config.get('version')} unsupported")
         _setup_logging(str(config.get("log_level") or "WARNING"))
-        engine = Engine(config, emit)
+        workers = max(1, int(config.get("workers") or 1))
+        engine = Engine(config, emit, role="master" if workers > 1 else "local")
+        if workers > 1:
+            engine.start_workers(workers, line)
     except ScenarioInputError as exc:
         emit({"type": protocol.ERROR, "kind": "scenario", "message": str(exc)})
         finish(2)
         return 2
     except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        one_line = " ".join(f"{type(exc).__name__}: {exc}".split())
-        emit({"type": protocol.ERROR, "kind": "engine", "message": one_line})
-        finish(1)
+        fail(exc, engine)
         return 1
 
     emit(
@@ -688,11 +919,14 @@ def main() -> int:
             "pid": os.getpid(),
             "locust": locust.__version__,
             "user_classes": [cls.__name__ for cls in engine.user_classes],
+            "workers": workers,
+            "worker_pids": [w.pid for w in engine.workers],
         }
     )
     steps: Queue = Queue()
 
     def read_commands() -> None:
+        assert engine is not None
         while True:
             line = stdin.readline()
             if not line:  # the parent went away: never outlive it
@@ -714,16 +948,43 @@ def main() -> int:
     gevent.spawn(engine.ticker)
     gevent.spawn(engine.lag_probe)
     gevent.spawn(read_commands)
+    if engine.workers:
+        gevent.spawn(engine.watch_workers)
     while True:
         cmd = steps.get()
         try:
             engine.run_step(cmd)
         except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            one_line = " ".join(f"{type(exc).__name__}: {exc}".split())
-            emit({"type": protocol.ERROR, "kind": "engine", "message": one_line})
-            engine.shutdown()
-            finish(1)
+            fail(exc, engine)
+
+
+def worker_main(master_host: str, master_port: int) -> int:
+    """A distributed worker: config on stdin, users for the master; exits when stdin closes."""
+    sys.stdout = sys.stderr  # fd 1 is the master's stderr already; never write protocol here
+    _setup_logging("WARNING")
+    _raise_fd_limit()
+    stdin = FileObjectPosix(0, "rb", close=False)
+    try:
+        config = protocol.decode(stdin.readline(), kinds=protocol.COMMANDS)
+        _setup_logging(str(config.get("log_level") or "WARNING"))
+        engine = Engine(config, lambda _m: None, role="worker", master=(master_host, master_port))
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+        _exit(1)
+        return 1
+
+    def watch_master() -> None:
+        while stdin.readline():
+            pass
+        engine.shutdown()  # the master (or its pipe) is gone
+        _exit(0)
+
+    gevent.spawn(engine.ticker)
+    gevent.spawn(engine.lag_probe)
+    gevent.spawn(watch_master)
+    engine.runner.greenlet.join()  # returns when the master sends quit
+    _exit(0)
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ Parent → engine (engine's stdin)
 
      {"cmd": "config", "version": 1, "url": "http://127.0.0.1:8080",
       "users": <UsersSpec as models.to_jsonable>, "request_timeout_s": 10.0,
-      "slo": {"p95_ms": 250.0, "error_rate": 0.01}, "log_level": "WARNING"}
+      "slo": {"p95_ms": 250.0, "error_rate": 0.01}, "workers": 1, "log_level": "WARNING"}
+
+   ``workers`` ≥ 2 runs Locust's master/worker mode inside the engine (see ``engine.py``); the
+   messages below do not change.
 
 2. Then commands, each answered before the next is sent::
 
@@ -27,8 +30,9 @@ Engine → parent (engine's stdout; Locust's own logging goes to stderr)
 =======================================================================
 
 ``ready``      ``{"type": "ready", "version": 1, "pid": 123, "locust": "2.47.0",
-               "user_classes": ["ScenarioUser"]}`` — after the config was accepted. ``t`` in
-               later messages is seconds since this moment (the run clock).
+               "user_classes": ["ScenarioUser"], "workers": 1, "worker_pids": []}`` — after
+               the config was accepted. ``t`` in later messages is seconds since this moment
+               (the run clock).
 ``error``      ``{"type": "error", "kind": "scenario" | "engine", "message": "one line"}`` —
                a bad locustfile or template (``scenario``) or an engine failure (``engine``);
                the engine exits after sending it.
@@ -42,7 +46,8 @@ Engine → parent (engine's stdout; Locust's own logging goes to stderr)
                "histogram": {...}, "endpoints": [{"name": "order book", "method": "GET",
                "requests": 3000, "failures": 0, "histogram": {...}}, ...],
                "errors": [["POST place order: HTTP 500", 3], ...], "user_errors": 0,
-               "per_second": [812, 809, ...], "cpu_percent": 33.0, "loop_lag_p95_ms": 0.4}``.
+               "per_second": [812, 809, ...], "cpu_percent": 33.0, "loop_lag_p95_ms": 0.4}``
+               (with workers also ``"workers": 2, "cpu_percent_each": [...]``).
                Histograms (``Histogram.to_dict``) hold successful requests only;
                ``latency_sum_ms`` sums every completion (successes and failures, for Little's
                law); ``per_second`` counts completions in each full second of the window. With
@@ -124,9 +129,12 @@ def config_message(
     users: dict[str, Any],
     request_timeout_s: float,
     slo: dict[str, Any],
+    workers: int = 1,
     log_level: str = "WARNING",
 ) -> dict[str, Any]:
     """The first line the parent sends."""
+    if workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
     return {
         "cmd": CONFIG,
         "version": PROTOCOL_VERSION,
@@ -134,6 +142,7 @@ def config_message(
         "users": users,
         "request_timeout_s": request_timeout_s,
         "slo": slo,
+        "workers": int(workers),
         "log_level": log_level,
     }
 

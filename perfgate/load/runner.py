@@ -19,8 +19,9 @@ requests; a distribution-free 95 % CI of p95; the SLO check (fails on p95 above 
 error rate above the SLO, and when there was no successful request at all), per-endpoint
 stats, the top error messages, 1-s stalls, and :class:`GeneratorHealth`:
 
-- ``cpu_percent``: the engine process's CPU during the window, % of one core, measured here
-  with psutil on the child's pid (the engine's own figure is the fallback);
+- ``cpu_percent``: CPU of the busiest engine process during the window, % of one core,
+  measured here with psutil on the child's pid and its worker processes (with
+  ``LoadSpec.workers`` ≥ 2; the engine's own figure is the fallback);
 - ``little_ratio`` = throughput × (mean latency of all completions + think time) / users —
   ≈ 1 when every user is always inside a request (closed model); lower means users wait on the
   generator (greenlet run queue), not on the target;
@@ -348,6 +349,7 @@ class LocustRunner:
                     users=to_jsonable(self.users_spec),
                     request_timeout_s=self.load.request_timeout_s,
                     slo=to_jsonable(self.slo),
+                    workers=self.load.workers,
                     log_level=self.log_level,
                 )
             )
@@ -413,7 +415,7 @@ class LocustRunner:
         self._send(command)
         deadline = started + settle_s + max_s + self.answer_margin_s
         what = f"finish a {users}-user step within {settle_s + max_s + self.answer_margin_s:g} s"
-        window_cpu: float | None = None
+        window_cpu: dict[int, float] | None = None
         window_wall = 0.0
         while True:
             msg = self._next(deadline, what=what)
@@ -428,8 +430,13 @@ class LocustRunner:
                 raise LoadError(f"load engine sent an unexpected {kind!r} during a step")
         cpu = None
         end_cpu, end_wall = msg.get("_cpu_s"), msg.get("_wall", 0.0)
-        if window_cpu is not None and end_cpu is not None and end_wall > window_wall:
-            cpu = 100.0 * (end_cpu - window_cpu) / (end_wall - window_wall)
+        if window_cpu and end_cpu and end_wall > window_wall:
+            # The busiest generator process limits: with workers, the master barely works.
+            cpu = max(
+                100.0 * (end_cpu[pid] - window_cpu[pid]) / (end_wall - window_wall)
+                for pid in end_cpu
+                if pid in window_cpu
+            )
         stats = step_stats_from_message(
             msg, slo=self.slo, users_spec=self.users_spec, index=index, phase=phase, cpu_percent=cpu
         )
@@ -543,7 +550,7 @@ class LocustRunner:
                 if msg["type"] in (protocol.WINDOW, protocol.STEP_DONE):
                     # Sampled here, as the line arrives, so the CPU window matches the engine's.
                     msg["_wall"] = time.monotonic()
-                    msg["_cpu_s"] = self._child_cpu_s()
+                    msg["_cpu_s"] = self._tree_cpu_s()
                 elif msg["type"] == protocol.TICK:
                     self._record_tick(msg)
                 put(("msg", msg))
@@ -562,14 +569,22 @@ class LocustRunner:
         except (OSError, ValueError):
             pass
 
-    def _child_cpu_s(self) -> float | None:
+    def _tree_cpu_s(self) -> dict[int, float] | None:
+        """CPU seconds of the engine and each of its worker processes, by pid."""
         if self._ps is None:
             return None
+        out: dict[int, float] = {}
         try:
-            times = self._ps.cpu_times()
+            procs = [self._ps, *self._ps.children(recursive=True)]
         except psutil.Error:
             return None
-        return float(times.user + times.system)
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            out[proc.pid] = float(times.user + times.system)
+        return out
 
     def _record_tick(self, msg: dict[str, Any]) -> None:
         try:
