@@ -77,6 +77,9 @@ def test_write_report_writes_every_file_atomically(tmp_path: Path) -> None:
     assert {p.name for p in files.dir.iterdir()} == expected  # no temp files left behind
     for path in (files.html, files.json, files.junit, files.markdown, files.csv):
         assert path.parent == files.dir and path.stat().st_size > 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert files.html.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any other file
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -220,8 +223,11 @@ def test_html_shows_verdict_rules_and_reasons(name: str, tmp_path: Path) -> None
         assert f"o-{rule.outcome}" in row.group(0)
         for number in (fmt_value(rule.value), fmt_value(rule.threshold), fmt_margin(rule.margin)):
             assert f">{number}</td>" in row.group(0)
+    messages = {rule.message for rule in result.rules}
     for reason in result.reasons:
-        assert f"<li>{_esc(reason)}</li>" in html
+        assert _esc(reason) in html
+        # Reasons the rules table already shows are not repeated as a list.
+        assert (f"<li>{_esc(reason)}</li>" in html) == (reason not in messages)
 
 
 def _esc(text: str) -> str:
@@ -591,12 +597,20 @@ def test_clean_svg_prefixes_ids_and_drops_the_header() -> None:
 
 
 def test_degraded_first_falls_back_to_growth() -> None:
-    result = make_result(censored=True)  # nothing crosses the SLO
-    first = degraded_first(result.steps, result.slo.p95_ms)
-    assert first is not None and first.users is None and first.name == "order book"
-    assert "grew most" in first.text
     crossing = degraded_first(VARIANTS["block"].steps, 250.0)
-    assert crossing is not None and crossing.users == 120
+    assert crossing is not None and crossing.users == 120 and crossing.name == "order book"
+    alike = degraded_first(make_result(censored=True).steps, 250.0)  # nothing crosses the SLO
+    assert alike is not None and alike.name == "" and "grew alike" in alike.text
+    steps = list(make_result(censored=True).steps)
+    last = steps[-1]
+    slow = tuple(
+        dataclasses.replace(e, p95_ms=(e.p95_ms or 0) * 3) if e.name == "balances" else e
+        for e in last.endpoints
+    )
+    steps[-1] = dataclasses.replace(last, endpoints=slow)
+    grew = degraded_first(tuple(steps), 250.0)
+    assert grew is not None and grew.users is None and grew.name == "balances"
+    assert "GET balances grew most" in grew.text
 
 
 def test_rendering_never_imports_pyplot(tmp_path: Path) -> None:

@@ -474,7 +474,7 @@ def latency_throughput_chart(
                 lw=1.2,
                 label=f"{saturation.throughput_rps:.4g} req/s at the SLO",
             )
-        ax.set_xlim(left=0)
+        ax.set_xlim(left=0)  # a vertical wall at the plateau is the finding, not noise to zoom into
         ax.set_ylim(bottom=0)
         ax.set_xlabel("throughput (req/s)")
         ax.set_ylabel("p95 (ms)")
@@ -656,7 +656,11 @@ def generator_chart(steps: Sequence[StepStats], *, cpu_limit_percent: float = 80
         key="generator",
         title="Generator health",
         svg=svg,
-        caption="Purple bars: steps where the generator, not the target, was the limit.",
+        caption=(
+            "Purple bars: steps where the generator, not the target, was the limit."
+            if lim
+            else "Below the red line and on the dotted line at 1: the generator kept up."
+        ),
     )
 
 

@@ -137,11 +137,14 @@ def sorted_steps(steps: tuple[StepStats, ...]) -> tuple[StepStats, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
+DISTINCT_GROWTH = 1.15  # the top growth must beat the runner-up by 15 % to be named
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Degradation:
     """The request type that degraded first, and why it was picked."""
 
-    method: str
+    method: str  # "" with name "": no single request type stands out
     name: str
     users: int | None  # first load level whose p95 crossed the SLO (None: none crossed)
     growth: float | None  # p95 at the highest level / p95 at the lowest level
@@ -187,14 +190,27 @@ def degraded_first(steps: tuple[StepStats, ...], slo_p95_ms: float) -> Degradati
             growths.append((last[1] / first[1], key, first, last))
     if not growths:
         return None
-    growth, (method, name), first, last = max(growths)
+    growths.sort(reverse=True)
+    growth, (method, name), first, last = growths[0]
+    if len(growths) > 1 and growth < growths[1][0] * DISTINCT_GROWTH:
+        # Every request type slowed alike: naming one would point engineers at noise.
+        return Degradation(
+            method="",
+            name="",
+            users=None,
+            growth=growth,
+            text=(
+                f"No request type crossed the SLO; p95 grew alike for all of them "
+                f"(up to ×{growth:.1f} from {first[0]} to {last[0]} users)"
+            ),
+        )
     return Degradation(
         method=method,
         name=name,
         users=None,
         growth=growth,
         text=(
-            f"no request type crossed the SLO; {method} {name} grew most: p95 "
+            f"No request type crossed the SLO; {method} {name} grew most: p95 "
             f"{fmt_ms(first[1])} → {fmt_ms(last[1])} ms (×{growth:.1f}) from {first[0]} to "
             f"{last[0]} users"
         ),
@@ -403,7 +419,8 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
                 f" [value {fmt_value(r.value)}, threshold {fmt_value(r.threshold)}, "
                 f"margin {fmt_margin(r.margin)}]"
             )
-        lines.append(f"  {r.outcome.upper():<12} {r.name}: {r.message}{numbers}")
+        label = "" if r.message.startswith(f"{r.name}:") else f"{r.name}: "
+        lines.append(f"  {r.outcome.upper():<12} {label}{r.message}{numbers}")
     for reason in result.reasons:
         if reason not in rule_messages:
             lines.append(f"  - {reason}")

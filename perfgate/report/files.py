@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     """
     tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _create_temp(path)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
@@ -75,6 +76,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):  # the original error is what matters
                 os.unlink(tmp)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temp file next to ``path``, with the umask's usual mode (mkstemp would give 0600)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name", str(path.parent))
 
 
 def append_text(path: Path, text: str) -> None:

@@ -166,7 +166,7 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
             endpoint_keys[:MAX_ENDPOINT_CHARTS],
             slo_p95_ms=result.slo.p95_ms,
             baseline_steps=base_steps,
-            first=(first.method, first.name) if first else None,
+            first=(first.method, first.name) if first and first.name else None,
         )
     generator_chart = charts.generator_chart(steps)
     hist = _history(history, result)
@@ -232,6 +232,8 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
         "endpoint_chart": _svg(endpoint_chart) if endpoint_chart else None,
         "endpoint_more": max(0, len(endpoint_keys) - MAX_ENDPOINT_CHARTS),
         "first": first.text if first else "",
+        "first_crossed": bool(first and first.users is not None),
+        "other_reasons": _other_reasons(result),
         "endpoint_rows": _endpoint_rows(steps, endpoint_keys, result, first),
         "endpoint_matrix": _endpoint_matrix(steps, endpoint_keys, result.slo.p95_ms),
         "endpoint_keys": endpoint_keys,
@@ -261,6 +263,12 @@ def _svg(chart: charts.Chart) -> dict[str, Any]:
         "caption": chart.caption,
         "svg": Markup(chart.svg),
     }
+
+
+def _other_reasons(result: RunResult) -> list[str]:
+    """Reasons the rules table does not already say (e.g. why a run was aborted)."""
+    said = {rule.message for rule in result.rules}
+    return [r for r in result.reasons if r not in said]
 
 
 def _duration_text(seconds: float | None) -> str:
@@ -426,7 +434,7 @@ def _endpoint_rows(
                 growth=growth,
                 crossed_at=f"{crossed} users" if crossed is not None else "never",
                 max_error=fmt_rate(max((e.error_rate for _, e in points), default=None)),
-                first=bool(first) and key == (first.method, first.name),
+                first=bool(first and first.name) and key == (first.method, first.name),
             )
         )
     return rows
