@@ -333,6 +333,34 @@ def test_minimal_result_renders(tmp_path: Path) -> None:
     assert load_result(files.json) == empty
 
 
+def test_sparse_adaptive_result_renders(tmp_path: Path) -> None:
+    """No endpoints, generator, timeline or fingerprints; levels measured twice, a p95 missing."""
+    base = VARIANTS["block"]
+    steps = [
+        dataclasses.replace(s, endpoints=(), generator=None, histogram={}, phase="bisect")
+        for s in base.steps
+    ]
+    steps.append(dataclasses.replace(steps[5], index=99, phase="replicate"))
+    steps[0] = dataclasses.replace(steps[0], p95_ms=None, p50_ms=None, p99_ms=None)
+    assert base.baseline is not None
+    sparse = dataclasses.replace(
+        base,
+        steps=tuple(steps),
+        timeline=(),
+        fingerprint=None,
+        baseline=dataclasses.replace(base.baseline, fingerprint=None),
+        strategy="adaptive",
+        diagnostics={"something_new": [1, 2, 3]},
+    )
+    files, html = _render(sparse, tmp_path)
+    assert "per step (no timeline recorded)" in html
+    assert "comparability cannot be checked" in html
+    assert "Something new" in html and "[1, 2, 3]" in html
+    assert 'id="endpoints"' not in html and "Load generator health" not in html
+    assert len(_svgs(html)) == 5  # four against load + the timeline
+    assert load_result(files.json) == sparse
+
+
 # ---------------------------------------------------------------------------------------------
 # Escaping, self-containment, redaction
 # ---------------------------------------------------------------------------------------------
