@@ -1,0 +1,329 @@
+"""The environment's noise model: estimated from A/A runs, stored beside the baselines.
+
+``perfgate calibrate`` runs the same build several times in a row on the same target (A/A) and
+measures how much the gate's metric, ``ln(throughput at the SLO boundary)``, moves from run to run
+when nothing changed. Two spreads matter to the verdict:
+
+* ``sd_log``: the SD of one run's log throughput (a candidate against a *stored* baseline,
+  measured at another time);
+* ``pair_sd_log``: the SD of the log ratio of two *consecutive* runs (paired mode, where the
+  previous release and the candidate are measured interleaved), estimated from successive
+  differences so that slow drift, which pairing cancels, does not inflate it.
+
+Each comes with its degrees of freedom; the verdict pools it with the replicates' own spread
+(a moderated variance, as limma does with few replicates). Without a calibration the verdict uses
+:func:`default_noise`, a deliberately conservative prior justified by the simulation figures in
+``docs/verdict.md``.
+
+The model is stored as ``<baseline_dir>/<scenario>/noise.json`` (schema 1), written atomically
+(temp file in the same folder, fsync, rename) under the scenario folder's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import re
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import filelock
+
+from perfgate._version import __version__
+from perfgate.errors import BaselineError, OutputError
+from perfgate.models import Saturation
+
+__all__ = [
+    "DEFAULT_DF",
+    "DEFAULT_PAIR_SD_LOG",
+    "DEFAULT_SD_LOG",
+    "MIN_RUNS",
+    "NOISE_FILE",
+    "NoiseModel",
+    "default_noise",
+    "estimate",
+    "format_noise",
+    "load_noise",
+    "noise_path",
+    "required_runs",
+    "save_noise",
+]
+
+NOISE_KIND = "perfgate-noise"
+NOISE_SCHEMA = 1
+NOISE_FILE = "noise.json"
+LOCK_NAME = ".lock"  # the same lock file the baseline store uses for this scenario's folder
+MIN_RUNS = 3  # fewer A/A runs cannot estimate a spread worth pooling
+
+# The default prior: what the verdict assumes before `perfgate calibrate` has run. It is the
+# spread the simulator's "shared" noise profile produces (docs/verdict.md), rounded up, and counts
+# as much evidence as DEFAULT_DF + 1 calibration runs: conservative enough that a single run on a
+# noisy shared machine rarely blocks by mistake, and overruled quickly by the replicates' own
+# spread once there are several.
+DEFAULT_SD_LOG = 0.07
+DEFAULT_PAIR_SD_LOG = 0.08
+DEFAULT_DF = 2.0
+
+_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+
+
+@dataclass(**_FROZEN)
+class NoiseModel:
+    """Run-to-run noise of ``ln(throughput at the SLO)`` in one environment."""
+
+    sd_log: float  # SD of one run (stored-baseline comparisons)
+    df: float  # its degrees of freedom (runs − 1); large for an assumed value
+    pair_sd_log: float  # SD of the log ratio of two consecutive runs (paired mode)
+    pair_df: float
+    runs: int = 0
+    source: Literal["calibrated", "default"] = "calibrated"
+    scenario: str = ""
+    created_at: str = ""
+    perfgate_version: str = ""
+    users_sd_log: float | None = None  # the same for the users count (reported, not gated)
+    values_rps: tuple[float, ...] = ()  # the A/A runs' throughput at the SLO, in run order
+    users: tuple[float, ...] = ()
+    censored_runs: int = 0
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: where the prior comes from and how big it is."""
+        if self.source == "default":
+            return (
+                f"default noise prior (no calibration): run-to-run SD {self.sd_log:.1%}, "
+                f"pair SD {self.pair_sd_log:.1%}"
+            )
+        when = f" on {self.created_at[:10]}" if self.created_at else ""
+        return (
+            f"calibrated noise ({self.runs} A/A runs{when}): "
+            f"run-to-run SD {self.sd_log:.1%}, pair SD {self.pair_sd_log:.1%}"
+        )
+
+
+def default_noise() -> NoiseModel:
+    """The conservative prior used when no calibration is stored."""
+    return NoiseModel(
+        sd_log=DEFAULT_SD_LOG,
+        df=DEFAULT_DF,
+        pair_sd_log=DEFAULT_PAIR_SD_LOG,
+        pair_df=DEFAULT_DF,
+        runs=0,
+        source="default",
+        perfgate_version=__version__,
+    )
+
+
+def estimate(
+    runs: Sequence[Saturation],
+    *,
+    scenario: str = "",
+    fingerprint: dict[str, Any] | None = None,
+) -> NoiseModel:
+    """Noise model from A/A runs of one build, in the order they ran.
+
+    Runs that did not find the boundary (censored) are left out and counted. Raises ValueError
+    with fewer than ``MIN_RUNS`` usable runs.
+    """
+    usable = [
+        r
+        for r in runs
+        if r.censored == "no" and r.throughput_rps is not None and r.throughput_rps > 0
+    ]
+    if len(usable) < MIN_RUNS:
+        raise ValueError(
+            f"calibration needs at least {MIN_RUNS} runs that found the SLO boundary, "
+            f"got {len(usable)} of {len(runs)}"
+        )
+    logs = [math.log(r.throughput_rps) for r in usable]  # type: ignore[arg-type]
+    sd = statistics.stdev(logs)
+    # Successive differences: E[(y[i+1] − y[i])²] is the variance of a consecutive pair's log
+    # ratio, which is what paired mode sees; slow drift inflates sd but not this.
+    diffs = [b - a for a, b in itertools.pairwise(logs)]
+    pair_sd = math.sqrt(sum(d * d for d in diffs) / len(diffs))
+    users = [r.users for r in usable if r.users]
+    users_sd = statistics.stdev(math.log(u) for u in users) if len(users) >= 2 else None  # type: ignore[arg-type]
+    return NoiseModel(
+        sd_log=sd,
+        df=float(len(logs) - 1),
+        # successive differences overlap, so they carry about 2/3 of the independent df
+        pair_sd_log=pair_sd,
+        pair_df=max(1.0, round(2 * len(diffs) / 3, 1)),
+        runs=len(runs),
+        source="calibrated",
+        scenario=scenario,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        perfgate_version=__version__,
+        users_sd_log=users_sd,
+        values_rps=tuple(r.throughput_rps for r in usable),  # type: ignore[misc]
+        users=tuple(float(u) for u in users),  # type: ignore[arg-type]
+        censored_runs=len(runs) - len(usable),
+        fingerprint=dict(fingerprint or {}),
+    )
+
+
+def required_runs(sd_log: float, *, regression: float = 0.10, power: float = 0.9) -> int:
+    """Replicates per build for ``power`` to block a true ``regression`` (98 % two-sided t)."""
+    from scipy import stats  # local: calibration's reading and writing need no scipy
+
+    effect = -math.log(1.0 - regression)
+    for k in range(1, 101):
+        df = max(1, 2 * k - 2) + DEFAULT_DF
+        se = sd_log * math.sqrt(2.0 / k)
+        if (float(stats.t.ppf(0.99, df)) + float(stats.norm.ppf(power))) * se <= effect:
+            return k
+    return 100
+
+
+def format_noise(model: NoiseModel) -> str:
+    """What `perfgate calibrate` prints: the spreads and what they cost."""
+    lines = [model.describe()]
+    if model.values_rps:
+        vals = ", ".join(f"{v:.0f}" for v in model.values_rps)
+        lines.append(f"throughput at the SLO per run (req/s): {vals}")
+    if model.censored_runs:
+        lines.append(
+            f"{model.censored_runs} run(s) did not find the SLO boundary and were left out"
+        )
+    lines.append(
+        "replicates per build to block a 10 % regression 9 times in 10: "
+        f"stored baseline {required_runs(model.sd_log)}, paired "
+        f"{required_runs(model.pair_sd_log / math.sqrt(2))}"
+    )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------------
+
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def _safe_component(name: str) -> str:
+    """The scenario's folder name, sanitised exactly as the baseline store does it."""
+    if not name or not name.strip() or name.startswith(".") or ".." in name or len(name) > 100:
+        raise BaselineError(f"scenario name {name!r} cannot name a baseline folder")
+    return _UNSAFE_CHARS.sub("_", name)
+
+
+def noise_path(baseline_dir: Path, scenario: str) -> Path:
+    """``<baseline_dir>/<scenario>/noise.json``."""
+    return Path(baseline_dir) / _safe_component(scenario) / NOISE_FILE
+
+
+def load_noise(baseline_dir: Path, scenario: str) -> NoiseModel | None:
+    """The stored noise model of ``scenario`` or None; a broken file is a BaselineError (exit 2)."""
+    path = noise_path(baseline_dir, scenario)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BaselineError(f"noise model {path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BaselineError(f"noise model {path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("kind") != NOISE_KIND:
+        raise BaselineError(f"noise model {path}: not a perfgate noise model (kind {NOISE_KIND!r})")
+    schema = data.get("schema")
+    if schema != NOISE_SCHEMA:
+        raise BaselineError(
+            f"noise model {path}: schema {schema!r} is not supported (expected {NOISE_SCHEMA})"
+        )
+    try:
+        model = _from_document(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BaselineError(f"noise model {path}: {exc}") from exc
+    return model
+
+
+def _number(data: dict[str, Any], key: str, *, positive: bool = False) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"key {key!r} must be a number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"key {key!r} must be {'> 0' if positive else '≥ 0'}, got {value!r}")
+    return float(value)
+
+
+def _from_document(data: dict[str, Any]) -> NoiseModel:
+    users_sd = data.get("users_sd_log")
+    return NoiseModel(
+        sd_log=_number(data, "sd_log"),
+        df=_number(data, "df", positive=True),
+        pair_sd_log=_number(data, "pair_sd_log"),
+        pair_df=_number(data, "pair_df", positive=True),
+        runs=int(_number(data, "runs")),
+        source="calibrated",
+        scenario=str(data.get("scenario", "")),
+        created_at=str(data.get("created_at", "")),
+        perfgate_version=str(data.get("perfgate_version", "")),
+        users_sd_log=float(users_sd) if isinstance(users_sd, int | float) else None,
+        values_rps=tuple(float(v) for v in data.get("values_rps", ())),
+        users=tuple(float(v) for v in data.get("users", ())),
+        censored_runs=int(data.get("censored_runs", 0)),
+        fingerprint=dict(data.get("fingerprint") or {}),
+    )
+
+
+def _document(model: NoiseModel) -> dict[str, Any]:
+    return {
+        "kind": NOISE_KIND,
+        "schema": NOISE_SCHEMA,
+        "metric": "ln(throughput_rps at the SLO boundary)",
+        "scenario": model.scenario,
+        "created_at": model.created_at,
+        "perfgate_version": model.perfgate_version,
+        "runs": model.runs,
+        "censored_runs": model.censored_runs,
+        "sd_log": model.sd_log,
+        "df": model.df,
+        "pair_sd_log": model.pair_sd_log,
+        "pair_df": model.pair_df,
+        "users_sd_log": model.users_sd_log,
+        "values_rps": list(model.values_rps),
+        "users": list(model.users),
+        "fingerprint": model.fingerprint,
+    }
+
+
+def save_noise(model: NoiseModel, baseline_dir: Path, scenario: str) -> Path:
+    """Write ``noise.json`` atomically (replacing an older calibration); returns its path."""
+    path = noise_path(baseline_dir, scenario)
+    payload = (
+        json.dumps(_document(model), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    ).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(path.parent / LOCK_NAME, timeout=30):
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp = Path(tmp_name)
+            try:
+                try:
+                    os.fchmod(fd, 0o644)
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+    except filelock.Timeout as exc:
+        raise OutputError(f"noise model {path}: the folder is locked by another perfgate") from exc
+    except OSError as exc:
+        raise OutputError(f"cannot write noise model {path}: {exc.strerror or exc}") from exc
+    return path

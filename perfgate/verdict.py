@@ -1,0 +1,652 @@
+"""The verdict: pass / block / inconclusive, from the saturation point, the baseline and the noise.
+
+Rules (each a :class:`~perfgate.models.RuleResult` with its numbers and margin):
+
+``floor``
+    Block when the saturation users are below ``gate.min_users`` (skipped without a floor). A run
+    that never broke at or above the floor passes it; one that never broke below the floor, or
+    broke at a first level above the floor, cannot tell (inconclusive).
+``generator`` (validity)
+    Inconclusive when the load generator limited any level that decides the boundary (Little's
+    law ``X·R/N`` well below 1, or the generator's CPU pegged): the run measured the generator.
+``comparability`` (validity)
+    Inconclusive when the baseline's fingerprint differs (``comparable=False``), with the note.
+``noise`` (validity)
+    Inconclusive when the replicates spread more than the calibrated noise allows (F-test, 99 %).
+``regression``
+    On ``d = ln(X_candidate / X_baseline)``, X = throughput at the SLO boundary:
+
+    * with **no noise information** (one run each, no calibration, no replicates) the simple rule
+      of the foundation issue: block when ``d < ln(1 − max_regression)``, pass otherwise;
+    * otherwise an interval ``m ± t·se`` at ``CONFIDENCE`` (98 % two-sided: 1 % per side) whose
+      variance pools the replicates' own spread with the calibrated prior (``noise.json``) or, when
+      there is none, the conservative default prior: **pass** when the lower end is above
+      ``ln(1 − max_regression)`` (credibly not worse than allowed), else **block** when the upper
+      end is below 0 and ``m ≤ ln(1 − block_min_regression)`` (credibly worse, and by more than
+      the practical size), else **inconclusive**. As the noise goes to zero this reduces to the
+      simple rule. Paired mode (candidate and baseline measured interleaved) judges the mean of the
+      per-pair log ratios with the calibrated *pair* spread; stored-baseline mode compares the
+      means of the two builds' log throughputs (Welch-like, common variance).
+
+    A run that did not find the boundary is judged on the bound it gives (a candidate that held
+    the SLO beyond the baseline's boundary is not a regression; a baseline that never broke can
+    only show a regression that is credible against its lower bound); otherwise inconclusive.
+
+Verdict: inconclusive if the generator was limited; else block if any rule failed; else
+inconclusive if any rule was inconclusive; else pass. The CLI maps pass 0, block 1,
+inconclusive 4. With replicates use :func:`plan_looks`: the verdict may stop at each planned look,
+and the 1 %-per-side level per look keeps the family-wise false-block rate ≤ 2 % for two looks.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+from scipy import stats
+
+from perfgate.calibration import NoiseModel, default_noise
+from perfgate.models import (
+    BaselineRef,
+    GateResult,
+    GateSpec,
+    RuleResult,
+    Saturation,
+    StepStats,
+)
+
+__all__ = ["CONFIDENCE", "NOISE_TEST_LEVEL", "decide", "plan_looks"]
+
+CONFIDENCE = 0.98  # two-sided, per look: 1 % per side (Kayenta's judge uses 0.98 too)
+NOISE_TEST_LEVEL = 0.99  # F-test quantile above which the replicates are "noisier than calibrated"
+GENERATOR_CPU_LIMIT = 95.0  # % of one core: above this the generator, not the target, sets the pace
+
+
+def plan_looks(repeat: int) -> tuple[int, ...]:
+    """Replicate counts at which the verdict may stop early (two pre-planned looks from 4 up)."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be ≥ 1, got {repeat}")
+    if repeat <= 3:
+        return (repeat,)
+    return (math.ceil(repeat / 2), repeat)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+# ---------------------------------------------------------------------------------------------
+
+
+def _floor(candidate: Saturation, gate: GateSpec) -> RuleResult:
+    floor = gate.min_users
+    if floor is None:
+        return RuleResult(name="floor", outcome="skipped", message="floor: no gate.min_users set")
+    users = candidate.users
+    if users is None:
+        return RuleResult(
+            name="floor",
+            outcome="inconclusive",
+            message=f"floor: no saturation point was measured to hold against {floor} users",
+            threshold=float(floor),
+        )
+    margin = users - floor
+    ci = (
+        f" (95 % interval {candidate.users_ci[0]:.0f}–{candidate.users_ci[1]:.0f})"
+        if candidate.users_ci and candidate.censored == "no"
+        else ""
+    )
+    if candidate.censored == "above_max":
+        if users >= floor:
+            return RuleResult(
+                name="floor",
+                outcome="pass",
+                message=f"floor: the SLO held up to {users:.0f} users ≥ floor {floor}",
+                value=users,
+                threshold=float(floor),
+                margin=margin,
+            )
+        return RuleResult(
+            name="floor",
+            outcome="inconclusive",
+            message=(
+                f"floor: the SLO held up to {users:.0f} users, the last level measured, below "
+                f"the floor {floor}: raise max_users to test the floor"
+            ),
+            value=users,
+            threshold=float(floor),
+            margin=margin,
+        )
+    if candidate.censored == "below_start":
+        if users <= floor:
+            return RuleResult(
+                name="floor",
+                outcome="fail",
+                message=(
+                    f"floor: the SLO broke at the first level ({users:.0f} users), "
+                    f"below the floor {floor}"
+                ),
+                value=users,
+                threshold=float(floor),
+                margin=margin,
+            )
+        return RuleResult(
+            name="floor",
+            outcome="inconclusive",
+            message=(
+                f"floor: the SLO broke at the first level ({users:.0f} users), above the floor "
+                f"{floor}: lower start_users to test the floor"
+            ),
+            value=users,
+            threshold=float(floor),
+            margin=margin,
+        )
+    if users < floor:
+        return RuleResult(
+            name="floor",
+            outcome="fail",
+            message=f"floor: saturation {users:.0f} users{ci} < floor {floor} users",
+            value=users,
+            threshold=float(floor),
+            margin=margin,
+        )
+    return RuleResult(
+        name="floor",
+        outcome="pass",
+        message=f"floor: saturation {users:.0f} users{ci} ≥ floor {floor} users",
+        value=users,
+        threshold=float(floor),
+        margin=margin,
+    )
+
+
+def _near_boundary(candidate: Saturation, steps: Sequence[StepStats]) -> list[StepStats]:
+    """The steps whose levels decide the boundary."""
+    if candidate.bracket is not None:
+        lo, hi = candidate.bracket
+        return [s for s in steps if lo / 2 <= s.users <= hi]
+    if candidate.censored == "above_max" and steps:
+        top = max(s.users for s in steps)
+        return [s for s in steps if s.users >= top / 2]
+    return list(steps)
+
+
+def _generator(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
+    checked = [s for s in _near_boundary(candidate, steps) if s.generator is not None]
+    if not checked:
+        return RuleResult(
+            name="generator",
+            outcome="skipped",
+            message="generator: no generator health was recorded for the boundary levels",
+        )
+    bad = [
+        s
+        for s in checked
+        if s.generator.limited or s.generator.cpu_percent >= GENERATOR_CPU_LIMIT  # type: ignore[union-attr]
+    ]
+    ratios = [s.generator.little_ratio for s in checked if s.generator.little_ratio is not None]  # type: ignore[union-attr]
+    worst = min(ratios) if ratios else None
+    if bad:
+        first = bad[0]
+        why = first.generator.reason or (  # type: ignore[union-attr]
+            f"CPU {first.generator.cpu_percent:.0f} %"  # type: ignore[union-attr]
+        )
+        levels = ", ".join(str(s.users) for s in bad)
+        return RuleResult(
+            name="generator",
+            outcome="inconclusive",
+            message=(
+                f"generator: the load generator limited the load at {levels} users ({why}): "
+                "the boundary measured the generator, not the service — add workers"
+            ),
+            value=worst,
+            threshold=0.9,
+            margin=(worst - 0.9) if worst is not None else None,
+        )
+    return RuleResult(
+        name="generator",
+        outcome="pass",
+        message=(
+            "generator: kept the load at the boundary levels"
+            + (f" (Little's law X·R/N ≥ {worst:.2f})" if worst is not None else "")
+        ),
+        value=worst,
+        threshold=0.9,
+        margin=(worst - 0.9) if worst is not None else None,
+    )
+
+
+def _comparability(baseline: BaselineRef | None, comparable: bool, note: str) -> RuleResult:
+    if baseline is None:
+        return RuleResult(
+            name="comparability", outcome="skipped", message="comparability: no baseline"
+        )
+    if comparable:
+        return RuleResult(
+            name="comparability",
+            outcome="pass",
+            message=f"comparability: same environment fingerprint as baseline {baseline.release}"
+            + (f" ({note})" if note else ""),
+        )
+    return RuleResult(
+        name="comparability",
+        outcome="inconclusive",
+        message=(
+            f"comparability: baseline {baseline.release} was measured elsewhere"
+            + (f" ({note})" if note else "")
+            + ": its numbers cannot judge this run"
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The regression rule
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_x(s: Saturation) -> float | None:
+    x = s.throughput_rps
+    return math.log(x) if x is not None and x > 0 else None
+
+
+def _fmt_ratio(r: float) -> str:
+    return f"{r:.3f}" if abs(r - 1) < 0.1 else f"{r:.2f}"
+
+
+class _Estimate:
+    """Log-ratio estimate m, its standard error and degrees of freedom (None: no noise info)."""
+
+    def __init__(self, m: float, se: float | None, df: float | None, how: str) -> None:
+        self.m, self.se, self.df, self.how = m, se, df, how
+
+    def interval(self) -> tuple[float, float] | None:
+        if self.se is None or self.df is None:
+            return None
+        t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, self.df))
+        return self.m - t * self.se, self.m + t * self.se
+
+
+def _estimate(
+    cand: Sequence[Saturation],
+    base: Sequence[Saturation],
+    *,
+    paired: bool,
+    noise: NoiseModel | None,
+) -> tuple[_Estimate, RuleResult]:
+    """The log-ratio estimate and the noise-consistency rule."""
+    prior = noise if noise is not None else default_noise()
+    calibrated = noise is not None and noise.source == "calibrated"
+    prior_text = prior.describe()
+    if paired:
+        d = [
+            lc - lb
+            for c, b in zip(cand, base, strict=False)
+            if (lc := _log_x(c)) is not None and (lb := _log_x(b)) is not None
+        ]
+        k = len(d)
+        m = statistics.fmean(d)
+        own_df = k - 1
+        own_ss = sum((x - m) ** 2 for x in d)
+        s0, nu0 = prior.pair_sd_log, prior.pair_df
+        factor = 1.0 / k
+        how = f"{k} interleaved pair{'s' if k > 1 else ''}"
+    else:
+        yc = [v for c in cand if (v := _log_x(c)) is not None]
+        yb = [v for b in base if (v := _log_x(b)) is not None]
+        mc, mb = statistics.fmean(yc), statistics.fmean(yb)
+        m = mc - mb
+        own_df = (len(yc) - 1) + (len(yb) - 1)
+        own_ss = sum((v - mc) ** 2 for v in yc) + sum((v - mb) ** 2 for v in yb)
+        s0, nu0 = prior.sd_log, prior.df
+        factor = 1.0 / len(yc) + 1.0 / len(yb)
+        how = f"{_runs(len(yc), 'candidate')} vs {_runs(len(yb), 'baseline')}"
+    if noise is None and own_df == 0:
+        return _Estimate(m, None, None, how), RuleResult(
+            name="noise",
+            outcome="skipped",
+            message=(
+                "noise: no noise information (one run each, no calibration): "
+                "run `perfgate calibrate` or use --repeat for a verdict that knows its noise"
+            ),
+        )
+    noise_rule = RuleResult(
+        name="noise",
+        outcome="skipped",
+        message=f"noise: {prior_text}; too few replicates to test it",
+    )
+    if own_df >= 1:
+        s2_own = own_ss / own_df
+        if calibrated and s0 > 0:
+            f = s2_own / (s0 * s0)
+            limit = float(stats.f.ppf(NOISE_TEST_LEVEL, own_df, nu0))
+            sd_own = math.sqrt(s2_own)
+            if f > limit:
+                noise_rule = RuleResult(
+                    name="noise",
+                    outcome="inconclusive",
+                    message=(
+                        f"noise: the replicates spread {sd_own:.1%} (SD of log throughput), above "
+                        f"the calibrated {s0:.1%} (F = {f:.1f} > {limit:.1f}): this environment "
+                        "is noisier than when it was calibrated"
+                    ),
+                    value=sd_own,
+                    threshold=s0 * math.sqrt(limit),
+                    margin=s0 * math.sqrt(limit) - sd_own,
+                )
+            else:
+                noise_rule = RuleResult(
+                    name="noise",
+                    outcome="pass",
+                    message=(
+                        f"noise: the replicates spread {sd_own:.1%}, consistent with the "
+                        f"calibrated {s0:.1%}"
+                    ),
+                    value=sd_own,
+                    threshold=s0 * math.sqrt(limit),
+                    margin=s0 * math.sqrt(limit) - sd_own,
+                )
+        else:
+            noise_rule = RuleResult(
+                name="noise",
+                outcome="pass",
+                message=(
+                    f"noise: the replicates spread {math.sqrt(s2_own):.1%}; "
+                    f"pooled with the {prior_text}"
+                ),
+                value=math.sqrt(s2_own),
+            )
+    df = nu0 + own_df
+    s2 = (nu0 * s0 * s0 + own_ss) / df
+    return _Estimate(m, math.sqrt(s2 * factor), df, how), noise_rule
+
+
+def _regression(
+    candidate: Saturation,
+    baseline: BaselineRef,
+    gate: GateSpec,
+    replicates: Sequence[Saturation],
+    baseline_replicates: Sequence[Saturation],
+    noise: NoiseModel | None,
+    paired: bool,
+) -> tuple[RuleResult, RuleResult, float | None, tuple[float, float] | None]:
+    """(regression rule, noise rule, ratio, ratio CI)."""
+    allowed = math.log(1.0 - gate.max_regression)
+    practical = math.log(1.0 - gate.block_min_regression)
+    base = baseline.saturation
+    cand_runs = list(replicates) or [candidate]
+    base_runs = list(baseline_replicates) or [base]
+    if paired:
+        pairs = [
+            (c, b)
+            for c, b in zip(cand_runs, base_runs, strict=False)
+            if c.censored == b.censored == "no"
+        ]
+        usable_c = [c for c, _ in pairs]
+        usable_b = [b for _, b in pairs]
+    else:
+        usable_c = [c for c in cand_runs if c.censored == "no"]
+        usable_b = [b for b in base_runs if b.censored == "no"]
+    threshold = 1.0 - gate.max_regression
+    name = f"regression vs {baseline.release}"
+    x_c, x_b = candidate.throughput_rps, base.throughput_rps
+
+    def rule(outcome: str, message: str, ratio: float | None, lo: float | None) -> RuleResult:
+        return RuleResult(
+            name="regression",
+            outcome=outcome,  # type: ignore[arg-type]
+            message=f"{name}: {message}",
+            value=ratio,
+            threshold=threshold,
+            margin=(lo - threshold) if lo is not None else None,
+        )
+
+    if candidate.censored != "no" or base.censored != "no" or not usable_c or not usable_b:
+        return (*_censored(candidate, base, gate, rule), None, None)  # type: ignore[return-value]
+
+    est, noise_rule = _estimate(usable_c, usable_b, paired=paired, noise=noise)
+    ratio = math.exp(est.m)
+    numbers = f"throughput at the SLO {x_c:.0f} req/s vs {x_b:.0f} req/s (ratio {_fmt_ratio(ratio)}"
+    interval = est.interval()
+    if interval is None:
+        # no noise information: the foundation issue's simple rule
+        if est.m < allowed:
+            return (
+                rule(
+                    "fail",
+                    f"{numbers}) is more than {gate.max_regression:.0%} below the baseline "
+                    "(simple rule: one run each, no noise information)",
+                    ratio,
+                    ratio,
+                ),
+                noise_rule,
+                ratio,
+                None,
+            )
+        return (
+            rule(
+                "pass",
+                f"{numbers}) is within the allowed {gate.max_regression:.0%} regression "
+                "(simple rule: one run each, no noise information)",
+                ratio,
+                ratio,
+            ),
+            noise_rule,
+            ratio,
+            None,
+        )
+    lo, hi = interval
+    ci = (math.exp(lo), math.exp(hi))
+    numbers += f", {CONFIDENCE:.0%} CI {_fmt_ratio(ci[0])}–{_fmt_ratio(ci[1])}, {est.how})"
+    if lo > allowed:
+        return (
+            rule(
+                "pass",
+                f"{numbers}: credibly within the allowed {gate.max_regression:.0%} regression",
+                ratio,
+                ci[0],
+            ),
+            noise_rule,
+            ratio,
+            ci,
+        )
+    if hi < 0 and est.m <= practical:
+        return (
+            rule(
+                "fail",
+                f"{numbers}: credibly worse, and by more than {gate.block_min_regression:.0%}",
+                ratio,
+                ci[0],
+            ),
+            noise_rule,
+            ratio,
+            ci,
+        )
+    if hi < 0:
+        why = (
+            f"credibly worse but by less than the practical size {gate.block_min_regression:.0%}, "
+            f"and not credibly within the allowed {gate.max_regression:.0%}"
+        )
+    else:
+        why = (
+            f"the interval spans both no change and a regression beyond "
+            f"{gate.max_regression:.0%}: the noise hides the answer"
+        )
+    hint = (
+        "run `perfgate calibrate` for a measured noise prior or use --repeat"
+        if noise is None or noise.source != "calibrated"
+        else "use --repeat (more replicates) or a paired run with --baseline-target"
+    )
+    return rule("inconclusive", f"{numbers}: {why}; {hint}", ratio, ci[0]), noise_rule, ratio, ci
+
+
+def _censored(
+    candidate: Saturation,
+    base: Saturation,
+    gate: GateSpec,
+    rule: object,
+) -> tuple[RuleResult, RuleResult]:
+    """Regression judged from bounds when a boundary was not found (or only censored runs)."""
+    make = rule  # type: ignore[assignment]
+    noise = RuleResult(name="noise", outcome="skipped", message="noise: not tested (censored runs)")
+    cu, bu = candidate.users, base.users
+    xc, xb = candidate.throughput_rps, base.throughput_rps
+    if cu is None or bu is None or xc is None or xb is None or xb <= 0:
+        return make("inconclusive", "a saturation point is missing on one side", None, None), noise  # type: ignore[operator]
+    ratio = xc / xb
+    allowed = 1.0 - gate.max_regression
+    practical = 1.0 - gate.block_min_regression
+    if candidate.censored == "above_max":
+        if cu >= bu:
+            return make(  # type: ignore[operator]
+                "pass",
+                (
+                    f"the candidate held the SLO up to {cu:.0f} users, at or beyond the "
+                    f"baseline's boundary ({_users(base)}): not a regression"
+                ),
+                ratio,
+                None,
+            ), noise
+        return make(  # type: ignore[operator]
+            "inconclusive",
+            (
+                f"the candidate held the SLO up to {cu:.0f} users (its max_users) but the baseline "
+                f"reached {_users(base)}: the break was not found — raise max_users"
+            ),
+            ratio,
+            None,
+        ), noise
+    if candidate.censored == "below_start":
+        # the candidate's throughput at the SLO is at most its first level's
+        if base.censored != "below_start" and ratio < practical and ratio < allowed:
+            return make(  # type: ignore[operator]
+                "fail",
+                (
+                    f"the candidate broke the SLO at its first level ({cu:.0f} users, "
+                    f"≤ {xc:.0f} req/s) while the baseline held to {_users(base)} "
+                    f"({xb:.0f} req/s): at least {1 - ratio:.0%} worse"
+                ),
+                ratio,
+                None,
+            ), noise
+        return make(  # type: ignore[operator]
+            "inconclusive",
+            (
+                f"the candidate broke the SLO at its first level ({cu:.0f} users): lower "
+                "start_users to measure its boundary"
+            ),
+            ratio,
+            None,
+        ), noise
+    # the candidate found its boundary; the baseline did not
+    if base.censored == "above_max":
+        # the baseline's throughput at the SLO is at least what it reached: ratio is an upper bound
+        if ratio < allowed and ratio < practical:
+            return make(  # type: ignore[operator]
+                "fail",
+                (
+                    f"throughput at the SLO {xc:.0f} req/s, while the baseline held the SLO up to "
+                    f"{bu:.0f} users at ≥ {xb:.0f} req/s: at least {1 - ratio:.0%} worse"
+                ),
+                ratio,
+                None,
+            ), noise
+        return make(  # type: ignore[operator]
+            "inconclusive",
+            (
+                f"the baseline never broke the SLO (≥ {bu:.0f} users, ≥ {xb:.0f} req/s): the "
+                f"candidate's {xc:.0f} req/s cannot be compared with a lower bound"
+            ),
+            ratio,
+            None,
+        ), noise
+    if base.censored == "below_start" and ratio >= allowed:
+        # the baseline's throughput at the SLO is at most xb: ratio is a lower bound
+        return make(  # type: ignore[operator]
+            "pass",
+            (
+                f"the baseline broke the SLO at its first level (≤ {xb:.0f} req/s); the "
+                f"candidate reached {xc:.0f} req/s: not a regression"
+            ),
+            ratio,
+            None,
+        ), noise
+    return make(  # type: ignore[operator]
+        "inconclusive",
+        "replicates that did not find the boundary leave too few to compare",
+        ratio,
+        None,
+    ), noise
+
+
+def _runs(k: int, what: str) -> str:
+    return f"{k} {what} run{'s' if k > 1 else ''}"
+
+
+def _users(s: Saturation) -> str:
+    if s.users is None:
+        return "n/a"
+    if s.censored == "above_max":
+        return f"≥ {s.users:.0f} users"
+    if s.censored == "below_start":
+        return f"< {s.users:.0f} users"
+    return f"{s.users:.0f} users"
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict
+# ---------------------------------------------------------------------------------------------
+
+
+def decide(
+    candidate: Saturation,
+    *,
+    gate: GateSpec,
+    baseline: BaselineRef | None,
+    steps: Sequence[StepStats] = (),
+    replicates: Sequence[Saturation] = (),
+    baseline_replicates: Sequence[Saturation] = (),
+    noise: NoiseModel | None = None,
+    comparable: bool = True,
+    comparability_note: str = "",
+    paired: bool | None = None,
+) -> GateResult:
+    """Apply every gate rule; ``paired`` None infers it from equally long replicate lists."""
+    if paired is None:
+        paired = bool(baseline_replicates) and len(baseline_replicates) == len(replicates)
+    rules: list[RuleResult] = [_floor(candidate, gate), _generator(candidate, steps)]
+    ratio: float | None = None
+    ratio_ci: tuple[float, float] | None = None
+    if baseline is None:
+        rules.append(
+            RuleResult(
+                name="regression",
+                outcome="skipped",
+                message="regression: no baseline for this scenario yet — the floor alone decides",
+            )
+        )
+    else:
+        rules.append(_comparability(baseline, comparable, comparability_note))
+        reg, noise_rule, ratio, ratio_ci = _regression(
+            candidate, baseline, gate, replicates, baseline_replicates, noise, paired
+        )
+        rules.extend((noise_rule, reg))
+    outcomes = {r.name: r.outcome for r in rules}
+    verdict: str
+    if outcomes.get("generator") == "inconclusive":
+        verdict = "inconclusive"
+    elif outcomes["floor"] == "fail":
+        verdict = "block"
+    elif outcomes.get("comparability") == "inconclusive" or outcomes.get("noise") == "inconclusive":
+        verdict = "inconclusive"
+    elif any(r.outcome == "fail" for r in rules):
+        verdict = "block"
+    elif any(r.outcome == "inconclusive" for r in rules):
+        verdict = "inconclusive"
+    else:
+        verdict = "pass"
+    return GateResult(
+        verdict=verdict,  # type: ignore[arg-type]
+        reasons=tuple(r.message for r in rules),
+        rules=tuple(rules),
+        ratio=ratio,
+        ratio_ci=ratio_ci,
+    )
