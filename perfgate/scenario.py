@@ -306,7 +306,11 @@ class _Validator:
         return Scenario(
             name=name,
             path=self.source,
-            content_hash=_canonical_hash(data),
+            # the load test's identity: what users do, how they ramp, what SLO judges them; not
+            # the system under test (staging knobs change between releases) nor the gate policy
+            content_hash=_canonical_hash(
+                {k: data.get(k) for k in ("name", "users", "ramp", "slo", "load")}
+            ),
             staging=staging,
             users=users,
             ramp=ramp,

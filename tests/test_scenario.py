@@ -157,3 +157,12 @@ def test_requests_and_locustfile_are_exclusive(tmp_path: Path) -> None:
 def test_parse_scenario_without_file() -> None:
     scen = parse_scenario(MINIMAL, source="inline")
     assert scen.path == "inline"
+
+
+def test_content_hash_ignores_staging_and_gate(tmp_path: Path) -> None:
+    """Releases differ in their staging; the same load test must stay comparable."""
+    a = load_scenario(write(tmp_path, MINIMAL + "staging: {embedded: {cache: true}}\n", "a.yaml"))
+    b = load_scenario(
+        write(tmp_path, MINIMAL + "staging: {embedded: {cache: false}}\ngate: {min_users: 5}\n", "b.yaml")
+    )
+    assert a.content_hash == b.content_hash
