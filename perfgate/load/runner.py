@@ -13,6 +13,10 @@ Usage::
         r.hold(10, 3.0)
     r.timeline  # TimelinePoint per engine tick (1 s)
 
+``LoadSpec.workers`` ≥ 2 makes the engine run Locust's master/worker runners with that many
+worker processes (see :mod:`perfgate.load.engine`); nothing else changes for the caller.
+``r.ready`` holds the engine's ``ready`` message (Locust version, user classes, worker pids).
+
 ``measure`` returns a :class:`perfgate.models.StepStats` built from the engine's histograms:
 throughput = (successes + failures) / measured seconds; p50/p95/p99/mean/max of successful
 requests; a distribution-free 95 % CI of p95; the SLO check (fails on p95 above the SLO, on an
@@ -31,11 +35,14 @@ stats, the top error messages, 1-s stalls, and :class:`GeneratorHealth`:
 ``on_event`` receives plain dicts on the caller's thread, for a live display:
 
 - ``{"event": "step_started", "step": 3, "phase": "ramp", "users": 40, "record": True,
-  "settle_s": 2.5, "min_s": 7.5, "max_s": 7.5, "min_samples": 0}`` (``record`` False and phase
-  ``"hold"`` for :meth:`hold`);
+  "settle_s": 2.5, "min_s": 7.5, "max_s": 7.5, "min_samples": 0, "slo_p95_ms": 250.0,
+  "slo_error_rate": 0.01}`` (``record`` False, ``step`` None and phase ``"hold"`` for
+  :meth:`hold`);
 - ``{"event": "tick", "t_s": 31.0, "users": 40, "throughput_rps": 812.0, "p95_ms": 48.1,
   "failures": 0, "error_rate": 0.0, "cpu_percent": 31.5, "recording": True, "step": 3,
   "phase": "ramp", "elapsed_s": 4.0}`` — the last second; ``p95_ms`` None without successes;
+  ``step``/``phase`` None for ticks that arrived between steps; ``elapsed_s`` since the step
+  (or hold) began;
 - ``{"event": "step_done", "step": 3, "phase": "ramp", "users": 40, "stats": StepStats | None}``.
 
 An exception raised by ``on_event`` (e.g. KeyboardInterrupt) propagates out of ``measure``;
@@ -409,6 +416,8 @@ class LocustRunner:
                 "min_s": min_s,
                 "max_s": max_s,
                 "min_samples": min_samples,
+                "slo_p95_ms": self.slo.p95_ms,
+                "slo_error_rate": self.slo.error_rate,
             }
         )
         started = time.monotonic()
@@ -468,6 +477,8 @@ class LocustRunner:
                 "min_s": seconds,
                 "max_s": seconds,
                 "min_samples": 0,
+                "slo_p95_ms": self.slo.p95_ms,
+                "slo_error_rate": self.slo.error_rate,
             }
         )
         started = time.monotonic()
