@@ -781,6 +781,7 @@ def test_parent_side_modules_do_not_import_locust_or_gevent() -> None:
         import sys
         import perfgate.load, perfgate.load.runner, perfgate.search
         import perfgate.load.protocol, perfgate.load.histogram, perfgate.load.templates
+        import perfgate.cli, perfgate.pipeline  # the CLI process as a whole
         assert perfgate.load.LocustRunner is perfgate.load.runner.LocustRunner
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("locust", "gevent", "greenlet"))
         print(bad)
