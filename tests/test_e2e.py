@@ -1,0 +1,194 @@
+"""End to end through the real CLI: embedded exchange, real Locust load, real files.
+
+The reference exchange's queueing knobs give the ground truth: with N closed-model users and no
+think time, p95 ≈ N·service_ms/slots past the knee, so a p95 SLO of L ms breaks at
+N* ≈ L·slots/service_ms users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCENARIO = """\
+name: e2e
+staging:
+  provider: embedded
+  embedded: {{slots: {slots}, service_ms: {service_ms}, cache: true}}
+users:
+  requests:
+    - {{name: balances, path: "/balances/u{{{{ user_index }}}}", weight: 3}}
+    - {{name: book, path: /orderbook/BTC-USDT, weight: 1}}
+ramp:
+  start_users: 8
+  step_users: 8
+  max_users: 96
+  step_seconds: 2
+  settle_seconds: 0.5
+  min_samples: 0
+slo: {{p95_ms: {slo}}}
+gate: {{min_users: {floor}, max_regression: 0.10}}
+"""
+
+
+def scenario(
+    tmp_path: Path, name: str, *, slots: int, service_ms: float, slo: float, floor: int
+) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SCENARIO.format(slots=slots, service_ms=service_ms, slo=slo, floor=floor))
+    return path
+
+
+def perfgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PERFGATE_RELEASE": "from-env"}
+    return subprocess.run(
+        [sys.executable, "-m", "perfgate", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_gate_passes_then_blocks_a_slower_release(tmp_path: Path) -> None:
+    # release 1: 4 slots × 10 ms → 400 req/s; p95 SLO 100 ms → N* ≈ 40 users
+    good = scenario(tmp_path, "good", slots=4, service_ms=10, slo=100, floor=16)
+    run1 = perfgate(
+        "run",
+        "--scenario",
+        str(good),
+        "--release",
+        "r1",
+        "--promote",
+        "--json",
+        "--baseline-dir",
+        "b",
+        "--report-dir",
+        "r",
+        cwd=tmp_path,
+    )
+    assert run1.returncode == 0, run1.stderr
+    result = json.loads(run1.stdout)
+    for key in (
+        "schema",
+        "scenario",
+        "release",
+        "verdict",
+        "reasons",
+        "saturation",
+        "baseline",
+        "steps",
+        "generator",
+        "started_at",
+        "finished_at",
+        "perfgate_version",
+    ):
+        assert key in result
+    assert result["verdict"] == "pass" and result["release"] == "r1"
+    users = result["saturation"]["users"]
+    assert 40 * 0.85 <= users <= 40 * 1.15, f"saturation {users} users, analytical N* = 40"
+    assert 400 * 0.85 <= result["saturation"]["throughput_rps"] <= 400 * 1.05
+    assert result["saturation"]["broken"] is True
+    step = result["steps"][0]
+    for key in (
+        "users",
+        "duration_s",
+        "requests",
+        "failures",
+        "throughput_rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "error_rate",
+        "slo_ok",
+    ):
+        assert key in step
+    # the linear ramp stops once a second failing level confirmed the break
+    assert [s["slo_ok"] for s in result["steps"]][-2:] == [False, False]
+    assert result["steps"][-1]["users"] < 96
+    run_dir = Path(tmp_path / "r" / "e2e")
+    folders = list(run_dir.iterdir())
+    assert len(folders) == 1
+    for name in ("result.json", "index.html", "junit.xml", "summary.md", "steps.csv"):
+        assert (folders[0] / name).stat().st_size > 0
+    assert str(folders[0].relative_to(tmp_path)) in run1.stderr, "the report's path is printed"
+    assert (tmp_path / "b" / "e2e" / "r1.json").is_file(), "--promote stored the baseline"
+
+    # release 2: each request 30 % slower → capacity and N* fall ~23 %: blocked against r1
+    slow = scenario(tmp_path, "slow", slots=4, service_ms=13, slo=100, floor=16)
+    run2 = perfgate(
+        "run",
+        "--scenario",
+        str(slow),
+        "--release",
+        "r2",
+        "--promote",
+        "--baseline-dir",
+        "b",
+        "--report-dir",
+        "r",
+        cwd=tmp_path,
+    )
+    assert run2.returncode == 1, run2.stderr
+    assert "BLOCK" in run2.stderr
+    assert "r1" in run2.stderr, "the verdict names the baseline it compared with"
+    assert not (tmp_path / "b" / "e2e" / "r2.json").exists(), "a blocked run is never promoted"
+    latest = sorted(run_dir.glob("r2-*"))[-1]
+    result2 = json.loads((latest / "result.json").read_text())
+    assert result2["verdict"] == "block"
+    assert result2["baseline"]["release"] == "r1"
+    assert result2["saturation"]["throughput_rps"] < 0.85 * result["saturation"]["throughput_rps"]
+
+
+@pytest.mark.slow
+def test_floor_blocks_without_baseline_and_release_comes_from_env(tmp_path: Path) -> None:
+    # N* ≈ 40 users but the business needs 64: blocked by the floor alone
+    scen = scenario(tmp_path, "floor", slots=4, service_ms=10, slo=100, floor=64)
+    run = perfgate(
+        "run",
+        "--scenario",
+        str(scen),
+        "--json",
+        "--baseline-dir",
+        "b",
+        "--report-dir",
+        "r",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert result["verdict"] == "block"
+    assert result["release"] == "from-env"
+    assert result["baseline"] is None
+    assert any("floor" in r for r in result["reasons"])
+
+
+@pytest.mark.slow
+def test_manual_ramp_has_no_gate(tmp_path: Path) -> None:
+    scen = scenario(tmp_path, "ramp", slots=4, service_ms=10, slo=100, floor=64)
+    run = perfgate(
+        "ramp",
+        "--scenario",
+        str(scen),
+        "--max-users",
+        "24",
+        "--json",
+        "--report-dir",
+        "r",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr  # the floor would block a gate; a ramp never gates
+    result = json.loads(run.stdout)
+    assert result["mode"] == "ramp"
+    assert [s["users"] for s in result["steps"]] == [8, 16, 24]
+    assert not (tmp_path / "b").exists()
