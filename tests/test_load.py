@@ -75,10 +75,13 @@ def _handler(target: Target) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except ConnectionError:  # the client timed out and left (test_request_timeout_…)
+                self.close_connection = True
 
         def do_GET(self) -> None:
-            time.sleep(DELAY_S)
+            time.sleep(1.0 if self.path.startswith("/slow") else DELAY_S)
             with target.lock:
                 target.paths.append(self.path)
                 target.auth.append(self.headers.get("Authorization"))
@@ -412,6 +415,17 @@ def test_a_dying_worker_is_a_load_error(server: tuple[str, Target]) -> None:
             r.measure(2, settle_s=0.2, min_s=5.0, max_s=5.0, min_samples=0, phase="ramp")
     assert r.pid is not None
     _assert_reaped(r.pid)
+
+
+def test_request_timeout_is_a_counted_failure(server: tuple[str, Target]) -> None:
+    url, _ = server
+    users = UsersSpec(requests=(RequestSpec(name="slow", path="/slow"),))
+    with LocustRunner(url, users, SLO, LoadSpec(request_timeout_s=0.2)) as r:
+        s = r.measure(2, settle_s=0.0, min_s=1.0, max_s=1.0, min_samples=0, phase="ramp")
+    assert s.failures == s.requests >= 4  # 2 users × 1 s / 0.2 s, give or take the edges
+    message = s.errors[0][0]
+    assert message.startswith("GET slow: ") and "timed out" in message
+    assert "<url>" in message and "127.0.0.1" not in message  # URLs are folded out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -219,7 +220,8 @@ def _failure_message(
         if expected:
             detail += f" (expected {', '.join(str(s) for s in sorted(expected))})"
     elif exception is not None:
-        text = " ".join(str(exception).split())
+        # URLs carry ids (and sometimes tokens): without them, equal errors count as one.
+        text = _URL.sub(_url_placeholder, " ".join(str(exception).split()))
         detail = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
     else:
         detail = "failed"
@@ -227,6 +229,13 @@ def _failure_message(
     if len(message) > MAX_ERROR_CHARS:
         message = message[: MAX_ERROR_CHARS - 1] + "…"
     return message
+
+
+_URL = re.compile(r"https?://[^\s,'\"]+")
+
+
+def _url_placeholder(match: re.Match[str]) -> str:
+    return "<url>:" if match.group(0).endswith(":") else "<url>"
 
 
 # Exception types Locust's clients raise for a bad status (FastHttpUser, HttpUser).
