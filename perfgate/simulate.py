@@ -34,7 +34,7 @@ import random
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class TargetModel:
     servers: int = 8
     service_ms: float = 40.0  # mean service time of one request at full capacity
     service_cv: float = 1.0  # coefficient of variation (lognormal); 0 = deterministic
+    service_dist: Literal["lognormal", "exponential"] = "lognormal"  # exponential: CV is 1
     network_ms: float = 5.0  # one way
     generator_ms: float = 0.0  # client CPU per request on one generator core (0 = unlimited)
     timeout_ms: float | None = None  # responses slower than this count as failures
@@ -179,7 +180,7 @@ class SimulatedRunner:
         self.rng = random.Random(seed)
         # mean service in seconds after run-level capacity and the regression under test
         self._service_s = model.service_ms / 1000.0 / capacity_factor / (1.0 - regression)
-        cv = model.service_cv
+        cv = 1.0 if model.service_dist == "exponential" else model.service_cv
         self._sigma = math.sqrt(math.log1p(cv * cv)) if cv > 0 else 0.0
         self._mu = math.log(self._service_s) - self._sigma**2 / 2 if cv > 0 else 0.0
         self._net_s = model.network_ms / 1000.0
@@ -256,7 +257,11 @@ class SimulatedRunner:
         if self._sigma > 0:
             i = self._draw_i
             if i >= len(self._draws):  # numpy draws in batches: 4× faster than random's
-                self._draws = self._np.lognormal(self._mu, self._sigma, 16384).tolist()
+                if self.model.service_dist == "exponential":
+                    draws = self._np.exponential(self._service_s, 16384)
+                else:
+                    draws = self._np.lognormal(self._mu, self._sigma, 16384)
+                self._draws = draws.tolist()
                 i = 0
             self._draw_i = i + 1
             s = self._draws[i]
