@@ -200,6 +200,7 @@ class SimulatedRunner:
         self._queue: deque[int] = deque()
         self._busy = 0
         self._gen_queue: deque[int] = deque()
+        self._transit: deque[tuple[float, int]] = deque()  # (arrival at the station, user)
         self._gen_busy = False
         self._send: list[float] = []  # per user: when its request in flight was sent
         self._active: list[bool] = []  # per user: keeps looping after its current request
@@ -296,9 +297,17 @@ class SimulatedRunner:
         self._in_flight[u] = True
         if self._gen_s > 0:
             self._push(t, _READY, u)
-        else:
-            self._send[u] = t
-            self._push(t + self._net_s, _ARRIVE, u)
+            return
+        self._send[u] = t
+        arrive = t + self._net_s
+        transit = self._transit
+        if not transit or transit[-1][0] <= arrive:
+            transit.append((arrive, u))
+        else:  # rare (users added mid-flight): keep the transit line sorted by arrival
+            i = len(transit)
+            while i > 0 and transit[i - 1][0] > arrive:
+                i -= 1
+            transit.insert(i, (arrive, u))
 
     def _set_users(self, users: int) -> None:
         while len(self._send) < users:
@@ -316,6 +325,65 @@ class SimulatedRunner:
 
     def _advance(self, until: float) -> None:
         self._extend_noise(until)
+        if self._gen_s > 0:
+            self._advance_events(until)
+        else:
+            self._advance_fast(until)
+        self.clock_s = until
+
+    def _advance_fast(self, until: float) -> None:
+        """The event loop without a generator model.
+
+        Every request spends the same network delay in transit, so requests reach the station
+        in the order they were sent: a FIFO line (``_transit``) replaces heap events for
+        arrivals, and the heap only holds the ≤ ``servers`` services in progress.
+        """
+        heap, queue, servers, transit = self._heap, self._queue, self.model.servers, self._transit
+        net = self._net_s
+        pop, heappush, seq = heapq.heappop, heapq.heappush, self._seq
+        service_end = self._service_end
+        done_t, done_lat, done_fail = self._done_t, self._done_lat, self._done_fail
+        send, active, in_flight = self._send, self._active, self._in_flight
+        timeout = self._timeout_s
+        timed = timeout != math.inf
+        busy = self._busy
+        inf = math.inf
+        while True:
+            t_arrive = transit[0][0] if transit else inf
+            t_depart = heap[0][0] if heap else inf
+            if t_arrive <= t_depart:
+                if t_arrive > until:
+                    break
+                _, u = transit.popleft()
+                if busy < servers:
+                    busy += 1
+                    heappush(heap, (service_end(t_arrive), next(seq), _DEPART, u))
+                else:
+                    queue.append(u)
+                continue
+            if t_depart > until:
+                break
+            t, _, _, u = pop(heap)
+            back = t + net
+            latency = back - send[u]
+            done_t.append(back)
+            done_lat.append(latency)
+            if timed:
+                done_fail.append(latency > timeout)
+            if active[u]:
+                # the next request leaves when this response arrives (zero think time)
+                send[u] = back
+                transit.append((back + net, u))
+            else:
+                in_flight[u] = False
+            if queue:
+                heappush(heap, (service_end(t), next(seq), _DEPART, queue.popleft()))
+            else:
+                busy -= 1
+        self._busy = busy
+
+    def _advance_events(self, until: float) -> None:
+        """The general event loop (with the generator modelled as one busy core)."""
         heap, queue, servers = self._heap, self._queue, self.model.servers
         net, gen_s = self._net_s, self._gen_s
         pop, heappush, seq = heapq.heappop, heapq.heappush, self._seq
@@ -323,6 +391,7 @@ class SimulatedRunner:
         done_t, done_lat, done_fail = self._done_t, self._done_lat, self._done_fail
         send, active, in_flight = self._send, self._active, self._in_flight
         timeout = self._timeout_s
+        timed = timeout != math.inf
         busy = self._busy
         while heap and heap[0][0] <= until:
             t, _, kind, u = pop(heap)
@@ -337,14 +406,10 @@ class SimulatedRunner:
                 latency = back - send[u]
                 done_t.append(back)
                 done_lat.append(latency)
-                done_fail.append(latency > timeout)
+                if timed:
+                    done_fail.append(latency > timeout)
                 if active[u]:
-                    # the next request leaves when this response arrives (zero think time)
-                    if gen_s > 0:
-                        heappush(heap, (back, next(seq), _READY, u))
-                    else:
-                        send[u] = back
-                        heappush(heap, (back + net, next(seq), _ARRIVE, u))
+                    heappush(heap, (back, next(seq), _READY, u))
                 else:
                     in_flight[u] = False
                 if queue:
@@ -365,7 +430,6 @@ class SimulatedRunner:
                 else:
                     self._gen_busy = False
         self._busy = busy
-        self.clock_s = until
 
     # -- StepRunner ----------------------------------------------------------------------------
 
@@ -406,12 +470,13 @@ class SimulatedRunner:
         duration = end - start
         hist = Histogram()
         failures = 0
+        timed = self._timeout_s != math.inf
         lat_sum = 0.0
         per_second = [0] * max(1, int(duration))
         for i in range(lo, hi):
             ms = self._done_lat[i] * 1000.0
             lat_sum += ms
-            if self._done_fail[i]:
+            if timed and self._done_fail[i]:
                 failures += 1
             else:
                 hist.record(ms)
