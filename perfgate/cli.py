@@ -156,6 +156,9 @@ def _run_pipeline(opts: Any, *, as_json: bool, quiet: bool = False) -> int:
     print(console_summary(result, outcome.report.dir), file=sys.stderr)
     if outcome.promoted:
         print(f"promoted as the baseline of {result.release}: {outcome.promoted}", file=sys.stderr)
+    elif outcome.promote_error is not None:
+        print(f"perfgate: error: not promoted: {outcome.promote_error}", file=sys.stderr)
+        return outcome.promote_error.exit_code
     elif opts.gate and opts.promote:
         print(f"not promoted: the verdict is {result.verdict}", file=sys.stderr)
     if outcome.interrupted is not None:
@@ -280,9 +283,11 @@ def ramp(
     )
     if ui:
         from perfgate import pipeline
+        from perfgate.console import Progress
 
         _install_sigterm()
-        return pipeline.web_ui(opts, port=ui_port)
+        with Progress(live=False) as progress:
+            return pipeline.web_ui(opts, port=ui_port, on_event=progress)
     return _run_pipeline(opts, as_json=as_json)
 
 

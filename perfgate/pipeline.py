@@ -12,7 +12,9 @@ import contextlib
 import dataclasses
 import os
 import random
+import signal
 import subprocess
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +25,10 @@ from typing import Any
 from perfgate import adaptive, analysis, baseline, calibration, report, search, verdict
 from perfgate._version import __version__
 from perfgate.errors import (
+    BaselineError,
     Interrupted,
     LoadError,
+    OutputError,
     PerfgateError,
     ScenarioError,
 )
@@ -39,7 +43,7 @@ from perfgate.models import (
     StepStats,
 )
 from perfgate.scenario import check_ramp, load_scenario
-from perfgate.staging import StagingOptions, provision
+from perfgate.staging import StagingOptions, provision, redact_url
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -79,6 +83,7 @@ class Outcome:
     promoted: Path | None = None
     interrupted: Interrupted | None = None
     failure: PerfgateError | None = None  # an infrastructure failure after load had started
+    promote_error: PerfgateError | None = None  # --promote could not store the (passing) run
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -186,7 +191,7 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
             staging_details = {"description": staged.description, **staged.details}
             if staged.namespace:
                 staging_details["namespace"] = staged.namespace
-            on_event({"event": "stage", "stage": "load", "target": staged.url})
+            on_event({"event": "stage", "stage": "load", "target": redact_url(staged.url)})
             runner = stack.enter_context(
                 LocustRunner(staged.url, scen.users, scen.slo, scen.load, on_event=on_event)
             )
@@ -211,45 +216,64 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
                         (replicates if tag == "candidate" else base_replicates).append(sat)
             finally:
                 timeline = runner.timeline
-    except KeyboardInterrupt:
-        import signal
-
-        interrupted = Interrupted(signal.SIGINT)
-    except Interrupted as exc:
-        interrupted = exc
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = _interrupted(exc)
     except LoadError as exc:
         failure = exc
-    if (interrupted or failure) and not steps:
-        raise interrupted or failure  # type: ignore[misc]
+    if failure is not None and not steps:
+        raise failure  # nothing was measured: a plain infrastructure error, no report
+    if steps and not any(s.requests for s in steps) and not (interrupted or failure):
+        failure = _no_requests(opts.scenario, scen, steps)
+    if target_url and redact_url(target_url) != target_url:
+        secrets += (urllib.parse.urlsplit(target_url).password or "",)
 
-    on_event({"event": "stage", "stage": "analysis"})
+    # From here on a signal still leaves a report (marked aborted) of what was measured.
     candidate_steps = tuple(steps)
-    if replicates and not interrupted and not failure:
-        sat = replicates[0] if len(replicates) == 1 else analysis.combine_replicates(replicates)
-    else:
-        sat = analysis.saturation(candidate_steps, scen.slo, max_users=scen.ramp.max_users)
     fp = baseline.fingerprint(scen, provider=provider_used, target=target_url)
     prev_ref = prev.ref() if prev is not None else None
-    if opts.gate:
-        comparable, note = baseline.comparability(fp, prev_ref.fingerprint if prev_ref else None)
-        gate = verdict.decide(
-            sat,
-            gate=scen.gate,
-            baseline=prev_ref,
-            steps=candidate_steps,
-            replicates=tuple(replicates) if len(replicates) > 1 or base_replicates else (),
-            baseline_replicates=tuple(base_replicates),
-            noise=noise,
-            comparable=comparable or prev_ref is None,
-            comparability_note=note,
+    try:
+        on_event({"event": "stage", "stage": "analysis"})
+        if replicates and not interrupted and not failure:
+            sat = replicates[0] if len(replicates) == 1 else analysis.combine_replicates(replicates)
+        else:
+            sat = analysis.saturation(candidate_steps, scen.slo, max_users=scen.ramp.max_users)
+        if opts.gate:
+            comparable, note = baseline.comparability(
+                fp, prev_ref.fingerprint if prev_ref else None
+            )
+            gate = verdict.decide(
+                sat,
+                gate=scen.gate,
+                baseline=prev_ref,
+                steps=candidate_steps,
+                replicates=tuple(replicates) if len(replicates) > 1 or base_replicates else (),
+                baseline_replicates=tuple(base_replicates),
+                noise=noise,
+                comparable=comparable or prev_ref is None,
+                comparability_note=note,
+            )
+        else:
+            gate = GateResult(verdict="pass", reasons=(f"manual ramp: {sat.reason}",))
+        diagnostics = {
+            **analysis.diagnostics(candidate_steps, scen.slo),
+            "staging": staging_details,
+            **({"gate_ratio": gate.ratio, "gate_ratio_ci": gate.ratio_ci} if gate.ratio else {}),
+        }
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = interrupted or _interrupted(exc)
+        sat = Saturation(
+            users=None,
+            throughput_rps=None,
+            broken=False,
+            reason="not analysed: the run was interrupted during the analysis",
         )
-    else:
-        gate = GateResult(verdict="pass", reasons=(f"manual ramp: {sat.reason}",))
-    if interrupted or failure:
-        why = str(interrupted or failure)
+        gate = GateResult(verdict="inconclusive", reasons=())
+        diagnostics = {"staging": staging_details}
+    stopped = interrupted or failure
+    if stopped is not None:
         gate = GateResult(
             verdict="inconclusive",
-            reasons=(f"run aborted ({why}): the report holds the steps measured so far", *gate.reasons),
+            reasons=(_abort_reason(stopped), *gate.reasons),
             rules=gate.rules,
         )
     result = RunResult(
@@ -273,32 +297,107 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
         fingerprint=fp,
         timeline=timeline,
         replicates=tuple(replicates) if len(replicates) > 1 else (),
-        diagnostics={
-            **analysis.diagnostics(candidate_steps, scen.slo),
-            "staging": staging_details,
-            **({"gate_ratio": gate.ratio, "gate_ratio_ci": gate.ratio_ci} if gate.ratio else {}),
-        },
+        diagnostics=diagnostics,
         mode="run" if opts.gate else "ramp",
         aborted=bool(interrupted or failure),
         abort_reason=str(interrupted or failure or ""),
         command=opts.command,
     )
+    # Everything that leaves this function (report, baseline, console) carries no secret.
+    result = report.redact_result(result, secrets)
     on_event({"event": "stage", "stage": "report"})
     out_dir = run_folder(opts.report_dir, scen.name, opts.release)
-    files = report.write_report(result, out_dir, history=history, secrets=secrets)
-    promoted = None
-    if opts.gate and opts.promote and result.verdict == "pass" and not result.aborted:
-        promoted = baseline.store_baseline(
-            result, opts.baseline_dir, force=opts.force, source=str(files.dir)
+    try:
+        files = report.write_report(result, out_dir, history=history, secrets=secrets)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        if result.aborted:
+            raise  # a second signal: stop trying
+        interrupted = _interrupted(exc)
+        result = dataclasses.replace(
+            result,
+            verdict="inconclusive",
+            reasons=(_abort_reason(interrupted), *result.reasons),
+            aborted=True,
+            abort_reason=str(interrupted),
         )
+        # Rewritten whole, so no file of the folder claims a verdict the run did not reach.
+        files = report.write_report(result, out_dir, history=history, secrets=secrets)
+    promoted = None
+    promote_error: PerfgateError | None = None
+    if opts.gate and opts.promote and result.verdict == "pass" and not result.aborted:
+        try:
+            promoted = baseline.store_baseline(
+                result, opts.baseline_dir, force=opts.force, source=str(files.dir)
+            )
+        except (BaselineError, OutputError) as exc:
+            promote_error = exc  # the report is written: say so, then fail
     return Outcome(
         result=result,
         report=files,
         promoted=promoted,
         interrupted=interrupted,
         failure=failure,
+        promote_error=promote_error,
         secrets=secrets,
     )
+
+
+def _interrupted(exc: BaseException) -> Interrupted:
+    return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+
+
+def _abort_reason(why: PerfgateError) -> str:
+    return f"run aborted ({why}): the report holds the steps measured so far"
+
+
+def _no_requests(path: Path, scen: Scenario, steps: list[StepStats]) -> ScenarioError:
+    """The users never sent a request: the scenario (often a locustfile) is broken."""
+    errors: dict[str, int] = {}
+    for s in steps:
+        for message, n in s.errors:
+            errors[message] = errors.get(message, 0) + n
+    top = max(errors, key=lambda m: errors[m]) if errors else ""
+    where = f"users.locustfile {scen.users.locustfile}" if scen.users.locustfile else "users"
+    levels = ", ".join(str(s.users) for s in steps)
+    return ScenarioError(
+        f"{path}: {where}: the virtual users sent no request at any load level ({levels} users)"
+        + (f"; most frequent error: {top}" if top else "")
+    )
+
+
+def web_ui(opts: RunOptions, *, port: int, on_event: EventSink = lambda e: None) -> int:
+    """`perfgate ramp --ui`: staging + Locust's own web UI on 127.0.0.1 until interrupted."""
+    import signal
+    import time
+
+    scen = prepare_scenario(opts)
+    options = StagingOptions(
+        release=opts.release,
+        run_id=uuid.uuid4().hex[:6],
+        kubeconfig=opts.kubeconfig,
+        context=opts.context,
+        keep_namespace=opts.keep_namespace,
+        log=lambda msg: on_event({"event": "log", "message": msg}),
+    )
+    try:
+        with (
+            provision(scen, provider=opts.provider, target=opts.target, options=options) as staged,
+            LocustRunner(
+                staged.url, scen.users, scen.slo, scen.load, on_event=on_event, web_ui_port=port
+            ) as runner,
+        ):
+            on_event(
+                {
+                    "event": "log",
+                    "message": f"Locust web UI on {runner.ready.get('web_ui')} "
+                    f"(target {staged.url}); Ctrl-C stops it",
+                }
+            )
+            while runner.alive:
+                time.sleep(0.5)
+            raise LoadError("the load engine stopped")
+    except KeyboardInterrupt:
+        return Interrupted(signal.SIGINT).exit_code
 
 
 def run_folder(report_dir: Path, scenario: str, release: str) -> Path:

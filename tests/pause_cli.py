@@ -1,0 +1,78 @@
+"""``python tests/pause_cli.py STAGE perfgate-args…``: the real CLI, paused inside one stage.
+
+A test sends SIGINT/SIGTERM to this process once it printed ``PAUSED <stage>`` on stderr, so the
+signal lands in that stage every time, not when a race allows. The pause is a monkeypatch in
+this wrapper (perfgate itself has no test hooks); it pauses once, so the partial report written
+after the signal is not paused again. Stages:
+
+- ``provisioning``: the reference exchange is running, before its health check;
+- ``ramp``: announced after each measured level (nothing paused: the signal lands mid-ramp);
+- ``analysis``: inside the analysis of the measured steps;
+- ``report``: while index.html renders (result.json and the CSVs are already written);
+- ``none``: no pause (the plain CLI).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PAUSE_S = 60.0
+
+
+def _pause(stage: str) -> None:
+    print(f"PAUSED {stage}", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + PAUSE_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _once(stage: str, original: Any) -> Any:
+    state = {"paused": False}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not state["paused"]:
+            state["paused"] = True
+            _pause(stage)
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def install(stage: str) -> None:
+    if stage == "provisioning":
+        import perfgate.staging.embedded as embedded
+
+        embedded._await_health = _once(stage, embedded._await_health)
+    elif stage == "ramp":
+        from perfgate.console import Progress
+
+        real_call = Progress.__call__
+
+        def on_event(self: Progress, event: dict[str, Any]) -> None:
+            real_call(self, event)
+            if event.get("event") == "step":  # the pipeline has recorded the level by now
+                print(f"PAUSED {stage}", file=sys.stderr, flush=True)
+
+        Progress.__call__ = on_event  # type: ignore[method-assign]
+    elif stage == "analysis":
+        from perfgate import analysis
+
+        analysis.diagnostics = _once(stage, analysis.diagnostics)
+    elif stage == "report":
+        import perfgate.report.html as html
+
+        html.render_html = _once(stage, html.render_html)
+    elif stage != "none":
+        raise SystemExit(f"unknown stage {stage!r}")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1])
+    from perfgate.cli import main
+
+    main(sys.argv[2:])
