@@ -192,3 +192,44 @@ def test_manual_ramp_has_no_gate(tmp_path: Path) -> None:
     assert result["mode"] == "ramp"
     assert [s["users"] for s in result["steps"]] == [8, 16, 24]
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_ramp_ui_serves_locusts_web_ui_on_loopback(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scen = scenario(tmp_path, "ui", slots=4, service_ms=5, slo=100, floor=1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perfgate", "ramp", "--ui", "--ui-port", str(port), "-s", str(scen)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+                time.sleep(0.3)
+        swarm = httpx.post(f"{url}/swarm", data={"user_count": 4, "spawn_rate": 4}, timeout=5)
+        assert swarm.json()["success"] is True
+        time.sleep(3)
+        stats = httpx.get(f"{url}/stats/requests", timeout=5).json()
+        assert stats["user_count"] == 4
+        names = {s["name"] for s in stats["stats"]}
+        assert {"balances", "book"} <= names, "the scenario's requests run under the web UI"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert f"Locust web UI on http://127.0.0.1:{port}" in err

@@ -477,7 +477,7 @@ class Engine:
             self.layout.stride, self.layout.offset = workers, max(0, self.runner.worker_index)
         else:
             raise ValueError(f"unknown engine role {role!r}")
-        if not config.get("locust_stats", False):
+        if not config.get("locust_stats", False) and config.get("web_ui_port") is None:
             _drop_locust_stats_listener(self.env)
         if role != "master":
             self.env.events.request.add_listener(self.on_request)
@@ -921,9 +921,21 @@ def main(argv: list[str] | None = None) -> int:
         fail(exc, engine)
         return 1
 
+    web_url = None
+    if config.get("web_ui_port") is not None:
+        # `perfgate ramp --ui`: Locust's own web UI drives the users; no steps are run
+        port = int(config["web_ui_port"])
+        try:
+            engine.env.create_web_ui(host="127.0.0.1", port=port)
+        except Exception as exc:
+            emit({"type": protocol.ERROR, "kind": "web_ui", "message": f"web UI: {exc}"})
+            finish(1)
+            return 1
+        web_url = f"http://127.0.0.1:{port}"
     emit(
         {
             "type": protocol.READY,
+            "web_ui": web_url,
             "version": protocol.PROTOCOL_VERSION,
             "pid": os.getpid(),
             "locust": locust.__version__,

@@ -131,8 +131,9 @@ def config_message(
     slo: dict[str, Any],
     workers: int = 1,
     log_level: str = "WARNING",
+    web_ui_port: int | None = None,
 ) -> dict[str, Any]:
-    """The first line the parent sends."""
+    """The first line the parent sends (``web_ui_port``: serve Locust's web UI, run no steps)."""
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     return {
@@ -144,6 +145,7 @@ def config_message(
         "slo": slo,
         "workers": int(workers),
         "log_level": log_level,
+        "web_ui_port": web_ui_port,
     }
 
 

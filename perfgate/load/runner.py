@@ -265,8 +265,10 @@ class LocustRunner:
         answer_margin_s: float = 30.0,
         engine_command: Sequence[str] | None = None,
         log_level: str = "WARNING",
+        web_ui_port: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.web_ui_port = web_ui_port
         self.users_spec = users
         self.slo = slo
         self.load = load or LoadSpec()
@@ -311,6 +313,11 @@ class LocustRunner:
     def pid(self) -> int | None:
         """The engine's pid (also its process-group id), or None before start."""
         return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine process is still running."""
+        return not self._exited()
 
     @property
     def timeline(self) -> tuple[TimelinePoint, ...]:
@@ -358,6 +365,7 @@ class LocustRunner:
                     slo=to_jsonable(self.slo),
                     workers=self.load.workers,
                     log_level=self.log_level,
+                    web_ui_port=self.web_ui_port,
                 )
             )
             deadline = time.monotonic() + self.startup_timeout_s
