@@ -350,6 +350,96 @@ def report(
     return EXIT_PASS
 
 
+@app.command()
+def calibrate(
+    scenario: ScenarioOpt = DEFAULT_SCENARIO,
+    runs: Annotated[int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)] = 10,
+    target: TargetOpt = None,
+    staging: StagingOpt = None,
+    baseline_dir: Annotated[
+        Path, typer.Option(help="Where the noise model is stored (beside the baselines).")
+    ] = Path("baselines"),
+    max_users: MaxUsersOpt = None,
+    step_users: StepUsersOpt = None,
+    step_seconds: StepSecondsOpt = None,
+    strategy: StrategyOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+) -> int:
+    """Measure this environment's run-to-run noise with A/A runs; store it beside the baselines."""
+    from perfgate import pipeline
+    from perfgate.calibration import format_noise
+    from perfgate.console import Progress
+
+    opts = pipeline.RunOptions(
+        scenario=scenario,
+        target=target,
+        provider=_choice(staging, "--staging", ("none", "embedded", "kubernetes")),
+        release="calibration",
+        baseline_dir=baseline_dir,
+        max_users=max_users,
+        step_users=step_users,
+        step_seconds=step_seconds,
+        strategy=_choice(strategy, "--strategy", ("linear", "adaptive")),
+        kubeconfig=kubeconfig,
+        context=context,
+    )
+    _install_sigterm()
+    with Progress() as progress:
+        model, path = pipeline.calibrate(opts, runs=runs, on_event=progress)
+    print(format_noise(model))
+    print(f"stored {path}")
+    return EXIT_PASS
+
+
+@app.command()
+def simulate(
+    regression: Annotated[
+        float, typer.Option(help="Candidate's capacity loss (0.10 = 10 % less capacity).", min=0, max=0.9)
+    ] = 0.0,
+    trials: Annotated[int, typer.Option(help="Number of simulated gates.", min=1)] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same figures).")] = 1,
+    repeat: Annotated[int, typer.Option(help="Replicates per build (--repeat of the gate).", min=1, max=50)] = 1,
+    paired: Annotated[
+        bool, typer.Option(help="Paired mode: baseline and candidate measured interleaved.")
+    ] = False,
+    calibrated: Annotated[
+        bool, typer.Option(help="Use a noise model calibrated by simulated A/A runs.")
+    ] = False,
+    strategy: StrategyOpt = None,
+    table: Annotated[
+        bool, typer.Option("--table", help="Every regression size from 0 to 20 % (ignores --regression).")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Processes to spread the trials over.", min=1)] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> int:
+    """Benchmark the verdict: full gates on a simulated closed queue with known capacity and noise."""
+    from perfgate import simulate as sim
+
+    options: dict[str, Any] = {
+        "repeat": repeat,
+        "paired": paired,
+        "calibrated": calibrated,
+        "strategy": _choice(strategy, "--strategy", ("linear", "adaptive")),
+        "workers": workers,
+    }
+    if table:
+        out = sim.simulate_table(trials, seed, **options)
+        print(json.dumps(out, indent=2) if as_json else sim.format_table(out))
+        return EXIT_PASS
+    out = sim.simulate(regression, trials, seed, **options)
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        ci = out.get("block_ci", [0, 0])
+        print(
+            f"regression {regression:.1%}, {out['trials']} trials: block {out['block']:.1%} "
+            f"(95 % CI {ci[0]:.1%}–{ci[1]:.1%}), pass {out['pass']:.1%}, "
+            f"inconclusive {out['inconclusive']:.1%}"
+        )
+    return EXIT_PASS
+
+
 # -- baselines ---------------------------------------------------------------------------------
 
 BaselineDirOpt = Annotated[

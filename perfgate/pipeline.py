@@ -400,6 +400,45 @@ def web_ui(opts: RunOptions, *, port: int, on_event: EventSink = lambda e: None)
         return Interrupted(signal.SIGINT).exit_code
 
 
+def calibrate(
+    opts: RunOptions, *, runs: int, on_event: EventSink = lambda e: None
+) -> tuple[calibration.NoiseModel, Path]:
+    """A/A runs of one build, each on freshly provisioned staging; stores the noise model."""
+    scen = prepare_scenario(opts)
+    strategy = _strategy(scen.ramp)
+    results: list[Saturation] = []
+    fp = None
+    for i in range(runs):
+        on_event({"event": "log", "message": f"calibration run {i + 1}/{runs}"})
+        options = StagingOptions(
+            release=opts.release,
+            run_id=uuid.uuid4().hex[:6],
+            kubeconfig=opts.kubeconfig,
+            context=opts.context,
+            log=lambda msg: on_event({"event": "log", "message": msg}),
+        )
+        with (
+            provision(scen, provider=opts.provider, target=opts.target, options=options) as staged,
+            LocustRunner(staged.url, scen.users, scen.slo, scen.load, on_event=on_event) as runner,
+        ):
+            got = strategy(
+                runner,
+                scen.ramp,
+                scen.slo,
+                on_step=lambda step: on_event({"event": "step", "step": step}),
+            )
+            fp = baseline.fingerprint(scen, provider=staged.provider, target=staged.url)
+        sat = analysis.saturation(got.steps, scen.slo, max_users=scen.ramp.max_users)
+        on_event({"event": "log", "message": f"run {i + 1}: {sat.reason}"})
+        results.append(sat)
+    from perfgate.models import to_jsonable
+
+    model = calibration.estimate(
+        results, scenario=scen.name, fingerprint=to_jsonable(fp) if fp else None
+    )
+    return model, calibration.save_noise(model, opts.baseline_dir, scen.name)
+
+
 def run_folder(report_dir: Path, scenario: str, release: str) -> Path:
     """``<report_dir>/<scenario>/<release>-<UTC timestamp>``, unique even within one second."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
