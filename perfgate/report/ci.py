@@ -433,7 +433,7 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
     lines.append(line)
     if result.baseline:
         lines.append("  " + _baseline_line(result.baseline, sat))
-    else:
+    elif getattr(result, "mode", "run") != "ramp":
         lines.append("  baseline: none stored yet (the floor alone decides)")
     limited = [s for s in result.steps if s.generator and s.generator.limited]
     if limited:
