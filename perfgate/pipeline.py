@@ -124,7 +124,10 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
     try:
         templates.compile_requests(scen.users.requests)
     except ValueError as exc:
-        raise ScenarioError(f"{opts.scenario}: {exc}") from None
+        message = f"{opts.scenario}: {exc}"
+        for secret in sorted(scen.users.secret_values, key=len, reverse=True):
+            message = message.replace(secret, "***")  # a template may hold a ${VAR} value
+        raise ScenarioError(message) from None
     return scen
 
 
@@ -143,6 +146,10 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
     prev = None
     history: tuple[Any, ...] = ()
     noise = None
+    # where the run's outputs go must be writable before minutes of load are spent (exit 3)
+    check_writable(opts.report_dir, "reports")
+    if opts.gate and opts.promote:
+        check_writable(opts.baseline_dir, "baselines")
     if opts.gate:
         # read the baseline before spending minutes on load: a corrupt one is bad input (exit 2)
         prev = baseline.previous_baseline(opts.baseline_dir, scen.name, opts.release)
@@ -340,6 +347,17 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
         promote_error=promote_error,
         secrets=secrets,
     )
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """OutputError unless ``folder`` exists as a writable folder or could be created as one."""
+    existing = Path(folder)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {what} to {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {what} to {folder}: {existing} is not writable")
 
 
 def _interrupted(exc: BaseException) -> Interrupted:

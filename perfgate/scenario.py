@@ -152,7 +152,11 @@ class _Validator:
         self.secrets: list[str] = []
 
     def fail(self, key: str, message: str) -> ScenarioError:
-        return ScenarioError(f"{self.source}: {key}: {message}")
+        text = f"{self.source}: {key}: {message}"
+        # a value from the environment may be quoted back (e.g. a bad path): never show it
+        for secret in sorted({s for s in self.secrets if len(s) >= 4}, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return ScenarioError(text)
 
     # -- generic checks ------------------------------------------------------------------------
 

@@ -200,7 +200,7 @@ def degraded_first(steps: tuple[StepStats, ...], slo_p95_ms: float) -> Degradati
             users=None,
             growth=growth,
             text=(
-                f"No request type crossed the SLO; p95 grew alike for all of them "
+                f"No request type's p95 crossed the SLO; p95 grew alike for all of them "
                 f"(up to ×{growth:.1f} from {first[0]} to {last[0]} users)"
             ),
         )
@@ -210,7 +210,7 @@ def degraded_first(steps: tuple[StepStats, ...], slo_p95_ms: float) -> Degradati
         users=None,
         growth=growth,
         text=(
-            f"No request type crossed the SLO; {method} {name} grew most: p95 "
+            f"No request type's p95 crossed the SLO; {method} {name} grew most: p95 "
             f"{fmt_ms(first[1])} → {fmt_ms(last[1])} ms (×{growth:.1f}) from {first[0]} to "
             f"{last[0]} users"
         ),
@@ -441,12 +441,32 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
             f"  generator: limited at {len(limited)} of {len(result.steps)} steps "
             f"(first at {min(s.users for s in limited)} users)"
         )
+    errors = first_errors(result)
+    if errors:
+        lines.append(f"  {errors}")
     first = degraded_first(result.steps, result.slo.p95_ms)
     if first:
         lines.append(f"  {first.text}".replace("→", "->").replace("×", "x"))
     if report_dir is not None:
         lines.append(f"  report: {report_dir / 'index.html'}")
     return "\n".join(lines)
+
+
+def first_errors(result: RunResult) -> str:
+    """The most frequent error at the first level that had any, in words ("" without errors).
+
+    A target that died, reset connections or answered 5xx breaks the SLO through its error
+    rate; this names the cause, and the request timeout when requests timed out.
+    """
+    for s in sorted_steps(result.steps):
+        if s.errors:
+            message, count = s.errors[0]
+            text = f"errors first at {s.users} users: {message} (x{count})"
+            timeout = result.generator.get("request_timeout_s")
+            if timeout is not None and "timed out" in message.lower():
+                text += f"; requests time out after {fmt_value(timeout)} s (load.request_timeout_s)"
+            return text
+    return ""
 
 
 def _baseline_line(base: BaselineRef, sat: Saturation) -> str:

@@ -208,7 +208,7 @@ def _stop(proc: subprocess.Popen[bytes], log: Callable[[str], None], err: IO[byt
         log(
             f"reference exchange (pid {proc.pid}) ignored SIGTERM for {STOP_TIMEOUT_S:g} s: killing"
         )
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or SIGTERM's Interrupted, while waiting: do not linger
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
         raise
