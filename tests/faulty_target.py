@@ -107,7 +107,9 @@ async def _serve(args: argparse.Namespace) -> None:
         if mode == "error":
             return web.json_response({"error": "injected fault"}, status=503)
         await asyncio.sleep(args.delay_ms / 1000.0)
-        return web.json_response({"ok": True, "echo_auth": bool(request.headers.get("Authorization"))})
+        return web.json_response(
+            {"ok": True, "echo_auth": bool(request.headers.get("Authorization"))}
+        )
 
     async def root(request: web.Request) -> web.StreamResponse:
         return web.json_response({"target": "faulty"})
