@@ -45,13 +45,26 @@ from perfgate.load.histogram import Histogram
 from perfgate.models import RampSpec, Slo, StepStats
 from perfgate.search import SearchOutcome, StepRunner
 
-__all__ = ["CONFIRM_FACTOR", "GROWTH", "MAX_GROWTH", "MAX_ROUNDS", "adaptive"]
+__all__ = [
+    "CONFIRM_FACTOR",
+    "GROWTH",
+    "MAX_GROWTH",
+    "MAX_ROUNDS",
+    "REPLICATE_FACTOR",
+    "WARMUP_S",
+    "adaptive",
+]
 
 GROWTH = 2.0  # growth factor when no latency-based estimate is available
 MAX_GROWTH = 10.0  # never jump further than this from the last passing level
 HYSTERESIS_MIN = 0.10  # relative p95 change that counts as hysteresis (beyond disjoint CIs)
 MAX_ROUNDS = 3  # confirmation may send the search back into the bracket this many times
 CONFIRM_FACTOR = 1.0  # confirmation steps measure this many times longer (within the max time)
+# A focused replicate measures only its bracket. Its steps last as long as a search's: under
+# bursty noise a p95 over a longer window breaks earlier, and replicates must measure the same
+# thing as the first run.
+REPLICATE_FACTOR = 1.0
+WARMUP_S = 15.0  # a focused replicate holds half its bracket this long (at least) first
 
 StepCallback = Callable[[StepStats], None]
 
@@ -86,7 +99,8 @@ class _Search:
     def measure(self, users: int, phase: str) -> StepStats:
         # The bracket's levels decide the throughput at the SLO: measure them longer (MLRsearch
         # spends its long trials at the end, too); the search steps only need a pass/fail.
-        min_s = self.min_s if phase != "confirm" else min(self.max_s, self.min_s * CONFIRM_FACTOR)
+        factor = {"confirm": CONFIRM_FACTOR, "replicate": REPLICATE_FACTOR}.get(phase, 1.0)
+        min_s = min(self.max_s, self.min_s * factor)
         s = self.runner.measure(
             users,
             settle_s=self.ramp.settle_s,
@@ -174,8 +188,14 @@ def adaptive(
     slo: Slo,
     *,
     on_step: StepCallback | None = None,
+    hint: tuple[int, int] | None = None,
 ) -> SearchOutcome:
-    """Find the SLO boundary: guided growth, bisection to ``ramp.resolution``, confirmation."""
+    """Find the SLO boundary: guided growth, bisection to ``ramp.resolution``, confirmation.
+
+    ``hint``: the bracket a previous run of the same build found (``Saturation.bracket``). The
+    run is then a focused replicate: warm up at half the bracket, measure its two levels in
+    ascending order (longer, phase ``replicate``), and move only if they no longer bracket.
+    """
     if ramp.start_users < 1:
         raise ValueError(f"ramp.start_users must be ≥ 1, got {ramp.start_users}")
     if ramp.max_users < ramp.start_users:
@@ -185,11 +205,18 @@ def adaptive(
     if ramp.resolution <= 0:
         raise ValueError(f"ramp.resolution must be > 0, got {ramp.resolution}")
     st = _Search(runner, ramp, slo, on_step)
+    if hint is not None and 1 <= hint[0] < hint[1]:
+        # One resolution wider on each side than the hinted bracket: its levels sat right at
+        # the boundary, where a re-measurement flips a coin and would send the search looking.
+        lo = max(1, min(hint[0] - 1, math.floor(hint[0] / st.ratio)))
+        hi = min(ramp.max_users, max(hint[1] + 1, math.ceil(hint[1] * st.ratio)))
+        if lo < hi:
+            # a fresh target warms up (JIT, caches, pools) before the bracket is measured
+            runner.hold(max(1, lo // 2), max(WARMUP_S, 2 * ramp.step_seconds))
+            return _finish(st, *_confirm(st, lo, hi, "replicate"), focused=True)
 
     # -- search: grow until the SLO breaks ----------------------------------------------------
     users = ramp.start_users
-    lo: int | None = None
-    hi: int | None = None
     first = st.measure(users, "search")
     if not first.slo_ok:
         # a single failing step at the first level may be noise: look again after a cool-down
@@ -207,13 +234,7 @@ def adaptive(
     lo = users
     while True:
         if lo >= ramp.max_users:
-            return SearchOutcome(
-                steps=tuple(st.steps),
-                stopped_because=(
-                    f"the SLO held up to max_users ({ramp.max_users}): saturation ≥ "
-                    f"{ramp.max_users} users (censored above max)"
-                ),
-            )
+            return _censored_above(st)
         b = st.bounds(lo, None)
         growth = GROWTH if b is None else b[0] * math.sqrt(st.ratio) / lo
         growth = min(max(growth, st.ratio), MAX_GROWTH)
@@ -229,23 +250,53 @@ def adaptive(
     lo, hi = _bisect(st, lo, hi)
 
     # -- confirm: cool down, re-measure the bracket ascending ----------------------------------
+    return _finish(st, *_confirm(st, lo, hi, "confirm"))
+
+
+def _censored_above(st: _Search) -> SearchOutcome:
+    top = st.ramp.max_users
+    return SearchOutcome(
+        steps=tuple(st.steps),
+        stopped_because=(
+            f"the SLO held up to max_users ({top}): saturation ≥ {top} users (censored above max)"
+        ),
+    )
+
+
+def _confirm(st: _Search, lo: int, hi: int, phase: str) -> tuple[int, int, int]:
+    """Re-measure [lo, hi] ascending after a cool-down until it brackets; (lo, hi, rounds)."""
+    ramp = st.ramp
     rounds = 0
     while True:
         rounds += 1
-        before = [s for s in st.at(lo) if s.phase != "confirm"]
-        st.cool_down(lo)
-        fresh = st.measure(lo, "confirm")
+        before = [s for s in st.at(lo) if s.phase not in ("confirm", "replicate")]
+        if phase == "confirm" or rounds > 1:
+            st.cool_down(lo)
+        fresh = st.measure(lo, phase)
         _check_hysteresis(st, lo, before, fresh)
         if not st.passes(lo):
-            below = [u for u in st.levels() if u < lo and st.passes(u)]
-            if rounds > MAX_ROUNDS or not below:
+            if rounds > MAX_ROUNDS:
                 break
-            # the boundary is lower than the search thought: bisect again below
+            below = [u for u in st.levels() if u < lo and st.passes(u)]
+            if not below:
+                # nothing measured below (a focused replicate): step down until the SLO holds
+                u = lo
+                for _ in range(MAX_ROUNDS + 1):
+                    if u <= 1:
+                        break
+                    u = max(1, min(u - 1, _round(u / st.ratio**2)))
+                    st.measure(u, "bisect")
+                    if st.passes(u):
+                        below = [u]
+                        break
+                if not below:
+                    break
+            # the boundary is lower than thought: bisect again below
             st.notes.append(f"{lo} users failed on re-measurement: searching below it again")
             lo, hi = _bisect(st, max(below), lo)
             continue
-        if not any(s.phase == "confirm" for s in st.at(hi)):
-            st.measure(hi, "confirm")
+        if not any(s.phase in ("confirm", "replicate") for s in st.at(hi)):
+            st.measure(hi, phase)
         if st.passes(hi) and rounds <= MAX_ROUNDS and hi < ramp.max_users:
             # the break did not reproduce: search above it again
             st.notes.append(f"{hi} users passed on re-measurement: searching above it again")
@@ -261,19 +312,25 @@ def adaptive(
             lo, hi = _bisect(st, hi, min(above))
             continue
         break
-    shifts = rounds - 1
+    return lo, hi, rounds
+
+
+def _finish(st: _Search, lo: int, hi: int, rounds: int, *, focused: bool = False) -> SearchOutcome:
+    if all(st.passes(u) for u in st.levels()) and max(st.levels()) >= st.ramp.max_users:
+        return _censored_above(st)
     lo_ok, hi_ok = st.passes(lo), st.passes(hi)
+    what = "focused replicate: " if focused else ""
     if lo_ok and not hi_ok:
-        verdict = f"confirmed the SLO boundary between {lo} and {hi} users"
+        verdict = f"{what}confirmed the SLO boundary between {lo} and {hi} users"
     elif lo_ok:
         verdict = (
-            f"the SLO held at {hi} users on re-measurement and the confirmation limit "
+            f"{what}the SLO held at {hi} users on re-measurement and the confirmation limit "
             f"({MAX_ROUNDS} rounds) or max_users was reached: the boundary is noisy here"
         )
     else:
         verdict = (
-            f"{lo} users failed on re-measurement after {shifts} extra round(s): the boundary is "
-            "noisy here or the service degrades with time"
+            f"{what}{lo} users failed on re-measurement after {rounds - 1} extra round(s): the "
+            "boundary is noisy here or the service degrades with time"
         )
     notes = "; ".join(st.notes)
     return SearchOutcome(

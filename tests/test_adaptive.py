@@ -215,6 +215,30 @@ def test_hysteresis_is_flagged_and_the_fresh_ascent_wins() -> None:
     assert sat.users > 120
 
 
+def test_focused_replicate_measures_around_the_hinted_bracket() -> None:
+    crossing = 137.5
+    runner = FakeRunner(proportional(crossing))
+    out = adaptive(runner, RAMP, SLO, hint=(134, 140))
+    # a warm-up at half the bracket, then one resolution wider than the hint, ascending
+    assert runner.calls[0][0] == "hold" and runner.calls[0][1] == 127 // 2
+    assert runner.calls[0][2]["seconds"] >= 15.0
+    assert runner.measured() == [127, 147]
+    assert [s.phase for s in out.steps] == ["replicate", "replicate"]
+    assert "focused replicate" in out.stopped_because
+    sat = saturation(out.steps, SLO)
+    assert sat.bracket == (127, 147)
+    assert sat.users == pytest.approx(crossing, rel=0.01)
+
+
+def test_focused_replicate_follows_a_moved_boundary() -> None:
+    runner = FakeRunner(proportional(100.0))  # the hint is stale: the boundary is far lower
+    out = adaptive(runner, RAMP, SLO, hint=(134, 140))
+    sat = saturation(out.steps, SLO)
+    assert sat.censored == "no"
+    assert sat.bracket[0] <= 100.0 <= sat.bracket[1]
+    assert sat.bracket[1] / sat.bracket[0] <= 1 + RAMP.resolution + 0.01
+
+
 def test_bad_ramps_are_refused() -> None:
     with pytest.raises(ValueError, match="start_users"):
         adaptive(FakeRunner(proportional(10)), RampSpec(start_users=0), SLO)
