@@ -502,7 +502,7 @@ def _usl(levels: Sequence[Level]) -> dict[str, Any]:
                 nm = np.where(k_d > 1e-12, np.sqrt((1 - s_d) / k_d), np.inf)
             ordered = np.sort(nm)  # +inf (no peak) sorts last; a quantile there means "none"
             lo_q = float(ordered[int(0.025 * (len(ordered) - 1))])
-            hi_q = float(ordered[int(math.ceil(0.975 * (len(ordered) - 1)))])
+            hi_q = float(ordered[math.ceil(0.975 * (len(ordered) - 1))])
             n_max_ci = [_finite(lo_q, 1), _finite(hi_q, 1)]
 
     def ci(i: int, value: float) -> list[float | None]:
