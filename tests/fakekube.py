@@ -264,7 +264,7 @@ class FakeKube:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         for target, name in (
-            (self._httpd.serve_forever, "fakekube-http"),
+            (functools.partial(self._httpd.serve_forever, poll_interval=0.05), "fakekube-http"),
             (self._controller, "fakekube-ctl"),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -1406,6 +1406,9 @@ class FakeKube:
             ) from exc
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "the body of the request must be an object")
+        if rt is not None:  # the URL says what it is, as on a real server
+            data.setdefault("apiVersion", rt.api_version)
+            data.setdefault("kind", rt.kind)
         if rt is not None and data.get("kind") not in (None, rt.kind):
             raise ApiError(
                 400,
@@ -1954,7 +1957,7 @@ class LoopbackHTTP:
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="loopback-http", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="loopback-http", daemon=True
         )
 
     def __enter__(self) -> LoopbackHTTP:

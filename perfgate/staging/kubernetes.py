@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import selectors
 import signal
 import socket
@@ -448,17 +449,17 @@ def _signals_deferred() -> Iterator[None]:
             previous[sig] = signal.getsignal(sig)
             signal.signal(sig, hold)
     except (ValueError, OSError):  # not the main interpreter: nothing to defer
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        for held, handler in previous.items():
+            signal.signal(held, handler if handler is not None else signal.SIG_DFL)
         yield
         return
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        for sig in dict.fromkeys(pending):
-            signal.raise_signal(sig)
+        for held, handler in previous.items():
+            signal.signal(held, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,11 +731,11 @@ def workload_state(kind: str, obj: dict[str, Any]) -> WorkloadState:
         )
     if kind == "StatefulSet":
         ready = _int(status.get("readyReplicas"))
-        available = status.get("availableReplicas")
+        sts_available = status.get("availableReplicas")
         current = status.get("currentRevision")
         update = status.get("updateRevision")
-        if ready < want or (isinstance(available, int) and available < want):
-            shown = min(ready, available) if isinstance(available, int) else ready
+        if ready < want or (isinstance(sts_available, int) and sts_available < want):
+            shown = min(ready, sts_available) if isinstance(sts_available, int) else ready
             return WorkloadState(ref=ref, ready=False, progress=f"{shown}/{want} ready")
         if (
             update
@@ -1031,7 +1032,7 @@ def _backend_pod(
         conds = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or ()}
         if (conds.get("Ready") or {}).get("status") != "True":
             continue
-        target = port.get("targetPort", port.get("port"))
+        target: Any = port.get("targetPort", port.get("port"))
         if isinstance(target, str):  # a named container port
             numbers = [
                 p.get("containerPort")
@@ -1047,7 +1048,13 @@ def _backend_pod(
 
 
 class _PortForwarder:
-    """127.0.0.1:<port> → pod:<port>, one websocket through the API server per connection."""
+    """127.0.0.1:<port> → pod:<port>: one websocket through the API server per connection.
+
+    The websocket port-forward protocol (``v4.channel.k8s.io``): channel 0 carries data, channel 1
+    errors, and each channel's first frame is the port number. The websocket comes from the
+    official client's ``create_websocket`` (its TLS, proxy and auth handling); the frames are
+    pumped here so that every socket is closed deterministically when a connection ends.
+    """
 
     def __init__(
         self,
@@ -1059,17 +1066,14 @@ class _PortForwarder:
     ) -> None:
         import kubernetes
 
-        # its own ApiClient: kubernetes.stream.portforward swaps the client's call_api while it
-        # opens a websocket, which must not race the provider's other requests
         self._client = kubernetes.client.ApiClient(cluster.configuration)
-        self._core = kubernetes.client.CoreV1Api(self._client)
-        self._open_lock = threading.Lock()
         self._server = cluster.server
         self.namespace, self.pod, self.target_port = namespace, pod, port
         self._log = log
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         self._listener.settimeout(0.2)  # accept() must notice close() (closing does not wake it)
         self.port = int(self._listener.getsockname()[1])
@@ -1078,41 +1082,68 @@ class _PortForwarder:
         )
         self._acceptor.start()
 
-    def _open(self) -> Any:
-        import kubernetes
+    def _what(self) -> str:
+        return f"port-forward to pod {self.pod}:{self.target_port} on {self._server}"
 
-        with self._open_lock:
-            try:
-                return kubernetes.stream.portforward(
-                    self._core.connect_get_namespaced_pod_portforward,
-                    self.pod,
-                    self.namespace,
-                    ports=str(self.target_port),
-                )
-            except kubernetes.client.ApiException as exc:
-                raise StagingError(
-                    f"port-forward to pod {self.pod}:{self.target_port} on {self._server}: "
-                    f"{_transport_reason(str(exc.reason or exc))}"
-                ) from exc
+    def _open(self) -> Any:
+        """A websocket to the pod's port, past the two port-number frames."""
+        import websocket
+        from kubernetes.stream.ws_client import create_websocket, get_websocket_url
+
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{self.pod}/portforward"
+        try:
+            _, url, headers, _, _ = self._client.param_serialize(
+                "GET",
+                path,
+                query_params=[("ports", str(self.target_port))],
+                header_params={},
+                auth_settings=["BearerToken"],
+            )
+            ws = create_websocket(
+                self._client.configuration,
+                get_websocket_url(url),
+                headers={k.lower(): v for k, v in headers.items()},
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            raise StagingError(
+                f"{self._what()}: {exc.status_code} {exc.status_message or ''}".rstrip()
+            ) from exc
+        except (websocket.WebSocketException, OSError) as exc:
+            raise StagingError(f"{self._what()}: {_transport_reason(str(exc))}") from exc
+        try:
+            ws.settimeout(max(TIMING.connect_timeout_s, TIMING.probe_timeout_s))
+            headers_seen = 0
+            while headers_seen < 2:  # channel 0 and channel 1 each announce the port first
+                opcode, frame = ws.recv_data_frame(True)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    raise StagingError(f"{self._what()}: the API server closed the tunnel")
+                if opcode == websocket.ABNF.OPCODE_BINARY and len(frame.data) == 3:
+                    headers_seen += 1
+            ws.settimeout(None)
+        except BaseException as exc:
+            _close_ws(ws)
+            if isinstance(exc, StagingError | KeyboardInterrupt | Interrupted | SystemExit):
+                raise
+            raise StagingError(f"{self._what()}: {_transport_reason(str(exc))}") from exc
+        return ws
 
     def check(self) -> None:
         """Open and close one tunnel, so RBAC or a dead pod fails now, not mid-ramp."""
-        pf = self._open()
+        import websocket
+
+        ws = self._open()
         try:
-            # an unreachable pod port shows up as a message on the error channel, soon or never
-            deadline = time.monotonic() + min(0.2, TIMING.probe_timeout_s)
-            while (
-                pf.connected and pf.error(self.target_port) is None and time.monotonic() < deadline
-            ):
-                time.sleep(0.01)
-            error = pf.error(self.target_port)
-            if error:
-                raise StagingError(
-                    f"port-forward to pod {self.pod}:{self.target_port} on {self._server}: "
-                    f"{error[:_MAX_REASON]}"
-                )
+            # an unreachable pod port shows up on the error channel right away, or never
+            ready, _, _ = select.select([ws.sock], [], [], min(0.2, TIMING.probe_timeout_s))
+            if ready:
+                opcode, frame = ws.recv_data_frame(True)
+                if opcode == websocket.ABNF.OPCODE_BINARY and frame.data[:1] == b"\x01":
+                    message = frame.data[1:].decode(errors="replace").strip()
+                    raise StagingError(f"{self._what()}: {message[:_MAX_REASON]}")
+        except (websocket.WebSocketException, OSError) as exc:
+            raise StagingError(f"{self._what()}: {_transport_reason(str(exc))}") from exc
         finally:
-            pf.close()
+            _close_ws(ws)
 
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
@@ -1125,17 +1156,18 @@ class _PortForwarder:
             conn.settimeout(None)
             with self._conns_lock:
                 self._conns.add(conn)
-            threading.Thread(
-                target=self._serve, args=(conn,), name="perfgate-port-forward-conn", daemon=True
-            ).start()
+                self._workers = [t for t in self._workers if t.is_alive()]
+                worker = threading.Thread(
+                    target=self._serve, args=(conn,), name="perfgate-port-forward-conn", daemon=True
+                )
+                self._workers.append(worker)
+            worker.start()
 
     def _serve(self, conn: socket.socket) -> None:
-        pf = None
+        ws = None
         try:
-            pf = self._open()
-            remote = pf.socket(self.target_port)
-            remote.setblocking(True)
-            _pump(conn, remote, self._closed)
+            ws = self._open()
+            _pump(conn, ws, self._closed)
         except Exception as exc:  # one failed connection must not stop the run; load sees it
             if not self._closed.is_set():
                 self._log(f"kubernetes: port-forward connection failed: {exc}")
@@ -1144,9 +1176,8 @@ class _PortForwarder:
                 self._conns.discard(conn)
             with contextlib.suppress(OSError):
                 conn.close()
-            if pf is not None:
-                with contextlib.suppress(Exception):
-                    pf.close()
+            if ws is not None:
+                _close_ws(ws)
 
     def close(self) -> None:
         self._closed.set()
@@ -1154,28 +1185,54 @@ class _PortForwarder:
             self._listener.close()
         with self._conns_lock:
             conns = list(self._conns)
+            workers = list(self._workers)
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         self._acceptor.join(timeout=2.0)
+        for worker in workers:
+            worker.join(timeout=2.0)
         with contextlib.suppress(Exception):
             self._client.close()
 
 
-def _pump(a: socket.socket, b: socket.socket, closed: threading.Event) -> None:
-    """Copy bytes both ways until either side closes."""
+def _close_ws(ws: Any) -> None:
+    # close() skips the socket when the peer closed first; shutdown() always releases it
+    with contextlib.suppress(Exception):
+        ws.close(timeout=0.1)
+    with contextlib.suppress(Exception):
+        ws.shutdown()
+
+
+def _pump(conn: socket.socket, ws: Any, closed: threading.Event) -> None:
+    """Copy bytes between a local connection and a port-forward websocket until either closes."""
+    import ssl
+
+    import websocket
+
     sel = selectors.DefaultSelector()
     try:
-        sel.register(a, selectors.EVENT_READ, b)
-        sel.register(b, selectors.EVENT_READ, a)
+        sel.register(conn, selectors.EVENT_READ)
+        sel.register(ws.sock, selectors.EVENT_READ)
         while not closed.is_set():
             for key, _ in sel.select(timeout=0.5):
-                src: socket.socket = key.fileobj  # type: ignore[assignment]
-                data = src.recv(65536)
-                if not data:
-                    return
-                key.data.sendall(data)
-    except OSError:
+                if key.fileobj is conn:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    ws.send_binary(b"\x00" + data)
+                    continue
+                while True:  # a TLS record may hold more frames than select() can see
+                    opcode, frame = ws.recv_data_frame(True)
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        return
+                    if opcode == websocket.ABNF.OPCODE_BINARY and frame.data[:1] == b"\x00":
+                        conn.sendall(frame.data[1:])
+                    elif opcode == websocket.ABNF.OPCODE_BINARY and len(frame.data) > 1:
+                        return  # the error channel spoke: the pod's port refused or went away
+                    if not (isinstance(ws.sock, ssl.SSLSocket) and ws.sock.pending()):
+                        break
+    except (OSError, websocket.WebSocketException):
         return
     finally:
         sel.close()

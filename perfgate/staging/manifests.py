@@ -463,6 +463,10 @@ def _schema_message(path: list[Any], message: str) -> str:
     return f"{dotted}: {message}" if dotted else message
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _semantic_errors(obj: dict[str, Any]) -> list[str]:
     """Rules the API server enforces but a JSON schema cannot express (each gives a 422)."""
     kind = obj.get("kind")
@@ -470,9 +474,8 @@ def _semantic_errors(obj: dict[str, Any]) -> list[str]:
     if kind not in _WORKLOADS_WITH_TEMPLATE or not isinstance(spec, dict):
         return []
     errors: list[str] = []
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
-    tmeta = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
-    labels = tmeta.get("labels") if isinstance(tmeta.get("labels"), dict) else {}
+    template = _mapping(spec.get("template"))
+    labels = _mapping(_mapping(template.get("metadata")).get("labels"))
     selector = spec.get("selector")
     if kind != "Job" and isinstance(selector, dict):
         match = selector.get("matchLabels")
@@ -481,8 +484,10 @@ def _semantic_errors(obj: dict[str, Any]) -> list[str]:
                 "spec.selector.matchLabels does not match spec.template.metadata.labels "
                 "(the API server rejects this with 422)"
             )
-    pod = template.get("spec") if isinstance(template.get("spec"), dict) else {}
-    containers = pod.get("containers") if isinstance(pod.get("containers"), list) else []
+    pod = _mapping(template.get("spec"))
+    containers = pod.get("containers")
+    if not isinstance(containers, list):
+        containers = []
     for i, container in enumerate(containers):
         if isinstance(container, dict) and not container.get("image"):
             errors.append(f"spec.template.spec.containers[{i}].image: required")
