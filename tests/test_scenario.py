@@ -67,26 +67,44 @@ def test_content_hash_changes_with_content(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         (MINIMAL + "rampp: {}\n", "rampp: unknown key"),
-        (MINIMAL + "ramp: {max_user: 5}\n", "ramp.max_user: unknown key (did you mean 'max_users'?)"),
+        (
+            MINIMAL + "ramp: {max_user: 5}\n",
+            "ramp.max_user: unknown key (did you mean 'max_users'?)",
+        ),
         (MINIMAL + "ramp: {max_users: ten}\n", "ramp.max_users: expected an integer"),
         (MINIMAL + "ramp: {step_users: 0}\n", "ramp.step_users: must be ≥ 1, got 0"),
         (MINIMAL + "ramp: {start_users: -5}\n", "ramp.start_users: must be ≥ 1, got -5"),
-        (MINIMAL + "ramp: {start_users: 50, max_users: 10}\n", "ramp.max_users: must be ≥ ramp.start_users (50)"),
+        (
+            MINIMAL + "ramp: {start_users: 50, max_users: 10}\n",
+            "ramp.max_users: must be ≥ ramp.start_users (50)",
+        ),
         (MINIMAL + "ramp: {step_seconds: 0}\n", "ramp.step_seconds: must be > 0"),
         (MINIMAL + "ramp: {strategy: random}\n", "ramp.strategy: must be one of linear, adaptive"),
         (MINIMAL + "ramp: {max_users: 99999999999}\n", "ramp.max_users: is implausibly large"),
         (MINIMAL + "gate: {max_regression: 2}\n", "gate.max_regression: must be ≤ 1"),
-        (MINIMAL.replace("slo: {p95_ms: 100}", "slo: {p95_ms: .nan}"), "slo.p95_ms: must be a finite number"),
+        (
+            MINIMAL.replace("slo: {p95_ms: 100}", "slo: {p95_ms: .nan}"),
+            "slo.p95_ms: must be a finite number",
+        ),
         (MINIMAL.replace("slo: {p95_ms: 100}", "slo: {error_rate: 0.1}"), "slo.p95_ms: required"),
         (MINIMAL.replace("name: shop", "name: ../etc"), "name: '../etc'"),
         (MINIMAL.replace("name: shop\n", ""), "name: required"),
         ("name: x\nusers:\n  requests: []\nslo: {p95_ms: 1}\n", "users.requests: is empty"),
-        ("name: x\nusers: {requests: {a: 1}}\nslo: {p95_ms: 1}\n", "users.requests: expected a list"),
+        (
+            "name: x\nusers: {requests: {a: 1}}\nslo: {p95_ms: 1}\n",
+            "users.requests: expected a list",
+        ),
         (MINIMAL.replace("path: /", "path: http://evil.example/"), "users.requests[0].path"),
         (MINIMAL.replace("path: /", "path: //evil.example/x"), "must be a path on the target"),
-        (MINIMAL.replace("path: /", "path: /, method: TELEPORT"), "users.requests[0].method: must be one of"),
+        (
+            MINIMAL.replace("path: /", "path: /, method: TELEPORT"),
+            "users.requests[0].method: must be one of",
+        ),
         (MINIMAL.replace("path: /", "path: /, weight: 0"), "users.requests[0].weight: must be ≥ 1"),
-        (MINIMAL.replace("{name: home, path: /}", "{name: home}"), "users.requests[0].path: required"),
+        (
+            MINIMAL.replace("{name: home, path: /}", "{name: home}"),
+            "users.requests[0].path: required",
+        ),
         (MINIMAL + "staging: {provider: kubernetes}\n", "staging.kubernetes: required"),
         (MINIMAL + "staging: {provider: docker}\n", "staging.provider: must be one of"),
         (MINIMAL + "load: {workers: 0}\n", "load.workers: must be ≥ 1"),
@@ -94,7 +112,10 @@ def test_content_hash_changes_with_content(tmp_path: Path) -> None:
         ("name: [unclosed\n", "invalid YAML"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
         (MINIMAL + "name: again\n", "duplicate key 'name'"),
-        ("name: x\nusers: {locustfile: nothere.py}\nslo: {p95_ms: 1}\n", "users.locustfile: nothere.py: no such file"),
+        (
+            "name: x\nusers: {locustfile: nothere.py}\nslo: {p95_ms: 1}\n",
+            "users.locustfile: nothere.py: no such file",
+        ),
     ],
 )
 def test_bad_input_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -132,7 +153,9 @@ def test_env_substitution_and_secrets(tmp_path: Path) -> None:
 
 def test_missing_env_var_names_it(tmp_path: Path) -> None:
     text = MINIMAL.replace("users:\n", "users:\n  headers: {X-Token: '${NOPE_TOKEN}'}\n")
-    assert "users.headers.X-Token: environment variable NOPE_TOKEN is not set" in error_of(tmp_path, text)
+    assert "users.headers.X-Token: environment variable NOPE_TOKEN is not set" in error_of(
+        tmp_path, text
+    )
 
 
 def test_header_injection_is_refused(tmp_path: Path) -> None:
@@ -163,6 +186,10 @@ def test_content_hash_ignores_staging_and_gate(tmp_path: Path) -> None:
     """Releases differ in their staging; the same load test must stay comparable."""
     a = load_scenario(write(tmp_path, MINIMAL + "staging: {embedded: {cache: true}}\n", "a.yaml"))
     b = load_scenario(
-        write(tmp_path, MINIMAL + "staging: {embedded: {cache: false}}\ngate: {min_users: 5}\n", "b.yaml")
+        write(
+            tmp_path,
+            MINIMAL + "staging: {embedded: {cache: false}}\ngate: {min_users: 5}\n",
+            "b.yaml",
+        )
     )
     assert a.content_hash == b.content_hash
