@@ -139,8 +139,8 @@ class _Search:
                 merged = None
             if merged is not None and merged.count:
                 return merged.percentile(95)
-        weights = [max(s.requests, 1) for s in have]
-        return sum(w * s.p95_ms for w, s in zip(weights, have, strict=True)) / sum(weights)  # type: ignore[operator]
+        pairs = [(float(max(s.requests, 1)), s.p95_ms or 0.0) for s in have]
+        return sum(w * p for w, p in pairs) / sum(w for w, _ in pairs)
 
     def passes(self, users: int) -> bool:
         """The level's pooled verdict: pooled p95 and error rate against the SLO."""

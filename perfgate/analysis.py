@@ -115,26 +115,18 @@ def _pool(users: int, steps: Sequence[StepStats], slo: Slo) -> Level:
 
 def _weighted_p95(steps: Sequence[StepStats]) -> tuple[float | None, tuple[float, float] | None]:
     """Request-weighted p95 and a CI whose half-widths combine like independent estimates."""
-    have = [s for s in steps if s.p95_ms is not None]
+    have = [
+        (float(max(s.requests, 1)), s.p95_ms, s.p95_ci_ms) for s in steps if s.p95_ms is not None
+    ]
     if not have:
         return None, None
-    weights = [max(s.requests, 1) for s in have]
-    total = sum(weights)
-    p95 = sum(w * s.p95_ms for w, s in zip(weights, have, strict=True)) / total  # type: ignore[operator]
-    if any(s.p95_ci_ms is None for s in have):
+    total = sum(w for w, _, _ in have)
+    p95 = sum(w * p for w, p, _ in have) / total
+    cis = [(w / total, p, ci) for w, p, ci in have if ci is not None]
+    if len(cis) < len(have):
         return p95, None
-    lo = math.sqrt(
-        sum(
-            (w / total * (s.p95_ms - s.p95_ci_ms[0])) ** 2
-            for w, s in zip(weights, have, strict=True)
-        )  # type: ignore[index,operator]
-    )
-    hi = math.sqrt(
-        sum(
-            (w / total * (s.p95_ci_ms[1] - s.p95_ms)) ** 2
-            for w, s in zip(weights, have, strict=True)
-        )  # type: ignore[index,operator]
-    )
+    lo = math.sqrt(sum((f * (p - ci[0])) ** 2 for f, p, ci in cis))
+    hi = math.sqrt(sum((f * (ci[1] - p)) ** 2 for f, p, ci in cis))
     return p95, (p95 - lo, p95 + hi)
 
 
@@ -347,8 +339,8 @@ def combine_replicates(runs: Sequence[Saturation]) -> Saturation:
     if mid is None:
         a, b = ordered[k // 2 - 1], ordered[k // 2]
         if a.censored == b.censored == "no":
-            users = statistics.median([a.users, b.users])  # type: ignore[list-item]
-            rps = statistics.median([a.throughput_rps, b.throughput_rps])  # type: ignore[list-item]
+            users = statistics.fmean([a.users or 0.0, b.users or 0.0])
+            rps = statistics.fmean([a.throughput_rps or 0.0, b.throughput_rps or 0.0])
             mid = Saturation(
                 users=users,
                 throughput_rps=rps,
@@ -566,11 +558,11 @@ def _kneedle(levels: Sequence[Level]) -> dict[str, Any]:
 
 
 def _knee(levels: Sequence[Level]) -> dict[str, Any]:
-    with_mean = [lv for lv in levels if lv.mean_ms is not None and lv.requests > 0]
+    with_mean = [(lv.mean_ms, lv.throughput_rps) for lv in levels if lv.mean_ms and lv.requests]
     if not with_mean:
         return {"users": None, "meaning": "not enough levels with latencies"}
-    r0_ms = min(lv.mean_ms for lv in with_mean)  # type: ignore[type-var]
-    x_max = max(lv.throughput_rps for lv in with_mean)
+    r0_ms = min(m for m, _ in with_mean)
+    x_max = max(x for _, x in with_mean)
     n_star = r0_ms / 1000.0 * x_max
     return {
         "users": _finite(n_star, 1),

@@ -142,14 +142,14 @@ def estimate(
             f"calibration needs at least {MIN_RUNS} runs that found the SLO boundary, "
             f"got {len(usable)} of {len(runs)}"
         )
-    logs = [math.log(r.throughput_rps) for r in usable]  # type: ignore[arg-type]
+    logs = [math.log(r.throughput_rps or 1.0) for r in usable]
     sd = statistics.stdev(logs)
     # Successive differences: E[(y[i+1] − y[i])²] is the variance of a consecutive pair's log
     # ratio, which is what paired mode sees; slow drift inflates sd but not this.
     diffs = [b - a for a, b in itertools.pairwise(logs)]
     pair_sd = math.sqrt(sum(d * d for d in diffs) / len(diffs))
-    users = [r.users for r in usable if r.users]
-    users_sd = statistics.stdev(math.log(u) for u in users) if len(users) >= 2 else None  # type: ignore[arg-type]
+    users = [float(r.users) for r in usable if r.users]
+    users_sd = statistics.stdev(math.log(u) for u in users) if len(users) >= 2 else None
     return NoiseModel(
         sd_log=sd,
         df=float(len(logs) - 1),
@@ -162,8 +162,8 @@ def estimate(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         perfgate_version=__version__,
         users_sd_log=users_sd,
-        values_rps=tuple(r.throughput_rps for r in usable),  # type: ignore[misc]
-        users=tuple(float(u) for u in users),  # type: ignore[arg-type]
+        values_rps=tuple(float(r.throughput_rps or 0.0) for r in usable),
+        users=tuple(users),
         censored_runs=len(runs) - len(usable),
         fingerprint=dict(fingerprint or {}),
     )

@@ -817,7 +817,9 @@ def simulate(
         raise ValueError(f"unknown preset {preset!r} (one of {', '.join(PRESETS)})")
     pre = PRESETS[preset]
     profile = pre.noise if noise is None else NOISE_PROFILES[noise]
-    ramp = pre.ramp if strategy is None else dataclasses.replace(pre.ramp, strategy=strategy)
+    if strategy not in (None, "adaptive", "linear"):
+        raise ValueError(f"unknown strategy {strategy!r} (adaptive or linear)")
+    ramp = pre.ramp if strategy is None else dataclasses.replace(pre.ramp, strategy=strategy)  # type: ignore[arg-type]
     started = time.perf_counter()
     indexes = list(range(trials))
     if workers <= 1 or trials < 8:

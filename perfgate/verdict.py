@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from scipy import stats
 
@@ -400,7 +400,8 @@ def _regression(
         )
 
     if candidate.censored != "no" or base.censored != "no" or not usable_c or not usable_b:
-        return (*_censored(candidate, base, gate, rule), None, None)  # type: ignore[return-value]
+        reg_rule, noise_rule = _censored(candidate, base, gate, rule)
+        return reg_rule, noise_rule, None, None
 
     est, noise_rule = _estimate(usable_c, usable_b, paired=paired, noise=noise)
     ratio = math.exp(est.m)
@@ -482,21 +483,20 @@ def _censored(
     candidate: Saturation,
     base: Saturation,
     gate: GateSpec,
-    rule: object,
+    make: Callable[[str, str, float | None, float | None], RuleResult],
 ) -> tuple[RuleResult, RuleResult]:
     """Regression judged from bounds when a boundary was not found (or only censored runs)."""
-    make = rule  # type: ignore[assignment]
     noise = RuleResult(name="noise", outcome="skipped", message="noise: not tested (censored runs)")
     cu, bu = candidate.users, base.users
     xc, xb = candidate.throughput_rps, base.throughput_rps
     if cu is None or bu is None or xc is None or xb is None or xb <= 0:
-        return make("inconclusive", "a saturation point is missing on one side", None, None), noise  # type: ignore[operator]
+        return make("inconclusive", "a saturation point is missing on one side", None, None), noise
     ratio = xc / xb
     allowed = 1.0 - gate.max_regression
     practical = 1.0 - gate.block_min_regression
     if candidate.censored == "above_max":
         if cu >= bu:
-            return make(  # type: ignore[operator]
+            return make(
                 "pass",
                 (
                     f"the candidate held the SLO up to {cu:.0f} users, at or beyond the "
@@ -505,7 +505,7 @@ def _censored(
                 ratio,
                 None,
             ), noise
-        return make(  # type: ignore[operator]
+        return make(
             "inconclusive",
             (
                 f"the candidate held the SLO up to {cu:.0f} users (its max_users) but the baseline "
@@ -517,7 +517,7 @@ def _censored(
     if candidate.censored == "below_start":
         # the candidate's throughput at the SLO is at most its first level's
         if base.censored != "below_start" and ratio < practical and ratio < allowed:
-            return make(  # type: ignore[operator]
+            return make(
                 "fail",
                 (
                     f"the candidate broke the SLO at its first level ({cu:.0f} users, "
@@ -527,7 +527,7 @@ def _censored(
                 ratio,
                 None,
             ), noise
-        return make(  # type: ignore[operator]
+        return make(
             "inconclusive",
             (
                 f"the candidate broke the SLO at its first level ({cu:.0f} users): lower "
@@ -540,7 +540,7 @@ def _censored(
     if base.censored == "above_max":
         # the baseline's throughput at the SLO is at least what it reached: ratio is an upper bound
         if ratio < allowed and ratio < practical:
-            return make(  # type: ignore[operator]
+            return make(
                 "fail",
                 (
                     f"throughput at the SLO {xc:.0f} req/s, while the baseline held the SLO up to "
@@ -549,7 +549,7 @@ def _censored(
                 ratio,
                 None,
             ), noise
-        return make(  # type: ignore[operator]
+        return make(
             "inconclusive",
             (
                 f"the baseline never broke the SLO (≥ {bu:.0f} users, ≥ {xb:.0f} req/s): the "
@@ -560,7 +560,7 @@ def _censored(
         ), noise
     if base.censored == "below_start" and ratio >= allowed:
         # the baseline's throughput at the SLO is at most xb: ratio is a lower bound
-        return make(  # type: ignore[operator]
+        return make(
             "pass",
             (
                 f"the baseline broke the SLO at its first level (≤ {xb:.0f} req/s); the "
@@ -569,7 +569,7 @@ def _censored(
             ratio,
             None,
         ), noise
-    return make(  # type: ignore[operator]
+    return make(
         "inconclusive",
         "replicates that did not find the boundary leave too few to compare",
         ratio,
