@@ -39,6 +39,7 @@ SCENARIO_SCHEMA = 1
 MAX_FILE_BYTES = 1 << 20
 MAX_EXPANDED_NODES = 100_000
 MAX_USERS = 100_000
+MAX_STEP_SECONDS = 3600.0
 DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -533,6 +534,11 @@ def check_ramp(ramp: RampSpec, fail: Callable[[str, str], Exception]) -> RampSpe
         )
     if ramp.max_users > MAX_USERS:
         raise fail("ramp.max_users", f"must be ≤ {MAX_USERS}, got {ramp.max_users}")
+    if ramp.step_users > MAX_USERS:
+        raise fail("ramp.step_users", f"must be ≤ {MAX_USERS}, got {ramp.step_users}")
+    # the file's values are bounded when read; a CLI override (--step-seconds inf) is not
+    if not ramp.step_seconds <= MAX_STEP_SECONDS:
+        raise fail("ramp.step_seconds", f"must be ≤ {MAX_STEP_SECONDS:g}, got {ramp.step_seconds:g}")
     if ramp.settle_seconds is not None and ramp.settle_seconds >= ramp.step_seconds:
         raise fail(
             "ramp.settle_seconds",

@@ -376,6 +376,26 @@ def test_cli_usage_errors_exit_2(env: Env) -> None:
     assert FakeRunner.created == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-users", "1000000000000", "--max-users: must be ≤ 100000"),
+        ("--step-seconds", "1e300", "--step-seconds: must be ≤ 3600, got 1e+300"),
+        ("--step-seconds", "inf", "--step-seconds: must be ≤ 3600, got inf"),
+        ("--step-users", "99999999999", "--step-users: must be ≤ 100000"),
+    ],
+)
+def test_huge_numbers_on_the_command_line_exit_2(
+    env: Env, option: str, value: str, message: str
+) -> None:
+    ran = env.gate(option, value)
+    assert ran.code == 2
+    assert ran.error == f"perfgate: error: {message}" or ran.error.startswith(
+        f"perfgate: error: {message}"
+    )
+    assert FakeRunner.created == 0
+
+
 def test_target_url_that_is_not_http_exits_2(env: Env) -> None:
     ran = env.run("run", "-s", str(env.scenario), "--target", "file:///etc/passwd")
     assert ran.code == 2
