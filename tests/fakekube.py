@@ -261,7 +261,7 @@ class FakeKube:
 
     def start(self) -> FakeKube:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         for target, name in (
             (functools.partial(self._httpd.serve_forever, poll_interval=0.05), "fakekube-http"),
@@ -1832,6 +1832,16 @@ class _WebSocket:
                 return payload
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Clients that hang up mid-request (an interrupted load generator) are not errors here."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fakekube/1"
@@ -1936,7 +1946,7 @@ def serve_in_background(kubeconfig: str | Path, **knobs: Any) -> Iterator[FakeKu
 class LoopbackHTTP:
     """A tiny HTTP server on 127.0.0.1 (what a pod "serves", reached via nodePort or port-forward)."""
 
-    def __init__(self, body: bytes = b'{"status": "ok"}\n') -> None:
+    def __init__(self, body: bytes = b'{"status": "ok"}\n', *, delay_s: float = 0.0) -> None:
         payload = body
 
         class Handler(BaseHTTPRequestHandler):
@@ -1944,6 +1954,8 @@ class LoopbackHTTP:
             disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
+                if delay_s:
+                    time.sleep(delay_s)  # a service with some latency, so a load test has a knee
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -1953,7 +1965,7 @@ class LoopbackHTTP:
             def log_message(self, format: str, *args: Any) -> None:
                 del format, args
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(

@@ -209,6 +209,13 @@ def backend() -> Iterator[LoopbackHTTP]:
 
 
 @pytest.fixture
+def slow_backend() -> Iterator[LoopbackHTTP]:
+    """A staged service with 20 ms of latency (a load test against it has something to measure)."""
+    with LoopbackHTTP(b'{"ok": true}\n', delay_s=0.02) as server:
+        yield server
+
+
+@pytest.fixture
 def kube(tmp_path: Path, isolated_env: Path, backend: LoopbackHTTP) -> Iterator[Kube]:
     if REAL_KUBECONFIG:
         handle = Kube(
@@ -1088,3 +1095,249 @@ def test_yaml_is_not_what_the_fake_sees_it_is_json(tmp_path: Path, fake: FakeKub
             "version": "1.10",
         }
     assert yaml.safe_load(yes)["data"]["version"] == "1.10"
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI as a subprocess, against the fake (what CI does)
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+CLI_SCENARIO = """\
+name: kube-cli
+staging:
+  provider: kubernetes
+  kubernetes:
+    manifests: [app.yaml]
+    service: web
+    port: 8080
+    image: {image}
+    ready_timeout_s: {timeout}
+    variables: {{replicas: 1, container_port: {port}, service_type: NodePort, node_port: {port}}}
+users:
+  requests:
+    - {{name: root, method: GET, path: /}}
+ramp: {{start_users: 2, step_users: 2, max_users: {max_users}, step_seconds: 1}}
+slo: {{p95_ms: 2000, error_rate: 0.5}}
+gate: {{min_users: 1}}
+"""
+
+
+class Cli:
+    """``python -m perfgate`` in a subprocess, its stderr collected line by line as it comes."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        env["HOME"] = str(tmp_path / "home")
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "perfgate", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_line(self, needle: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = next((line for line in self.lines if needle in line), None)
+            if found is not None:
+                return found
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {needle!r} in:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout_s: float = 120.0) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def cli_scenario(
+    tmp_path: Path,
+    port: int,
+    *,
+    image: str = "example.test/web:1",
+    timeout: float = 5,
+    max_users: int = 4,
+    manifest: str = APP,
+) -> Path:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    (tmp_path / "app.yaml").write_text(manifest, encoding="utf-8")
+    path = tmp_path / "kube-cli.yaml"
+    path.write_text(
+        CLI_SCENARIO.format(image=image, timeout=timeout, port=port, max_users=max_users),
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_args(tmp_path: Path, scenario_path: Path, *extra: str) -> list[str]:
+    return [
+        "run", "--scenario", str(scenario_path), "--kubeconfig", str(kubeconfig(tmp_path)),
+        "--release", "v7", "--baseline-dir", str(tmp_path / "baselines"),
+        "--report-dir", str(tmp_path / "reports"), *extra,
+    ]  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _all_gone(pids: list[int], timeout_s: float = 10.0) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            for p in pids
+        ):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_cli_run_loads_the_staged_service_and_deletes_the_namespace(
+    tmp_path: Path, fake: FakeKube, slow_backend: LoopbackHTTP
+) -> None:
+    scen = cli_scenario(tmp_path, slow_backend.port)
+    cli = Cli(tmp_path, *run_args(tmp_path, scen))
+    code = cli.finish()
+    assert code in (0, 4), cli.text  # the verdict is not this test's business; staging is
+    ramp = cli.wait_for_line("ramping users against")
+    assert f"http://127.0.0.1:{slow_backend.port}" in ramp
+    seconds_to_load = float(ramp.split("s", 1)[0])
+    print(
+        "perfgate run --staging kubernetes: first load step "
+        f"{seconds_to_load:.1f} s after start (progress clock)"
+    )
+    assert "(nodeport)" in cli.text
+    assert "namespace perfgate-kube-cli-v7-" in cli.text and "deleted" in cli.text
+    assert fake.names("Namespace") == []
+    result = next((tmp_path / "reports").rglob("result.json"))
+    assert '"steps": [' in result.read_text() and "kube-cli" in result.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("how", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_cli_interrupted_mid_ramp_deletes_the_namespace(
+    tmp_path: Path, fake: FakeKube, backend: LoopbackHTTP, how: str, code: int
+) -> None:
+    scen = cli_scenario(tmp_path, backend.port, max_users=40)
+    cli = Cli(tmp_path, *run_args(tmp_path, scen))
+    cli.wait_for_line("ramping users against")
+    assert fake.names("Namespace") != []
+    time.sleep(1.5)  # mid-ramp: the load generator is running
+    children = _children(cli.proc.pid)
+    assert children, "the load engine should be running"
+    cli.proc.send_signal(getattr(signal, how))
+    assert cli.finish(60) == code, cli.text
+    assert f"interrupted by {how}" in cli.text
+    assert fake.wait_for(lambda: fake.names("Namespace") == [], 2.0), cli.text
+    assert _all_gone(children), "load engine processes left behind"
+
+
+def test_cli_readiness_timeout_exits_3_and_deletes_the_namespace(
+    tmp_path: Path, fake: FakeKube
+) -> None:
+    fake.broken_images.add(BROKEN_IMAGE)
+    scen = cli_scenario(tmp_path, 8080, image=BROKEN_IMAGE, timeout=0.5)
+    cli = Cli(tmp_path, *run_args(tmp_path, scen))
+    assert cli.finish() == EXIT_INFRA, cli.text
+    error = cli.wait_for_line("perfgate: error:")
+    assert (
+        "not ready after 0.5 s: deployment/web 0/1 available" in error
+        and "ImagePullBackOff" in error
+    )
+    assert "Traceback" not in cli.text
+    assert fake.wait_for(lambda: fake.names("Namespace") == [], 2.0)
+
+
+def test_cli_invalid_manifest_exits_2_before_any_request(tmp_path: Path, fake: FakeKube) -> None:
+    scen = cli_scenario(
+        tmp_path, 8080, manifest=APP.replace("replicas: {{ replicas }}", "replicas: two")
+    )
+    cli = Cli(tmp_path, *run_args(tmp_path, scen))
+    assert cli.finish() == EXIT_INPUT, cli.text
+    assert (
+        "app.yaml[doc 2] Deployment/web: spec.replicas: 'two' is not of type"
+        in cli.wait_for_line("perfgate: error:")
+    )
+    assert fake.requests == []
+    validate = Cli(tmp_path, "validate", str(scen))
+    assert validate.finish() == EXIT_INPUT
+    assert "1 manifest error(s)" in validate.text
+
+
+def test_cli_forbidden_and_missing_kubeconfig_are_one_line_errors(
+    tmp_path: Path, fake: FakeKube
+) -> None:
+    fake.forbid.add(("create", "namespaces"))
+    scen = cli_scenario(tmp_path, 8080)
+    cli = Cli(tmp_path, *run_args(tmp_path, scen))
+    assert cli.finish() == EXIT_INFRA, cli.text
+    error = cli.wait_for_line("perfgate: error:")
+    assert (
+        "creating namespace perfgate-kube-cli-v7-" in error
+        and f"on {fake.url}: 403 Forbidden" in error
+    )
+    assert "Traceback" not in cli.text and fake.token not in cli.text
+    args = run_args(tmp_path, scen)
+    args[args.index("--kubeconfig") + 1] = str(tmp_path / "missing-kubeconfig")
+    missing = Cli(tmp_path, *args)
+    assert missing.finish() == EXIT_INPUT, missing.text
+    assert "missing-kubeconfig: no such file" in missing.wait_for_line("perfgate: error:")
+
+
+def test_cli_staging_gc(tmp_path: Path, fake: FakeKube) -> None:
+    fake.add_namespace(
+        "perfgate-x-v1-old",
+        labels={MANAGED_BY_LABEL: "perfgate"},
+        annotations={RUN_ID_ANNOTATION: "old"},
+        age_s=8 * 3600,
+    )
+    fake.add_namespace(
+        "perfgate-x-v1-new",
+        labels={MANAGED_BY_LABEL: "perfgate"},
+        annotations={RUN_ID_ANNOTATION: "new"},
+        age_s=60,
+    )
+    fake.add_namespace("someone-elses", age_s=8 * 3600)
+    cli = Cli(
+        tmp_path, "staging", "gc", "--older-than", "6h", "--kubeconfig", str(kubeconfig(tmp_path))
+    )
+    assert cli.finish() == 0, cli.text
+    assert fake.wait_for(
+        lambda: fake.names("Namespace") == ["perfgate-x-v1-new", "someone-elses"], 2.0
+    )
