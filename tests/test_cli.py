@@ -390,9 +390,7 @@ def test_huge_numbers_on_the_command_line_exit_2(
 ) -> None:
     ran = env.gate(option, value)
     assert ran.code == 2
-    assert ran.error == f"perfgate: error: {message}" or ran.error.startswith(
-        f"perfgate: error: {message}"
-    )
+    assert ran.error.startswith(f"perfgate: error: {message}")
     assert FakeRunner.created == 0
 
 
