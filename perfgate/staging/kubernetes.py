@@ -48,6 +48,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,7 @@ FIELD_MANAGER = "perfgate"
 NAMESPACE_PREFIX = "perfgate-"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_REASON = 160
+_MAX_NODE_PROBES = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -328,23 +330,10 @@ class _Api:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         timing = TIMING
         try:
-            method_, url, hdrs, body_, post = self.client.param_serialize(
-                method,
-                path,
-                query_params=list(query),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self.client.call_api(
-                method_,
-                url,
-                header_params=hdrs,
-                body=body_,
-                post_params=post,
-                _request_timeout=(timing.connect_timeout_s, timing.read_timeout_s),
-            )
-            raw = response.read()
+            with warnings.catch_warnings():
+                # insecure-skip-tls-verify is the kubeconfig's choice; kubectl does not nag either
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                response, raw = self._send(method, path, query, headers, body, timing)
         except kubernetes.client.ApiException as exc:  # status 0: the transport failed
             raise self._unreachable(action, exc.reason or str(exc)) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -364,6 +353,33 @@ class _Api:
                 raise StagingError(f"{action} on {self.server}: the answer is not JSON")
             return status, data
         raise self._status_error(action, status, response.reason, data)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, Any]],
+        headers: dict[str, str],
+        body: Any,
+        timing: Timing,
+    ) -> tuple[Any, bytes]:
+        method_, url, hdrs, body_, post = self.client.param_serialize(
+            method,
+            path,
+            query_params=list(query),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(
+            method_,
+            url,
+            header_params=hdrs,
+            body=body_,
+            post_params=post,
+            _request_timeout=(timing.connect_timeout_s, timing.read_timeout_s),
+        )
+        return response, response.read()
 
     def _unreachable(self, action: str, detail: str) -> StagingError:
         return StagingError(
@@ -1005,6 +1021,8 @@ def _node_hosts(api: _Api) -> list[str]:
             for addr in (node.get("status") or {}).get("addresses") or ():
                 if addr.get("type") == kind and addr.get("address") not in hosts:
                     hosts.append(str(addr["address"]))
+    # every node serves every nodePort: a few candidates are enough, and each costs a probe
+    hosts = hosts[:_MAX_NODE_PROBES]
     # kind and k3d publish node ports on the host that serves the API (e.g. 127.0.0.1)
     api_host = urllib.parse.urlsplit(api.server).hostname
     if api_host and api_host not in hosts and api_host != "0.0.0.0":
