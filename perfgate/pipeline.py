@@ -231,8 +231,10 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
         raise failure  # nothing was measured: a plain infrastructure error, no report
     if steps and not any(s.requests for s in steps) and not (interrupted or failure):
         failure = _no_requests(opts.scenario, scen, steps)
-    if target_url and redact_url(target_url) != target_url:
-        secrets += (urllib.parse.urlsplit(target_url).password or "",)
+    for url in (target_url, opts.target or "", opts.baseline_target or ""):
+        password = urllib.parse.urlsplit(url).password if url else None
+        if password:
+            secrets += (password,)  # it is in the command line and the target field
 
     # From here on a signal still leaves a report (marked aborted) of what was measured.
     candidate_steps = tuple(steps)

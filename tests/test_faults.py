@@ -175,6 +175,8 @@ def test_target_fault_mid_ramp_is_a_breach_with_its_reason(tmp_path: Path, mode:
     assert TARGET_FAULTS[mode] in done.err
     if mode == "hang":
         assert "requests time out after 0.5 s (load.request_timeout_s)" in done.err
+        html = (_run_folder(reports) / "index.html").read_text()
+        assert "<td>request_timeout_s</td><td class=\"mono\">0.5</td>" in html
 
 
 # ---------------------------------------------------------------------------------------------
