@@ -232,9 +232,10 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
     if steps and not any(s.requests for s in steps) and not (interrupted or failure):
         failure = _no_requests(opts.scenario, scen, steps)
     for url in (target_url, opts.target or "", opts.baseline_target or ""):
-        password = urllib.parse.urlsplit(url).password if url else None
-        if password:
-            secrets += (password,)  # it is in the command line and the target field
+        with contextlib.suppress(ValueError):  # a malformed URL failed earlier, loudly
+            password = urllib.parse.urlsplit(url).password
+            if password:
+                secrets += (password,)  # it is in the command line and the target field
 
     # From here on a signal still leaves a report (marked aborted) of what was measured.
     candidate_steps = tuple(steps)
