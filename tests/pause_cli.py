@@ -9,6 +9,7 @@ after the signal is not paused again. Stages:
 - ``ramp``: announced after each measured level (nothing paused: the signal lands mid-ramp);
 - ``analysis``: inside the analysis of the measured steps;
 - ``report``: while index.html renders (result.json and the CSVs are already written);
+- ``report-twice``: the same, and again while the partial (aborted) report renders;
 - ``none``: no pause (the plain CLI).
 """
 
@@ -31,12 +32,12 @@ def _pause(stage: str) -> None:
         time.sleep(0.05)
 
 
-def _once(stage: str, original: Any) -> Any:
-    state = {"paused": False}
+def _once(stage: str, original: Any, times: int = 1) -> Any:
+    state = {"paused": 0}
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not state["paused"]:
-            state["paused"] = True
+        if state["paused"] < times:
+            state["paused"] += 1
             _pause(stage)
         return original(*args, **kwargs)
 
@@ -63,10 +64,10 @@ def install(stage: str) -> None:
         from perfgate import analysis
 
         analysis.diagnostics = _once(stage, analysis.diagnostics)
-    elif stage == "report":
+    elif stage in ("report", "report-twice"):
         import perfgate.report.html as html
 
-        html.render_html = _once(stage, html.render_html)
+        html.render_html = _once(stage, html.render_html, times=2 if stage.endswith("twice") else 1)
     elif stage != "none":
         raise SystemExit(f"unknown stage {stage!r}")
 

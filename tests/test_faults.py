@@ -176,7 +176,7 @@ def test_target_fault_mid_ramp_is_a_breach_with_its_reason(tmp_path: Path, mode:
     if mode == "hang":
         assert "requests time out after 0.5 s (load.request_timeout_s)" in done.err
         html = (_run_folder(reports) / "index.html").read_text()
-        assert "<td>request_timeout_s</td><td class=\"mono\">0.5</td>" in html
+        assert '<td>request_timeout_s</td><td class="mono">0.5</td>' in html
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +354,33 @@ def test_signal_at_each_stage_leaves_an_aborted_report_and_no_orphans(
     assert "aborted" in html.lower()
     assert "ABORTED" in err and "not promoted" in err
     assert not list(baselines.rglob("*.json")), "an aborted run is never promoted"
+
+
+def test_a_second_sigint_while_the_partial_report_renders_keeps_the_data(tmp_path: Path) -> None:
+    scenario = tmp_path / "signals.yaml"
+    scenario.write_text(SIGNAL_SCENARIO.replace("MAX", "2").replace("WORKERS", "1"))
+    reports = tmp_path / "reports"
+    paused = Paused(
+        "report-twice",
+        ["run", "-s", str(scenario), "--release", "r1", "--report-dir", str(reports),
+         "--baseline-dir", str(tmp_path / "baselines")],
+    )  # fmt: skip
+    try:
+        paused.wait_for("PAUSED report-twice")
+        paused.proc.send_signal(signal.SIGINT)
+        paused.wait_for("PAUSED report-twice")  # rendering the aborted report now
+        paused.proc.send_signal(signal.SIGINT)
+        code, err = paused.finish()
+    finally:
+        paused.kill()
+    _no_traceback(err)
+    assert code == 130, err
+    folder = _run_folder(reports)
+    # the impatient user loses only the HTML page: the data files say "aborted"
+    assert set(os.listdir(folder)) == REPORT_FILES - {"index.html"}
+    result = json.loads((folder / "result.json").read_text())
+    assert result["aborted"] is True and len(result["steps"]) == 1
+    assert "aborted" in (folder / "summary.md").read_text().lower()
 
 
 def test_embedded_exchange_dying_mid_ramp_is_a_breach_and_is_reaped(tmp_path: Path) -> None:

@@ -74,17 +74,18 @@ def write_report(
     )
     make_dir(out_dir)
     summary = summary_md(result, out_dir)
-    outputs = (
-        (files.json, result_json_text(result)),
-        (files.csv, steps_csv_text(result.steps)),
-        (files.endpoints_csv, endpoints_csv_text(result.steps)),
-        (files.junit, junit_xml(result)),
-        (files.markdown, summary),
-        # Last: the slowest to render, and the file people open; the data is safe by then.
-        (files.html, render_html(result, history=history)),
+    outputs: tuple[tuple[Path, Any], ...] = (
+        (files.json, lambda: result_json_text(result)),
+        (files.csv, lambda: steps_csv_text(result.steps)),
+        (files.endpoints_csv, lambda: endpoints_csv_text(result.steps)),
+        (files.junit, lambda: junit_xml(result)),
+        (files.markdown, lambda: summary),
+        # Last, rendered only once the others are on disk: the slowest (a second Ctrl-C
+        # lands here), and the file people open; the data is safe by then.
+        (files.html, lambda: render_html(result, history=history)),
     )
-    for path, text in outputs:
-        atomic_write_text(path, _scrub(text, secrets))
+    for path, render in outputs:
+        atomic_write_text(path, _scrub(render(), secrets))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         append_text(Path(step_summary), _scrub(summary, secrets) + "\n")
