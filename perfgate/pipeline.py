@@ -121,6 +121,11 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
         scen = dataclasses.replace(scen, ramp=ramp)
     if opts.workers is not None:
         scen = dataclasses.replace(scen, load=dataclasses.replace(scen.load, workers=opts.workers))
+    if scen.staging.embedded:
+        # the reference exchange's options: checked here, so `validate` catches them too
+        from perfgate.staging.embedded import exchange_config
+
+        exchange_config(scen)
     try:
         templates.compile_requests(scen.users.requests)
     except ValueError as exc:

@@ -330,6 +330,30 @@ def test_bad_scenario_is_one_line_and_exit_2(env: Env, case: str) -> None:
     assert not env.reports.exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("{slots: 100000000000}", "staging.embedded.slots: must be <= 100000, got 100000000000"),
+        ("{service_ms: 1.0e+300}", "staging.embedded.service_ms: must be <= 60000"),
+        ("{slots: 0}", "staging.embedded.slots: must be >= 1"),
+        ("{bogus: 1}", "staging.embedded.bogus: unknown option"),
+    ],
+)
+def test_bad_embedded_exchange_options_exit_2_in_validate_and_run(
+    env: Env, options: str, expected: str
+) -> None:
+    env.scenario.write_text(
+        SCENARIO.replace(
+            "staging: {provider: none}", f"staging: {{provider: embedded, embedded: {options}}}"
+        )
+    )
+    for args in (("validate", str(env.scenario)), ("run", "-s", str(env.scenario))):
+        ran = env.run(*args)
+        assert ran.code == 2, (args, ran.err)
+        assert ran.error.startswith(f"perfgate: error: {env.scenario}: {expected}")
+    assert FakeRunner.created == 0
+
+
 def test_missing_scenario_file(env: Env) -> None:
     ran = env.run("run", "-s", str(env.tmp / "nope.yaml"), "--report-dir", str(env.reports))
     assert ran.code == 2

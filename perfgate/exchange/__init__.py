@@ -134,6 +134,12 @@ class ExchangeConfig:
                 raise ConfigError("markets", str(exc)) from exc
         if self.seed_orders > self.max_resting_orders:
             raise ConfigError("seed_orders", "must not exceed max_resting_orders")
+        # Upper bounds: a typo like 1e11 slots would otherwise crash the child (MemoryError)
+        # or seed forever, and show up as an infrastructure failure instead of bad input.
+        for name, high in _MAXIMA.items():
+            value = len(self.markets) if name == "markets" else getattr(self, name)
+            if value > high:
+                raise ConfigError(name, f"must be <= {high:g}, got {value}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExchangeConfig:
@@ -161,6 +167,21 @@ class ExchangeConfig:
         cost_ms = self.service_ms + (0.0 if self.cache else book_share * self.rebuild_ms)
         return float("inf") if cost_ms == 0 else self.slots * 1000.0 / cost_ms
 
+
+_MAXIMA: dict[str, float] = {
+    "slots": 100_000,
+    "service_ms": 60_000,
+    "rebuild_ms": 60_000,
+    "cache_stale_ms": 3_600_000,
+    "seed_orders": 100_000,
+    "max_resting_orders": 10_000_000,
+    "trades_kept": 10_000_000,
+    "orders_kept": 10_000_000,
+    "max_accounts": 10_000_000,
+    "max_depth": 100_000,
+    "markets": 100,
+    "random_seed": 2**63,
+}
 
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
