@@ -85,7 +85,9 @@ StrategyOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option(help="Load generator processes on this machine (override load.workers).", min=1),
+    typer.Option(
+        help="Load generator processes on this machine (override load.workers).", min=1, max=256
+    ),
 ]
 KubeconfigOpt = Annotated[
     str | None, typer.Option(help="Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")

@@ -40,6 +40,7 @@ MAX_FILE_BYTES = 1 << 20
 MAX_EXPANDED_NODES = 100_000
 MAX_USERS = 100_000
 MAX_STEP_SECONDS = 3600.0
+MAX_WORKERS = 256
 DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -517,8 +518,11 @@ class _Validator:
 
     def load(self, data: dict[str, Any]) -> LoadSpec:
         lo = self.section(data, "load", {"workers", "request_timeout_s"})
+        workers = self.integer(lo, "load.workers", 1)
+        if workers > MAX_WORKERS:  # each is a Python process with Locust: a typo forks a swarm
+            raise self.fail("load.workers", f"must be ≤ {MAX_WORKERS}, got {workers}")
         return LoadSpec(
-            workers=self.integer(lo, "load.workers", 1),
+            workers=workers,
             request_timeout_s=self.number(
                 lo, "load.request_timeout_s", 10.0, lo=0, lo_open=True, hi=600
             ),

@@ -269,6 +269,10 @@ BAD_SCENARIOS: dict[str, tuple[str | bytes, str]] = {
     "huge float": (_with("p95_ms: 200", "p95_ms: 1.0e+400"), "slo.p95_ms: must be a finite number"),
     "infinity": (_with("step_seconds: 2", "step_seconds: .inf"), "ramp.step_seconds"),
     "not a number": (_with("p95_ms: 200", "p95_ms: .nan"), "slo.p95_ms: must be a finite number"),
+    "a swarm of workers": (
+        _with("staging: {provider: none}", "staging: {provider: none}\nload: {workers: 100000}"),
+        "load.workers: must be ≤ 256, got 100000",
+    ),
     "error rate above 1": (
         _with("error_rate: 0.01", "error_rate: 7"),
         "slo.error_rate: must be ≤ 1",
@@ -392,6 +396,7 @@ def test_cli_usage_errors_exit_2(env: Env) -> None:
         ("run", "--step-seconds", "abc"),
         ("nonsense",),
         ("run", "--strategy", "random", "-s", str(env.scenario)),
+        ("run", "--workers", "100000", "-s", str(env.scenario)),
         ("run", "--staging", "cloud", "-s", str(env.scenario)),
     ):
         ran = env.run(*args)
