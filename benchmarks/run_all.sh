@@ -3,7 +3,7 @@
 # waiting for an idle machine before every measurement, and write one combined log.
 #
 #   bash benchmarks/run_all.sh            # real versions -> benchmarks/results/*.json + log
-#   bash benchmarks/run_all.sh --quick    # every smoke version (about 8 minutes)
+#   bash benchmarks/run_all.sh --quick    # every smoke version (about 6-7 minutes)
 #
 # Needs: the package installed (pip install -e .), Debian's nginx-light and wrk for
 # generator_overhead (apt-get install -y nginx-light wrk; without nginx it loads the
