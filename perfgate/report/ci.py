@@ -151,6 +151,11 @@ class Degradation:
     text: str
 
 
+def _label(method: str, name: str) -> str:
+    """``GET order book``; a name that already starts with its method (the default) once."""
+    return name if name.startswith(f"{method} ") else f"{method} {name}"
+
+
 def degraded_first(steps: tuple[StepStats, ...], slo_p95_ms: float) -> Degradation | None:
     """First endpoint whose p95 crosses the SLO; else the one whose p95 grew most."""
     ordered = [s for s in sorted_steps(steps) if s.endpoints]
@@ -179,7 +184,7 @@ def degraded_first(steps: tuple[StepStats, ...], slo_p95_ms: float) -> Degradati
             users=users,
             growth=None,
             text=(
-                f"{method} {name} degraded first: p95 {fmt_ms(p95)} ms > SLO "
+                f"{_label(method, name)} degraded first: p95 {fmt_ms(p95)} ms > SLO "
                 f"{fmt_ms(slo_p95_ms)} ms at {users} users{tie}"
             ),
         )
@@ -210,7 +215,7 @@ def degraded_first(steps: tuple[StepStats, ...], slo_p95_ms: float) -> Degradati
         users=None,
         growth=growth,
         text=(
-            f"No request type's p95 crossed the SLO; {method} {name} grew most: p95 "
+            f"No request type's p95 crossed the SLO; {_label(method, name)} grew most: p95 "
             f"{fmt_ms(first[1])} → {fmt_ms(last[1])} ms (×{growth:.1f}) from {first[0]} to "
             f"{last[0]} users"
         ),
