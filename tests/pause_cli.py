@@ -10,6 +10,7 @@ after the signal is not paused again. Stages:
 - ``analysis``: inside the analysis of the measured steps;
 - ``report``: while index.html renders (result.json and the CSVs are already written);
 - ``report-twice``: the same, and again while the partial (aborted) report renders;
+- ``bug``: like ``ramp``, and the analysis raises ZeroDivisionError (an internal error);
 - ``none``: no pause (the plain CLI).
 """
 
@@ -49,8 +50,16 @@ def install(stage: str) -> None:
         import perfgate.staging.embedded as embedded
 
         embedded._await_health = _once(stage, embedded._await_health)
-    elif stage == "ramp":
+    elif stage in ("ramp", "bug"):
         from perfgate.console import Progress
+
+        if stage == "bug":
+            from perfgate import analysis
+
+            def buggy(*args: Any, **kwargs: Any) -> Any:
+                raise ZeroDivisionError("injected bug")
+
+            analysis.saturation = buggy  # called once the ramp ends, children still running
 
         real_call = Progress.__call__
 

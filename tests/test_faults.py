@@ -356,31 +356,61 @@ def test_signal_at_each_stage_leaves_an_aborted_report_and_no_orphans(
     assert not list(baselines.rglob("*.json")), "an aborted run is never promoted"
 
 
-def test_a_second_sigint_while_the_partial_report_renders_keeps_the_data(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_while_the_partial_report_is_written(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A second Ctrl-C stops the HTML render but keeps the data; a second SIGTERM is ignored."""
     scenario = tmp_path / "signals.yaml"
     scenario.write_text(SIGNAL_SCENARIO.replace("MAX", "2").replace("WORKERS", "1"))
     reports = tmp_path / "reports"
+    stage = "report-twice" if signum == signal.SIGINT else "report"
     paused = Paused(
-        "report-twice",
+        stage,
         ["run", "-s", str(scenario), "--release", "r1", "--report-dir", str(reports),
          "--baseline-dir", str(tmp_path / "baselines")],
     )  # fmt: skip
     try:
-        paused.wait_for("PAUSED report-twice")
-        paused.proc.send_signal(signal.SIGINT)
-        paused.wait_for("PAUSED report-twice")  # rendering the aborted report now
-        paused.proc.send_signal(signal.SIGINT)
+        paused.wait_for(f"PAUSED {stage}")
+        paused.proc.send_signal(signum)
+        if signum == signal.SIGINT:
+            paused.wait_for(f"PAUSED {stage}")  # rendering the aborted report now
+        paused.proc.send_signal(signum)
         code, err = paused.finish()
     finally:
         paused.kill()
     _no_traceback(err)
-    assert code == 130, err
+    assert code == 128 + signum, err
     folder = _run_folder(reports)
-    # the impatient user loses only the HTML page: the data files say "aborted"
-    assert set(os.listdir(folder)) == REPORT_FILES - {"index.html"}
+    if signum == signal.SIGINT:
+        # the impatient user loses only the HTML page: the data files say "aborted"
+        assert set(os.listdir(folder)) == REPORT_FILES - {"index.html"}
+    else:
+        assert set(os.listdir(folder)) == REPORT_FILES
     result = json.loads((folder / "result.json").read_text())
     assert result["aborted"] is True and len(result["steps"]) == 1
     assert "aborted" in (folder / "summary.md").read_text().lower()
+
+
+def test_a_bug_exits_70_with_its_traceback_and_stops_the_children(tmp_path: Path) -> None:
+    scenario = tmp_path / "signals.yaml"
+    scenario.write_text(SIGNAL_SCENARIO.replace("MAX", "4").replace("WORKERS", "1"))
+    paused = Paused(
+        "bug",
+        ["run", "-s", str(scenario), "--release", "r1", "--report-dir", str(tmp_path / "reports"),
+         "--baseline-dir", str(tmp_path / "baselines")],
+    )  # fmt: skip
+    try:
+        paused.wait_for("PAUSED bug")
+        family = _family(paused.proc.pid)
+        assert len(family) == 2, family  # the exchange and the load engine
+        code, err = paused.finish()
+    finally:
+        paused.kill()
+    assert code == 70, err
+    assert "Traceback (most recent call last)" in err and "ZeroDivisionError: injected bug" in err
+    assert err.rstrip().endswith("please report it with the traceback above")
+    _assert_no_orphans(family)
 
 
 def test_embedded_exchange_dying_mid_ramp_is_a_breach_and_is_reaped(tmp_path: Path) -> None:
@@ -659,6 +689,8 @@ def test_hostile_request_names_are_escaped_in_every_report(hostile_run: HostileR
     assert "&lt;script&gt;alert(" in html
     for name in HOSTILE_NAMES:
         assert name not in html, f"{name!r} is in the HTML unescaped"
+    summary = (folder / "summary.md").read_text()
+    assert not re.search(r"<(script|img|iframe)", summary), "summary.md escapes HTML too"
     ET.fromstring((folder / "junit.xml").read_text())  # still well-formed XML
     data = json.loads((folder / "result.json").read_text())
     assert {e["name"] for e in data["steps"][0]["endpoints"]} >= set(HOSTILE_NAMES)
