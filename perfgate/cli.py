@@ -578,16 +578,6 @@ def exchange_serve(
 # -- staging housekeeping ----------------------------------------------------------------------
 
 
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
-        raise InputError(f"--older-than: expected a duration like 30m, 6h or 2d, got {text!r}") from None
-
-
 @staging_app.command("gc")
 def staging_gc(
     older_than: Annotated[str, typer.Option(help="Only namespaces older than this (e.g. 6h, 30m).")] = "6h",
@@ -596,10 +586,14 @@ def staging_gc(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
 ) -> int:
     """Delete leftover staging namespaces of crashed runs (only those perfgate created)."""
-    from perfgate.staging.kubernetes import gc_namespaces
+    from perfgate.staging.kubernetes import gc_namespaces, parse_age
 
+    try:
+        age_s = parse_age(older_than)
+    except InputError as exc:
+        raise InputError(f"--older-than: {exc}") from None
     deleted = gc_namespaces(
-        older_than_s=_duration(older_than),
+        older_than_s=age_s,
         kubeconfig=kubeconfig,
         context=context,
         log=lambda m: print(m, file=sys.stderr),
