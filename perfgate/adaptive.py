@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from perfgate.load.histogram import Histogram
-from perfgate.models import RampSpec, Slo, StepStats
+from perfgate.models import RampSpec, Saturation, Slo, StepStats
 from perfgate.search import SearchOutcome, StepRunner
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "REPLICATE_FACTOR",
     "WARMUP_S",
     "adaptive",
+    "replicate_hint",
 ]
 
 GROWTH = 2.0  # growth factor when no latency-based estimate is available
@@ -251,6 +252,23 @@ def adaptive(
 
     # -- confirm: cool down, re-measure the bracket ascending ----------------------------------
     return _finish(st, *_confirm(st, lo, hi, "confirm"))
+
+
+def replicate_hint(first_runs: Sequence[Saturation]) -> tuple[int, int] | None:
+    """The bracket later replicates should re-measure: the union of the first runs' brackets.
+
+    In paired mode pass both builds' first runs: measuring both builds at the same levels makes
+    whatever the levels do to the throughput estimate (a bracket placed where only noisy windows
+    fail selects windows with less throughput) the same for both, so it cancels in their ratio.
+    Measured in the simulator: with a bracket per build the pairs' log ratios correlated
+    (SD of the mean of 8 pairs 3.3 % instead of 2.5 %) and the A/A false-block rate tripled.
+    """
+    brackets = [
+        r.bracket for r in first_runs if r.censored == "no" and r.bracket and r.bracket[0] >= 1
+    ]
+    if not brackets:
+        return None
+    return min(b[0] for b in brackets), max(b[1] for b in brackets)
 
 
 def _censored_above(st: _Search) -> SearchOutcome:

@@ -704,7 +704,9 @@ def _trial(
             r = regression if build == "candidate" else 0.0
             runs = cand if build == "candidate" else base
             factor = env.next_factor(independent=gap)
-            run = _one_run(preset, ramp, rng, factor, r, noise, _hint(runs))
+            # both builds' replicates re-measure the same levels (see adaptive.replicate_hint)
+            hint = _hint(cand, base) if paired or build == "candidate" else _hint(runs)
+            run = _one_run(preset, ramp, rng, factor, r, noise, hint)
             gate_s += run.simulated_s
             runs.append(run)
         if i not in looks:
@@ -749,12 +751,14 @@ def _trial(
     )
 
 
-def _hint(runs: list[_Run]) -> tuple[int, int] | None:
-    """Replicates after a build's first run re-measure its bracket (as the pipeline should)."""
-    if not runs:
+def _hint(*builds: list[_Run]) -> tuple[int, int] | None:
+    """Replicates re-measure the first runs' bracket (paired: both builds'), as the pipeline should."""
+    from perfgate.adaptive import replicate_hint
+
+    firsts = [runs[0].saturation for runs in builds if runs]
+    if len(firsts) < len(builds):
         return None
-    first = runs[0].saturation
-    return first.bracket if first.censored == "no" else None
+    return replicate_hint(firsts)
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:

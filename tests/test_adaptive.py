@@ -239,6 +239,26 @@ def test_focused_replicate_follows_a_moved_boundary() -> None:
     assert sat.bracket[1] / sat.bracket[0] <= 1 + RAMP.resolution + 0.01
 
 
+def test_replicate_hint_is_the_union_of_the_first_runs_brackets() -> None:
+    from perfgate.adaptive import replicate_hint
+    from perfgate.models import Saturation
+
+    def sat(bracket, censored="no"):
+        return Saturation(
+            users=1.0,
+            throughput_rps=1.0,
+            broken=True,
+            reason="",
+            bracket=bracket,
+            censored=censored,
+        )
+
+    assert replicate_hint([sat((100, 105)), sat((90, 94))]) == (90, 105)
+    assert replicate_hint([sat((100, 105)), sat(None, "above_max")]) == (100, 105)
+    assert replicate_hint([sat((0, 50), "below_start")]) is None
+    assert replicate_hint([]) is None
+
+
 def test_bad_ramps_are_refused() -> None:
     with pytest.raises(ValueError, match="start_users"):
         adaptive(FakeRunner(proportional(10)), RampSpec(start_users=0), SLO)
