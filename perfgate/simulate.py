@@ -752,7 +752,7 @@ def _trial(
 
 
 def _hint(*builds: list[_Run]) -> tuple[int, int] | None:
-    """Replicates re-measure the first runs' bracket (paired: both builds'), as the pipeline should."""
+    """The bracket replicates re-measure: the first runs' (both builds'), as the pipeline should."""
     from perfgate.adaptive import replicate_hint
 
     firsts = [runs[0].saturation for runs in builds if runs]
