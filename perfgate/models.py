@@ -115,6 +115,8 @@ class StagingSpec:
 class LoadSpec:
     workers: int = 1
     request_timeout_s: float = 10.0
+    placement: Literal["local", "kubernetes"] = "local"  # kubernetes: worker pods in staging
+    worker_image: str | None = None  # the pods' image (perfgate installed); placement kubernetes
 
 
 @dataclass(**_FROZEN)

@@ -517,15 +517,38 @@ class _Validator:
         )
 
     def load(self, data: dict[str, Any]) -> LoadSpec:
-        lo = self.section(data, "load", {"workers", "request_timeout_s"})
+        lo = self.section(
+            data, "load", {"workers", "request_timeout_s", "placement", "worker_image"}
+        )
         workers = self.integer(lo, "load.workers", 1)
         if workers > MAX_WORKERS:  # each is a Python process with Locust: a typo forks a swarm
             raise self.fail("load.workers", f"must be ≤ {MAX_WORKERS}, got {workers}")
+        placement = self.choice(lo, "load.placement", "local", ("local", "kubernetes"))
+        worker_image = self.string(lo, "load.worker_image", None)
+        if worker_image is not None and (not worker_image.strip() or "\n" in worker_image):
+            raise self.fail("load.worker_image", "expected an image reference")
+        if placement == "kubernetes":
+            provider = (data.get("staging") or {}).get("provider")
+            if provider != "kubernetes":
+                raise self.fail(
+                    "load.placement",
+                    "kubernetes needs staging.provider kubernetes "
+                    "(the worker pods run in the staging namespace)",
+                )
+            if worker_image is None:
+                # the target's image rarely has perfgate and Locust: no silent fallback to it
+                raise self.fail(
+                    "load.worker_image",
+                    "required when load.placement is kubernetes "
+                    "(an image with perfgate installed, e.g. built from the repository)",
+                )
         return LoadSpec(
             workers=workers,
             request_timeout_s=self.number(
                 lo, "load.request_timeout_s", 10.0, lo=0, lo_open=True, hi=600
             ),
+            placement=placement,  # type: ignore[arg-type]
+            worker_image=worker_image.strip() if worker_image else None,
         )
 
 

@@ -28,7 +28,10 @@ Emulated:
   terminating namespace), 404, 405, 409 (AlreadyExists, Conflict), 415, 422 (schema via
   kubernetes-validate, selector not matching the template labels, Job restartPolicy);
 - ``pods/portforward`` over a websocket (``v4.channel.k8s.io``), connecting to
-  ``127.0.0.1:<containerPort>`` (or ``port_map[containerPort]``), like kubelet would to the pod.
+  ``127.0.0.1:<containerPort>`` (or ``port_map[containerPort]``), like kubelet would to the pod;
+- ``tcpSocket`` readiness probes: a running pod whose container has one becomes Ready only once
+  ``127.0.0.1:<port>`` (or ``port_map[port]``; a named port is looked up in the container's
+  ports) accepts a connection, probed every 0.1 s (other probes: ready at once).
 
 Not emulated (kept out on purpose): RBAC rules beyond ``forbid``, admission, managedFields and
 apply conflicts (server-side apply is a merge here), ReplicaSets, pod logs, 410 Gone, TLS.
@@ -49,8 +52,12 @@ import heapq
 import http
 import itertools
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -897,8 +904,50 @@ class FakeKube:
             for cs in statuses:
                 cs.update(ready=True, started=True, state={"running": {"startedAt": _now()}})
             outcome = "running"
+            port = self._tcp_probe_port(pod)
+            if port is not None:  # Ready only when the probe passes
+                for cond in pod["status"]["conditions"]:
+                    if cond["type"] in ("ContainersReady", "Ready"):
+                        cond["status"] = "False"
+                for cs in statuses:
+                    cs["ready"] = False
+                self._schedule(0.05, lambda: self._probe(ns, name, port))
         self._bump(_BY_KIND["Pod"], pod, "MODIFIED")
         return outcome
+
+    def _tcp_probe_port(self, pod: dict[str, Any]) -> int | None:
+        for c in pod["spec"].get("containers") or ():
+            port = ((c.get("readinessProbe") or {}).get("tcpSocket") or {}).get("port")
+            if isinstance(port, str):
+                port = next(
+                    (p.get("containerPort") for p in c.get("ports") or () if p.get("name") == port),
+                    None,
+                )
+            if isinstance(port, int):
+                return port
+        return None
+
+    def _probe(self, ns: str, name: str, port: int) -> None:
+        pod = self.objects.get(("pods", ns, name))
+        if pod is None or pod["status"].get("phase") != "Running":
+            return
+        try:
+            with socket.create_connection(
+                ("127.0.0.1", self.port_map.get(port, port)), timeout=0.1
+            ):
+                pass
+        except OSError:
+            self._schedule(0.1, lambda: self._probe(ns, name, port))
+            return
+        for cond in pod["status"]["conditions"]:
+            cond["status"] = "True"
+        for cs in pod["status"]["containerStatuses"]:
+            cs["ready"] = True
+        self._bump(_BY_KIND["Pod"], pod, "MODIFIED")
+        for ref in pod["metadata"].get("ownerReferences") or ():
+            if ref.get("kind") in ("Deployment", "StatefulSet", "DaemonSet"):
+                self._owner_status(_BY_KIND[ref["kind"]], ns, ref["name"])
+        self._sync_endpoints(ns)
 
     def _event(self, ns: str, about: dict[str, Any], reason: str, message: str) -> None:
         if self._namespace_state(ns) != "Active":
@@ -1941,6 +1990,127 @@ def serve_in_background(kubeconfig: str | Path, **knobs: Any) -> Iterator[FakeKu
         yield fake
     finally:
         fake.stop()
+
+
+class LocalKubelet:
+    """Runs the containers of the fake's pods as local processes (what kubelet would do).
+
+    Only pods of Deployments whose labels match ``selector``; one process per pod, started once
+    the pod exists. ``configMap``, ``secret`` and ``projected`` volumes are written as files under
+    ``folder/<pod>/`` and every mount path in the command is replaced by that folder; ``env``
+    values and ``fieldRef`` (``metadata.namespace``/``metadata.name``) are set. ``rewrite(pod,
+    command)`` adapts the rest (hosts, ports) to 127.0.0.1. ``stop()`` kills every process group.
+    """
+
+    def __init__(
+        self,
+        fake: FakeKube,
+        folder: Path,
+        *,
+        selector: dict[str, str],
+        rewrite: Callable[[dict[str, Any], list[str]], list[str]] = lambda _pod, cmd: cmd,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.fake = fake
+        self.folder = folder
+        self.selector = selector
+        self.rewrite = rewrite
+        self.env = dict(env or {})
+        self.procs: dict[str, Any] = {}  # pod name -> subprocess.Popen
+        self.commands: dict[str, list[str]] = {}  # pod name -> the command as the pod had it
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="local-kubelet", daemon=True)
+
+    def __enter__(self) -> LocalKubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            with self.fake.cond:
+                pods = [
+                    copy.deepcopy(p)
+                    for (q, _, n), p in self.fake.objects.items()
+                    if q == "pods"
+                    and n not in self.procs
+                    and all(p["metadata"]["labels"].get(k) == v for k, v in self.selector.items())
+                ]
+            for pod in pods:
+                if not self._stop.is_set():
+                    self._start(pod)
+
+    def _start(self, pod: dict[str, Any]) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        container = spec["containers"][0]
+        command = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+        self.commands[name] = list(command)
+        volumes = {v["name"]: v for v in spec.get("volumes") or ()}
+        for mount in container.get("volumeMounts") or ():
+            local = self.folder / name / mount["mountPath"].strip("/")
+            local.mkdir(parents=True, exist_ok=True)
+            volume = volumes[mount["name"]]
+            sources = (volume.get("projected") or {}).get("sources") or [volume]
+            for source in sources:
+                if "configMap" in source:
+                    obj = self.fake.get("ConfigMap", ns, source["configMap"]["name"]) or {}
+                    files = dict(obj.get("data") or {})
+                elif "secret" in source:
+                    obj = (
+                        self.fake.get(
+                            "Secret",
+                            ns,
+                            source["secret"].get("secretName") or source["secret"]["name"],
+                        )
+                        or {}
+                    )
+                    files = {
+                        k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()
+                    }
+                else:
+                    continue
+                for key, text in files.items():
+                    (local / key).write_text(text, encoding="utf-8")
+            command = [a.replace(mount["mountPath"], str(local)) for a in command]
+        if command[:1] == ["python"]:
+            command[0] = sys.executable
+        env = {**os.environ, **self.env, "HOSTNAME": name}
+        for item in container.get("env") or ():
+            ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            if ref:
+                env[item["name"]] = {"metadata.namespace": ns, "metadata.name": name}.get(ref, "")
+            else:
+                env[item["name"]] = str(item.get("value", ""))
+        log = (self.folder / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            self.rewrite(pod, command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+
+    def logs(self) -> str:
+        return "".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')}"
+            for p in sorted(self.folder.glob("*.log"))
+        )
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=timeout_s)
 
 
 class LoopbackHTTP:

@@ -44,6 +44,18 @@ window with a ``pg_window`` custom message, every worker answers ``pg_result`` w
 tell the difference. Workers also send a ``pg_tick`` every second (counts and a histogram of the
 second) for the master's ticks. A worker that exits during the run is an engine error.
 ``user_index`` stays unique across workers: ``local index × workers + worker index``.
+
+Engines in pods (``load.placement: kubernetes``, docs/kubernetes.md): the master runs in a pod
+too, ``python -m perfgate.load.engine --master --config FILE``; it binds Locust's port on every
+interface (workers connect through a Service) and a control port on 127.0.0.1 only, reached by
+a port-forward through the API server; a connection there is one session of this protocol
+(:func:`perfgate.load.protocol.relay_main` is the parent's end). It starts no worker processes:
+it waits, after the session's config line, for the config file's number of workers to connect
+(too few within ``WORKER_CONNECT_S`` is an engine error naming how many did), and a worker that
+disconnects later fails the run. The session's config line only supplies the protocol version;
+users, URL and timeouts come from the file, which the workers read too. Workers in pods run
+``--worker HOST PORT --config FILE``: no stdin to watch, so a worker quits when the master's
+heartbeats stop for ``POD_MASTER_TIMEOUT_S`` (Locust's own check, shortened).
 """
 
 # isort: off
@@ -68,8 +80,10 @@ from typing import Any
 
 import gevent
 from gevent.fileobject import FileObjectPosix
+from gevent.lock import Semaphore
 from gevent.queue import Queue
 from locust import FastHttpUser, User, constant, task
+from locust import runners as locust_runners
 from locust.env import Environment
 from locust.exception import RPCError
 
@@ -92,6 +106,10 @@ MAX_ERROR_CHARS = 200
 TOP_ERRORS = 10
 LAG_PROBE_S = 0.05
 WORKER_START_S = 60.0  # all workers connected, or the engine fails
+WORKER_CONNECT_S = 45.0  # pods: less than LocustRunner's 60-s start timeout, so this error wins
+POD_MASTER_TIMEOUT_S = 15.0  # a worker in a pod quits after this long without master heartbeats
+POD_MASTER_PORT = 5557  # Locust's default
+POD_CONTROL_PORT = 5558
 WORKER_RESULT_S = 10.0  # every worker's pg_result after the window closed
 SPAWN_WAIT_S = 10.0  # users that die in on_start never arrive; measure anyway after this
 
@@ -424,9 +442,13 @@ class Engine:
         *,
         role: str = "local",
         master: tuple[str, int] | None = None,
+        bind: tuple[str, int] = ("127.0.0.1", 0),
+        external_workers: int = 0,
     ) -> None:
         self.emit = emit
         self.role = role
+        self.external_workers = external_workers  # master: workers started by others (pods)
+        self._workers_ready = False
         self.config = config
         users = from_jsonable(UsersSpec, config["users"])
         self.secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
@@ -466,7 +488,7 @@ class Engine:
         if role == "local":
             self.runner: Any = self.env.create_local_runner()
         elif role == "master":
-            self.runner = self.env.create_master_runner("127.0.0.1", 0)
+            self.runner = self.env.create_master_runner(bind[0], bind[1])
             self.runner.register_message("pg_result", self._on_result)
             self.runner.register_message("pg_tick", self._on_worker_tick)
         elif role == "worker":
@@ -618,10 +640,31 @@ class Engine:
                 )
             gevent.sleep(0.05)
 
+    def wait_external_workers(self, timeout_s: float = WORKER_CONNECT_S) -> None:
+        """Wait until the expected workers (pods) have connected; EngineFailure after a while."""
+        count = self.external_workers
+        deadline = _perf() + timeout_s
+        while self.runner.worker_count < count:
+            if _perf() > deadline:
+                namespace = os.environ.get("PERFGATE_NAMESPACE")
+                where = f"kubectl -n {namespace} " if namespace else "kubectl "
+                raise EngineFailure(
+                    f"only {self.runner.worker_count} of {count} load workers connected within "
+                    f"{timeout_s:g} s (their logs: {where}logs "
+                    "-l app.kubernetes.io/component=load-generator; --keep-namespace keeps them)"
+                )
+            gevent.sleep(0.05)
+        self._workers_ready = True
+
     def check_workers(self) -> None:
-        """Raise EngineFailure if a worker process has exited."""
+        """Raise EngineFailure if a worker process has exited (or a worker pod disconnected)."""
         if self._stopping:
             return
+        if self._workers_ready and self.runner.worker_count < self.external_workers:
+            raise EngineFailure(
+                f"a load worker disconnected: {self.runner.worker_count} of "
+                f"{self.external_workers} still connected (a worker pod restarted or was evicted?)"
+            )
         for i, worker in enumerate(self.workers):
             code = worker.poll()
             if code is not None:
@@ -870,10 +913,16 @@ def _claim_stdout() -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the parent: config, then steps until quit or EOF. ``--worker HOST PORT``: a worker."""
+    """Serve the parent: config, then steps until quit or EOF.
+
+    ``--worker HOST PORT [--config FILE]``: a worker. ``--master --config FILE``: a master in a
+    pod, serving one session on its control port (see the module docstring).
+    """
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--worker"] and len(args) == 3:
-        return worker_main(args[1], int(args[2]))
+    if args[:1] == ["--worker"]:
+        return _worker_cli(args[1:])
+    if args[:1] == ["--master"]:
+        return pod_master_main(args[1:])
     out = _claim_stdout()
     _setup_logging("WARNING")
     _raise_fd_limit()
@@ -888,6 +937,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             _exit(code)
 
+    def make(config: dict[str, Any]) -> Engine:
+        workers = max(1, int(config.get("workers") or 1))
+        return Engine(config, emit, role="master" if workers > 1 else "local")
+
+    return _serve(FileObjectPosix(0, "rb", close=False), None, emit, finish, make)
+
+
+def _serve(
+    reader: Any,
+    first_line: bytes | None,
+    emit: Callable[[dict[str, Any]], None],
+    finish: Callable[[int], None],
+    make: Callable[[dict[str, Any]], Engine],
+    connect_timeout_s: float = WORKER_CONNECT_S,
+) -> int:
+    """One session of the protocol: config (``first_line`` if already read), ready, steps."""
+
     def fail(exc: BaseException, engine: Engine | None) -> None:
         if not isinstance(exc, EngineFailure):
             traceback.print_exc(file=sys.stderr)
@@ -899,20 +965,22 @@ def main(argv: list[str] | None = None) -> int:
             engine.shutdown()
         finish(1)
 
-    stdin = FileObjectPosix(0, "rb", close=False)
     engine: Engine | None = None
     try:
-        line = stdin.readline()
+        line = first_line if first_line is not None else reader.readline()
         config = protocol.decode(line, kinds=protocol.COMMANDS)
         if config["cmd"] != protocol.CONFIG:
             raise protocol.ProtocolError("the first line must be a config")
         if config.get("version") != protocol.PROTOCOL_VERSION:
             raise protocol.ProtocolError(f"protocol version {config.get('version')} unsupported")
         _setup_logging(str(config.get("log_level") or "WARNING"))
-        workers = max(1, int(config.get("workers") or 1))
-        engine = Engine(config, emit, role="master" if workers > 1 else "local")
-        if workers > 1:
-            engine.start_workers(workers, line)
+        engine = make(config)
+        if engine.external_workers:
+            if config.get("web_ui_port") is not None:
+                raise EngineFailure("Locust's web UI needs load.placement local")
+            engine.wait_external_workers(connect_timeout_s)
+        elif engine.role == "master":
+            engine.start_workers(max(1, int(config.get("workers") or 1)), line)
     except ScenarioInputError as exc:
         emit({"type": protocol.ERROR, "kind": "scenario", "message": str(exc)})
         finish(2)
@@ -940,8 +1008,9 @@ def main(argv: list[str] | None = None) -> int:
             "pid": os.getpid(),
             "locust": locust.__version__,
             "user_classes": [cls.__name__ for cls in engine.user_classes],
-            "workers": workers,
+            "workers": engine.external_workers or len(engine.workers) or 1,
             "worker_pids": [w.pid for w in engine.workers],
+            "remote": bool(engine.external_workers),
         }
     )
     steps: Queue = Queue()
@@ -949,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     def read_commands() -> None:
         assert engine is not None
         while True:
-            line = stdin.readline()
+            line = reader.readline()
             if not line:  # the parent went away: never outlive it
                 engine.shutdown()
                 finish(0)
@@ -969,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
     gevent.spawn(engine.ticker)
     gevent.spawn(engine.lag_probe)
     gevent.spawn(read_commands)
-    if engine.workers:
+    if engine.workers or engine.external_workers:
         gevent.spawn(engine.watch_workers)
     while True:
         cmd = steps.get()
@@ -979,14 +1048,132 @@ def main(argv: list[str] | None = None) -> int:
             fail(exc, engine)
 
 
-def worker_main(master_host: str, master_port: int) -> int:
-    """A distributed worker: config on stdin, users for the master; exits when stdin closes."""
-    sys.stdout = sys.stderr  # fd 1 is the master's stderr already; never write protocol here
+def _pod_args(prog: str, args: list[str], *, worker: bool) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m perfgate.load.engine {prog}")
+    if worker:
+        parser.add_argument("host")
+        parser.add_argument("port", type=int)
+        parser.add_argument("--config", help="config.json of a pod (stdin when absent)")
+        parser.add_argument("--master-timeout", type=float, default=POD_MASTER_TIMEOUT_S)
+    else:
+        parser.add_argument("--config", required=True, help="config.json of a pod")
+        parser.add_argument("--bind", default="*", help="where workers connect (Locust's port)")
+        parser.add_argument("--port", type=int, default=POD_MASTER_PORT)
+        parser.add_argument("--control-port", type=int, default=POD_CONTROL_PORT)
+        parser.add_argument("--connect-timeout", type=float, default=WORKER_CONNECT_S)
+    return parser.parse_args(args)
+
+
+def _worker_cli(args: list[str]) -> int:
+    opts = _pod_args("--worker", args, worker=True)
+    return worker_main(opts.host, opts.port, opts.config, master_timeout_s=opts.master_timeout)
+
+
+def _read_pod_config(path: str) -> dict[str, Any]:
+    try:
+        return protocol.read_pod_config(path)
+    except protocol.ProtocolError as exc:
+        print(f"perfgate load engine: {exc}", file=sys.stderr)
+        _exit(2)
+        raise  # unreachable: _exit does not return
+
+
+def pod_master_main(args: list[str]) -> int:
+    """A master in a pod: Locust's port for the worker pods, one protocol session on control."""
+    import socket  # gevent-patched by locust's import
+
+    sys.stdout = sys.stderr  # a container's stdout is its log: nothing but logs goes there
+    opts = _pod_args("--master", args, worker=False)
+    _setup_logging("WARNING")
+    _raise_fd_limit()
+    config = _read_pod_config(opts.config)
+    _setup_logging(str(config.get("log_level") or "WARNING"))
+    workers = max(1, int(config.get("workers") or 1))
+    lock = Semaphore()
+    conn: Any = None
+
+    def emit(message: dict[str, Any]) -> None:
+        if conn is None:
+            return
+        data = protocol.encode(message).encode("utf-8")
+        with lock:  # greenlets (ticker, steps) must not interleave their lines
+            conn.sendall(data)
+
+    try:
+        # the control port opens before Locust's: the readiness probe on Locust's port then
+        # also means the port-forward target is listening
+        listener = socket.create_server(("127.0.0.1", opts.control_port))
+        engine = Engine(
+            config,
+            emit,
+            role="master",
+            bind=(opts.bind, opts.port),
+            external_workers=workers,
+        )
+    except ScenarioInputError as exc:
+        print(f"perfgate load master: {exc}", file=sys.stderr)
+        _exit(2)
+        return 2
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+        _exit(1)
+        return 1
+    print(
+        f"perfgate load master: Locust on {opts.bind}:{opts.port} for {workers} worker(s), "
+        f"control on 127.0.0.1:{opts.control_port}",
+        file=sys.stderr,
+    )
+    while True:
+        candidate, _ = listener.accept()
+        candidate.settimeout(30.0)  # a client that connects and says nothing must not block us
+        reader = candidate.makefile("rb")
+        try:
+            first = reader.readline()
+        except OSError:
+            first = b""
+        if first:
+            candidate.settimeout(None)
+            conn = candidate
+            break
+        # a connection that closes without a line is a probe (e.g. the port-forward check)
+        with suppress(OSError):
+            candidate.close()
+    listener.close()
+
+    def finish(code: int) -> None:
+        with suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+        _exit(code)
+
+    return _serve(reader, first, emit, finish, lambda _config: engine, opts.connect_timeout)
+
+
+def worker_main(
+    master_host: str,
+    master_port: int,
+    config_path: str | None = None,
+    *,
+    master_timeout_s: float = POD_MASTER_TIMEOUT_S,
+) -> int:
+    """A distributed worker: users for the master; exits when the master goes away.
+
+    Config on stdin (a local worker: exits when stdin closes) or from ``config_path`` (a pod:
+    exits when the master's heartbeats stop for ``master_timeout_s``).
+    """
+    sys.stdout = sys.stderr  # fd 1 is the master's stderr (or the pod's log): never protocol
     _setup_logging("WARNING")
     _raise_fd_limit()
     stdin = FileObjectPosix(0, "rb", close=False)
+    if config_path is not None:
+        config = _read_pod_config(config_path)
+        # Locust reads this module global on every check: the default (60 s) keeps an orphaned
+        # pod busy for a minute
+        locust_runners.MASTER_HEARTBEAT_TIMEOUT = master_timeout_s  # type: ignore[assignment]
     try:
-        config = protocol.decode(stdin.readline(), kinds=protocol.COMMANDS)
+        if config_path is None:
+            config = protocol.decode(stdin.readline(), kinds=protocol.COMMANDS)
         _setup_logging(str(config.get("log_level") or "WARNING"))
         engine = Engine(config, lambda _m: None, role="worker", master=(master_host, master_port))
     except BaseException:
@@ -1002,8 +1189,9 @@ def worker_main(master_host: str, master_port: int) -> int:
 
     gevent.spawn(engine.ticker)
     gevent.spawn(engine.lag_probe)
-    gevent.spawn(watch_master)
-    engine.runner.greenlet.join()  # returns when the master sends quit
+    if config_path is None:
+        gevent.spawn(watch_master)
+    engine.runner.greenlet.join()  # returns when the master sends quit (or stops heartbeating)
     _exit(0)
     return 0
 

@@ -59,12 +59,32 @@ Distributed mode (a later addition) keeps this protocol: workers send their per-
 to the master with Locust's ``send_message``; the master combines them with
 :func:`merge_step_results` (histograms merged, never percentiles averaged) and answers one
 ``step_done`` exactly as a single engine does.
+
+Engines in pods (``load.placement: kubernetes``)
+================================================
+
+The same protocol reaches a master in a pod over TCP: :func:`relay_main`
+(``python -m perfgate.load.protocol --relay HOST PORT``) is the process ``LocustRunner`` starts
+instead of the engine; it copies its stdin to a TCP connection (a port-forward to the master's
+control port) and the answers back to its stdout. The pods read their config from files
+(a ConfigMap and a Secret mounted into one folder): :func:`pod_files` writes them,
+:func:`read_pod_config` reads them. ``config.json`` is a config line whose secret values
+(header values, ``${VAR}`` values from the environment) are replaced by markers;
+``secrets.json`` (only in the Secret) maps each marker back to its value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import os
+import re
+import secrets as _secrets
+import socket
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from perfgate.load.histogram import Histogram
@@ -232,3 +252,215 @@ def merge_step_results(
     merged["cpu_percent_each"] = cpus
     merged["loop_lag_p95_ms"] = max(float(r.get("loop_lag_p95_ms", 0.0)) for r in results)
     return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines in pods: config files and the stdin/stdout relay
+# ---------------------------------------------------------------------------------------------
+
+POD_CONFIG_FILE = "config.json"
+POD_SECRETS_FILE = "secrets.json"
+POD_LOCUSTFILE = "locustfile.py"
+MAX_POD_FILES_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
+_MARKER = re.compile(r"@@perfgate-secret-([0-9a-f]{12})-(\d+)@@")
+
+
+class _Masker:
+    """Replaces secret values with markers ``@@perfgate-secret-<nonce>-<n>@@`` (one per value)."""
+
+    def __init__(self, text: str, secrets: Sequence[str]) -> None:
+        nonce = _secrets.token_hex(6)
+        while nonce in text:  # a marker must never match text that was there already
+            nonce = _secrets.token_hex(6)
+        self.nonce = nonce
+        self.values: dict[str, str] = {}  # value -> marker
+        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # one pass, longest first: a marker is never rescanned, so a short secret that happens
+        # to occur inside a marker cannot corrupt it
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def marker(self, value: str) -> str:
+        found = self.values.get(value)
+        if found is None:
+            found = self.values[value] = f"@@perfgate-secret-{self.nonce}-{len(self.values)}@@"
+        return found
+
+    def text(self, value: str) -> str:
+        if self._pattern is None or value in self.values.values():
+            return value
+        return self._pattern.sub(lambda m: self.marker(m.group(0)), value)
+
+    def walk(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return self.text(data)
+        if isinstance(data, list):
+            return [self.walk(v) for v in data]
+        if isinstance(data, dict):
+            return {self.text(str(k)): self.walk(v) for k, v in data.items()}
+        return data
+
+
+def _unmask(data: Any, values: Mapping[str, str], where: str) -> Any:
+    def text(value: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            if m.group(0) not in values:
+                raise ProtocolError(f"{where}: secret {m.group(0)} is missing")
+            return values[m.group(0)]
+
+        return _MARKER.sub(one, value) if "@@perfgate-secret-" in value else value
+
+    if isinstance(data, str):
+        return text(data)
+    if isinstance(data, list):
+        return [_unmask(v, values, where) for v in data]
+    if isinstance(data, dict):
+        return {text(str(k)): _unmask(v, values, where) for k, v in data.items()}
+    return data
+
+
+def pod_files(
+    *,
+    url: str,
+    users: dict[str, Any],
+    request_timeout_s: float,
+    slo: dict[str, Any],
+    workers: int,
+    secrets: Sequence[str],
+    locustfile_text: str | None = None,
+    log_level: str = "WARNING",
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(ConfigMap data, Secret data) for engines in pods; no secret value is in the first.
+
+    Every header value (``users.headers`` and each request's ``headers``) is replaced whole by a
+    marker, and every value in ``secrets`` wherever it occurs (URL, paths, bodies,
+    ``secret_values``). The Secret data is empty when nothing was masked. A locustfile is
+    shipped as ``locustfile.py`` next to the config (only that one file: its imports of sibling
+    modules do not travel).
+    """
+    users = json.loads(json.dumps(users))  # a private copy, plain JSON types
+    if locustfile_text is not None:
+        users["locustfile"] = POD_LOCUSTFILE  # relative: resolved against the config's folder
+    config = config_message(
+        url=url,
+        users=users,
+        request_timeout_s=request_timeout_s,
+        slo=slo,
+        workers=workers,
+        log_level=log_level,
+    )
+    masker = _Masker(json.dumps(config) + (locustfile_text or ""), secrets)
+    header_maps = [users.get("headers")]
+    header_maps += [r.get("headers") for r in users.get("requests") or () if isinstance(r, dict)]
+    for headers in header_maps:
+        if isinstance(headers, dict):
+            for name, value in headers.items():
+                if isinstance(value, str) and value:
+                    headers[name] = masker.marker(value)
+    masked = masker.walk(config)
+    files = {POD_CONFIG_FILE: json.dumps(masked, indent=1, sort_keys=True) + "\n"}
+    if locustfile_text is not None:
+        files[POD_LOCUSTFILE] = locustfile_text
+    secret_files: dict[str, str] = {}
+    if masker.values:
+        markers = {marker: value for value, marker in masker.values.items()}
+        secret_files[POD_SECRETS_FILE] = json.dumps({"markers": markers}, sort_keys=True)
+    size = sum(len(v.encode("utf-8")) for v in files.values())
+    if size > MAX_POD_FILES_BYTES:
+        raise ValueError(
+            f"the scenario's users take {size >> 10} KiB, more than a ConfigMap holds "
+            f"({MAX_POD_FILES_BYTES >> 10} KiB)"
+        )
+    return files, secret_files
+
+
+def read_pod_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config line of an engine in a pod: ``config.json``, with ``secrets.json`` beside it.
+
+    Raises ProtocolError naming the file (never a secret value) when either is unusable.
+    """
+    config_path = Path(path)
+    folder = config_path.parent
+    try:
+        config = decode(config_path.read_text(encoding="utf-8"), kinds=COMMANDS)
+    except OSError as exc:
+        raise ProtocolError(f"{config_path}: cannot read: {exc.strerror or exc}") from exc
+    except (ProtocolError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{config_path}: {exc}") from exc
+    if config.get("cmd") != CONFIG:
+        raise ProtocolError(f"{config_path}: not a config")
+    if config.get("version") != PROTOCOL_VERSION:
+        raise ProtocolError(f"{config_path}: protocol version {config.get('version')} unsupported")
+    secrets_path = folder / POD_SECRETS_FILE
+    values: dict[str, str] = {}
+    if secrets_path.exists():
+        try:
+            loaded = json.loads(secrets_path.read_text(encoding="utf-8"))
+            values = {str(k): str(v) for k, v in dict(loaded["markers"]).items()}
+        except OSError as exc:
+            raise ProtocolError(f"{secrets_path}: cannot read: {exc.strerror or exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            # the message of a JSON error may quote the file: say only what kind of error
+            raise ProtocolError(f"{secrets_path}: malformed ({type(exc).__name__})") from None
+    config = _unmask(config, values, str(config_path))
+    users = config.get("users")
+    if isinstance(users, dict) and users.get("locustfile"):
+        users["locustfile"] = str(folder / str(users["locustfile"]))
+    return config
+
+
+def relay_main(host: str, port: int) -> int:
+    """Copy stdin to a TCP connection and the connection to stdout (an engine in a pod)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=10.0)
+    except OSError as exc:
+        print(
+            f"perfgate relay: cannot connect to the load master at {host}:{port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    sock.settimeout(None)
+    stdin_done = threading.Event()
+
+    def upstream() -> None:
+        try:
+            while True:
+                data = os.read(0, 65536)
+                if not data:
+                    break
+                sock.sendall(data)
+        except OSError:
+            pass
+        stdin_done.set()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)  # the master sees EOF: the parent has gone
+
+    threading.Thread(target=upstream, name="perfgate-relay", daemon=True).start()
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view) :]
+    except OSError as exc:
+        print(f"perfgate relay: connection to the load master lost: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sock.close()
+    if not stdin_done.is_set():
+        print("perfgate relay: the load master closed the connection", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--relay" and argv[2].isdigit():
+        return relay_main(argv[1], int(argv[2]))
+    print("usage: python -m perfgate.load.protocol --relay HOST PORT", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -15,6 +15,12 @@ Usage::
 
 ``LoadSpec.workers`` ≥ 2 makes the engine run Locust's master/worker runners with that many
 worker processes (see :mod:`perfgate.load.engine`); nothing else changes for the caller.
+
+With ``load.placement: kubernetes`` the engine runs in pods: :func:`pod_files` writes what the
+pods read (ConfigMap and Secret data), the kubernetes provider starts them and port-forwards to
+the master, and ``LocustRunner(..., engine_command=relay_command("127.0.0.1", port))`` talks to
+it through :func:`perfgate.load.protocol.relay_main`. The engine's ``ready`` then says
+``"remote": true``: CPU comes from the engine's own figures (psutil here would see the relay).
 ``r.ready`` holds the engine's ``ready`` message (Locust version, user classes, worker pids).
 
 ``measure`` returns a :class:`perfgate.models.StepStats` built from the engine's histograms:
@@ -68,6 +74,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import suppress as _suppress
 from pathlib import Path
@@ -379,6 +386,8 @@ class LocustRunner:
                             f"expected {protocol.PROTOCOL_VERSION}"
                         )
                     self.ready = msg
+                    if msg.get("remote"):
+                        self._ps = None  # the child is a relay: the pods report their own CPU
                     return
                 if msg["type"] == protocol.TICK:
                     self._record_tick(msg)
@@ -740,10 +749,50 @@ class LocustRunner:
             os.killpg(proc.pid, signum)
 
 
+def pod_files(
+    url: str, users: UsersSpec, slo: Slo, load: LoadSpec
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(ConfigMap data, Secret data) for load-generator pods that send ``users`` to ``url``.
+
+    Header values and the scenario's secret values go to the Secret only (see
+    :func:`perfgate.load.protocol.pod_files`); a locustfile travels as one file.
+    """
+    locustfile_text = None
+    if users.locustfile:
+        try:
+            locustfile_text = Path(users.locustfile).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"users.locustfile {users.locustfile}: cannot read: {exc}") from exc
+    secrets = list(users.secret_values)
+    with _suppress(ValueError):
+        password = urllib.parse.urlsplit(url).password
+        if password:
+            secrets.append(password)
+    try:
+        return protocol.pod_files(
+            url=url.rstrip("/"),
+            users=to_jsonable(users),
+            request_timeout_s=load.request_timeout_s,
+            slo=to_jsonable(slo),
+            workers=load.workers,
+            secrets=tuple(secrets),
+            locustfile_text=locustfile_text,
+        )
+    except ValueError as exc:
+        raise ScenarioError(f"load.placement kubernetes: {exc}") from exc
+
+
+def relay_command(host: str, port: int) -> tuple[str, ...]:
+    """The ``engine_command`` of a LocustRunner whose engine is a master in a pod."""
+    return (sys.executable, "-m", "perfgate.load.protocol", "--relay", host, str(int(port)))
+
+
 __all__ = [
     "LocustRunner",
     "count_stalls",
     "generator_health",
+    "pod_files",
+    "relay_command",
     "slo_check",
     "step_stats_from_message",
 ]

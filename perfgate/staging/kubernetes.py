@@ -19,11 +19,18 @@ runs. What :func:`provision_kubernetes` does, in order:
    LoadBalancer address; else, inside a pod, the Service's cluster DNS name; else a node address
    and the Service's nodePort, if a TCP connection to it succeeds from here; else a port-forward
    through the API server to a ready pod behind the Service (local listener on 127.0.0.1);
+   with ``load.placement: kubernetes`` the load comes from pods in the namespace, so the target is
+   ``staging.kubernetes.url`` if set, else the Service's cluster DNS name (no port-forward);
 7. on every exit (success, exception, readiness timeout, KeyboardInterrupt, SIGTERM raised as an
    exception by the CLI) delete the namespace, unless ``keep_namespace``. Only a namespace that
    carries perfgate's label *and* this run's id is deleted, with a UID precondition so the object
    checked is the object deleted. Deletion is waited for, but only for a bounded time: a namespace
    stuck in Terminating (a finalizer that never finishes) gives a warning, not a hang.
+
+:func:`deploy_load_generators` (called by the pipeline inside :func:`provision_kubernetes`'s
+block, for ``load.placement: kubernetes``) adds Locust's master and worker pods to the namespace
+(objects from :func:`perfgate.staging.manifests.load_generator_documents`), waits until they are
+available and port-forwards to the master's control port; they go with the namespace.
 
 Every error of the client (``ApiException``, urllib3, pydantic, kubeconfig) is translated into
 :mod:`perfgate.errors`: the API server unreachable or refusing (401/403/5xx) is a
@@ -49,7 +56,7 @@ import time
 import urllib.parse
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,10 +64,17 @@ from typing import TYPE_CHECKING, Any
 from perfgate.errors import InputError, Interrupted, ScenarioError, StagingError
 from perfgate.models import KubernetesSpec, Scenario
 from perfgate.staging.manifests import (
+    LOAD_CONTROL_PORT,
+    LOAD_MASTER_NAME,
+    LOAD_NAME_PREFIX,
+    LOAD_WORKER_NAME,
     RenderedDoc,
     check_documents,
+    load_generator_documents,
+    load_labels,
     render_manifests,
     render_url,
+    reserved_name_errors,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +88,7 @@ __all__ = [
     "TIMING",
     "ClusterConfig",
     "Timing",
+    "deploy_load_generators",
     "gc_namespaces",
     "load_cluster_config",
     "namespace_name",
@@ -540,6 +555,9 @@ def provision_kubernetes(scenario: Scenario, options: StagingOptions) -> Iterato
         spec, release=options.release, namespace=namespace, scenario_dir=scenario_dir
     )
     problems = check_documents(docs, spec, strict=True)
+    in_cluster_load = scenario.load.placement == "kubernetes"
+    if in_cluster_load:
+        problems += reserved_name_errors(docs)
     if problems:
         head = f"{len(problems)} manifest errors: " if len(problems) > 1 else "invalid manifest: "
         raise ScenarioError(head + "; ".join(problems))
@@ -563,6 +581,9 @@ def provision_kubernetes(scenario: Scenario, options: StagingOptions) -> Iterato
         _wait_ready(api, docs, namespace, spec.ready_timeout_s, log)
         if fixed_url is not None:
             url, via = fixed_url, "url"
+        elif in_cluster_load:
+            # the load generators run in this namespace: the Service's name is the shortest path
+            url, via = f"http://{spec.service}.{namespace}.svc:{spec.port}", "cluster-dns"
         else:
             url, via, forwarder = _endpoint(api, spec, namespace, log)
         elapsed = time.monotonic() - started
@@ -658,6 +679,146 @@ def _apply(
                 raise ScenarioError(f"{doc.where}: rejected by the API server: {exc}") from exc
             raise
         log(f"kubernetes: applied {doc.kind}/{doc.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# load generators in the namespace (load.placement: kubernetes)
+# ---------------------------------------------------------------------------------------------
+
+_COLLECTIONS = {
+    "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
+    "Secret": "/api/v1/namespaces/{ns}/secrets",
+    "Service": "/api/v1/namespaces/{ns}/services",
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+}
+
+
+@contextlib.contextmanager
+def deploy_load_generators(
+    scenario: Scenario,
+    staged: StagedTarget,
+    options: StagingOptions,
+    *,
+    files: Mapping[str, str],
+    secret_files: Mapping[str, str],
+) -> Iterator[tuple[str, int]]:
+    """Run Locust's master and ``load.workers`` worker pods in the staging namespace.
+
+    ``files`` and ``secret_files`` become the ConfigMap and the Secret the pods read (see
+    :func:`perfgate.load.runner.pod_files`). Yields the master's control address on this
+    machine, ``("127.0.0.1", port)``: a port-forward through the API server. Call it inside
+    :func:`provision_kubernetes`'s block; the pods are deleted with the namespace (with
+    ``--keep-namespace`` they are scaled to zero on exit instead of loading nothing forever).
+    """
+    if staged.provider != "kubernetes" or not staged.namespace:
+        raise InputError(
+            "load.placement kubernetes needs the kubernetes staging provider "
+            f"(this run uses {staged.provider}); set load.placement local"
+        )
+    image = scenario.load.worker_image
+    if not image:
+        raise ScenarioError(
+            f"{scenario.path or scenario.name}: load.worker_image: required when "
+            "load.placement is kubernetes"
+        )
+    namespace = staged.namespace
+    log = options.log
+    spec = scenario.staging.kubernetes
+    timeout_s = spec.ready_timeout_s if spec is not None else 300.0
+    docs = load_generator_documents(
+        namespace=namespace,
+        image=image,
+        workers=scenario.load.workers,
+        files=files,
+        secret_files=secret_files,
+    )
+    cluster = load_cluster_config(options.kubeconfig, options.context)
+    api = _Api(cluster)
+    forwarder: _PortForwarder | None = None
+    try:
+        log(
+            f"kubernetes: starting the Locust master and {scenario.load.workers} worker pod(s) "
+            f"({image}) in {namespace}"
+        )
+        for doc in docs:
+            _create(api, doc, namespace)
+            log(f"kubernetes: created {doc.kind}/{doc.name}")
+        _wait_ready(api, docs, namespace, timeout_s, log)
+        pod = _ready_pod(api, namespace, LOAD_MASTER_NAME, "master")
+        forwarder = _PortForwarder(cluster, namespace, pod, LOAD_CONTROL_PORT, log)
+        forwarder.check()
+        log(
+            f"kubernetes: Locust master {pod}: control 127.0.0.1:{forwarder.port} -> "
+            f"{pod}:{LOAD_CONTROL_PORT} through the API server"
+        )
+        yield "127.0.0.1", forwarder.port
+    finally:
+        if forwarder is not None:
+            forwarder.close()
+        try:
+            if options.keep_namespace:
+                _scale_to_zero(api, namespace, log)
+        finally:
+            api.close()
+
+
+def _create(api: _Api, doc: RenderedDoc, namespace: str) -> None:
+    """POST one object (never a patch: the names must be new, and the Secret needs only create)."""
+    path = _COLLECTIONS[doc.kind].format(ns=namespace)
+    try:
+        api.request("POST", path, action=f"creating {doc.kind}/{doc.name}", body=doc.obj)
+    except _ApiError as exc:
+        if exc.status == 409:
+            raise ScenarioError(
+                f"{doc.kind}/{doc.name} already exists in {namespace}: names starting with "
+                f"{LOAD_NAME_PREFIX!r} are reserved for perfgate's load generators"
+            ) from exc
+        if exc.status in (400, 422):  # e.g. load.worker_image is not a valid image reference
+            raise ScenarioError(
+                f"load.placement kubernetes: {doc.kind}/{doc.name} rejected by the API server: "
+                f"{exc}"
+            ) from exc
+        if exc.status == 403:
+            raise StagingError(
+                f"{exc} (load.placement kubernetes also needs create on configmaps, secrets, "
+                "services and deployments: see scenarios/k8s/rbac.yaml)"
+            ) from exc
+        raise
+
+
+def _ready_pod(api: _Api, namespace: str, what: str, role: str) -> str:
+    selector = {**load_labels(role)}
+    selector.pop("app.kubernetes.io/managed-by")
+    query = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    pods = _list(
+        api,
+        f"/api/v1/namespaces/{namespace}/pods",
+        action=f"reading pods of {what}",
+        query=(("labelSelector", query),),
+    )
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        conds = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or ()}
+        if (conds.get("Ready") or {}).get("status") == "True" and not meta.get("deletionTimestamp"):
+            return str(meta["name"])
+    raise StagingError(f"deployment {what} in {namespace} has no ready pod")
+
+
+def _scale_to_zero(api: _Api, namespace: str, log: Callable[[str], None]) -> None:
+    """Best effort: a kept namespace keeps the load generators' objects, not running pods."""
+    for name in (LOAD_WORKER_NAME, LOAD_MASTER_NAME):
+        try:
+            api.request(
+                "PATCH",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                action=f"scaling deployment {name} to zero",
+                body={"spec": {"replicas": 0}},
+                content_type="application/merge-patch+json",
+            )
+        except StagingError as exc:
+            log(f"kubernetes: WARNING: {exc}")
+            return
+    log(f"kubernetes: load generators in {namespace} scaled to zero (the namespace is kept)")
 
 
 # ---------------------------------------------------------------------------------------------
