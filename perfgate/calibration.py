@@ -93,6 +93,7 @@ class NoiseModel:
     users: tuple[float, ...] = ()
     censored_runs: int = 0
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    sessions: tuple[tuple[float, ...], ...] = ()  # values_rps split by calibration session
 
     def describe(self) -> str:
         """One line: where the prior comes from and how big it is."""
@@ -102,8 +103,9 @@ class NoiseModel:
                 f"pair SD {self.pair_sd_log:.1%}"
             )
         when = f" on {self.created_at[:10]}" if self.created_at else ""
+        many = f" in {len(self.sessions)} sessions" if len(self.sessions) > 1 else ""
         return (
-            f"calibrated noise ({self.runs} A/A runs{when}): "
+            f"calibrated noise ({self.runs} A/A runs{many}{when}): "
             f"run-to-run SD {self.sd_log:.1%}, pair SD {self.pair_sd_log:.1%}"
         )
 
@@ -126,11 +128,15 @@ def estimate(
     *,
     scenario: str = "",
     fingerprint: dict[str, Any] | None = None,
+    previous: NoiseModel | None = None,
 ) -> NoiseModel:
     """Noise model from A/A runs of one build, in the order they ran.
 
     Runs that did not find the boundary (censored) are left out and counted. Raises ValueError
-    with fewer than ``MIN_RUNS`` usable runs.
+    with fewer than ``MIN_RUNS`` usable runs. With ``previous`` (the stored model) this session
+    is added to the earlier ones: ``sd_log`` then spans every session, so drift between days —
+    which a stored baseline suffers and one back-to-back session cannot see — enters it, while
+    ``pair_sd_log`` only uses differences within a session.
     """
     usable = [
         r
@@ -142,13 +148,20 @@ def estimate(
             f"calibration needs at least {MIN_RUNS} runs that found the SLO boundary, "
             f"got {len(usable)} of {len(runs)}"
         )
-    logs = [math.log(r.throughput_rps or 1.0) for r in usable]
+    session = tuple(float(r.throughput_rps or 0.0) for r in usable)
+    sessions = (*(previous.sessions if previous is not None else ()), session)
+    values = tuple(v for s in sessions for v in s)
+    logs = [math.log(v) for v in values]
     sd = statistics.stdev(logs)
     # Successive differences: E[(y[i+1] − y[i])²] is the variance of a consecutive pair's log
     # ratio, which is what paired mode sees; slow drift inflates sd but not this.
-    diffs = [b - a for a, b in itertools.pairwise(logs)]
+    diffs = [
+        math.log(b) - math.log(a) for s in sessions for a, b in itertools.pairwise(s) if a and b
+    ]
     pair_sd = math.sqrt(sum(d * d for d in diffs) / len(diffs))
     users = [float(r.users) for r in usable if r.users]
+    if previous is not None:
+        users = [*previous.users, *users]
     users_sd = statistics.stdev(math.log(u) for u in users) if len(users) >= 2 else None
     return NoiseModel(
         sd_log=sd,
@@ -156,15 +169,16 @@ def estimate(
         # successive differences overlap, so they carry about 2/3 of the independent df
         pair_sd_log=pair_sd,
         pair_df=max(1.0, round(2 * len(diffs) / 3, 1)),
-        runs=len(runs),
+        runs=len(runs) + (previous.runs if previous is not None else 0),
         source="calibrated",
         scenario=scenario,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         perfgate_version=__version__,
         users_sd_log=users_sd,
-        values_rps=tuple(float(r.throughput_rps or 0.0) for r in usable),
+        values_rps=values,
         users=tuple(users),
-        censored_runs=len(runs) - len(usable),
+        sessions=sessions,
+        censored_runs=len(runs) - len(usable) + (previous.censored_runs if previous else 0),
         fingerprint=dict(fingerprint or {}),
     )
 
@@ -273,6 +287,7 @@ def _from_document(data: dict[str, Any]) -> NoiseModel:
         users=tuple(float(v) for v in data.get("users", ())),
         censored_runs=int(data.get("censored_runs", 0)),
         fingerprint=dict(data.get("fingerprint") or {}),
+        sessions=tuple(tuple(float(v) for v in s) for s in data.get("sessions", ())),
     )
 
 
@@ -294,6 +309,7 @@ def _document(model: NoiseModel) -> dict[str, Any]:
         "values_rps": list(model.values_rps),
         "users": list(model.users),
         "fingerprint": model.fingerprint,
+        "sessions": [list(s) for s in model.sessions],
     }
 
 

@@ -57,6 +57,18 @@ def test_successive_differences_ignore_slow_drift() -> None:
     assert model.sd_log > 2 * model.pair_sd_log
 
 
+def test_sessions_accumulate_and_drift_enters_only_the_run_to_run_spread() -> None:
+    day1 = estimate([run(v) for v in (1000, 1010, 990, 1005)])
+    day2 = estimate([run(v) for v in (900, 910, 890, 905)], previous=day1)  # the machine drifted
+    assert day2.sessions == (day1.values_rps, (900.0, 910.0, 890.0, 905.0))
+    assert day2.runs == 8 and len(day2.values_rps) == 8
+    assert day2.df == 7
+    # within each day the consecutive pairs are as tight as before; across days they are not
+    assert day2.pair_sd_log == pytest.approx(day1.pair_sd_log, rel=0.1)
+    assert day2.sd_log > 3 * day1.sd_log
+    assert "2 sessions" in day2.describe()
+
+
 def test_censored_runs_are_left_out_and_counted() -> None:
     runs = [run(1000), run(1010), run(2000, 600, "above_max"), run(990), run(1005)]
     model = estimate(runs)
