@@ -30,9 +30,10 @@ Engine → parent (engine's stdout; Locust's own logging goes to stderr)
 =======================================================================
 
 ``ready``      ``{"type": "ready", "version": 1, "pid": 123, "locust": "2.47.0",
-               "user_classes": ["ScenarioUser"], "workers": 1, "worker_pids": []}`` — after
-               the config was accepted. ``t`` in later messages is seconds since this moment
-               (the run clock).
+               "user_classes": ["ScenarioUser"], "workers": 1, "worker_pids": [],
+               "remote": false}`` — after the config was accepted (``remote``: a master in a
+               pod, whose workers are pods too). ``t`` in later messages is seconds since
+               this moment (the run clock).
 ``error``      ``{"type": "error", "kind": "scenario" | "engine", "message": "one line"}`` —
                a bad locustfile or template (``scenario``) or an engine failure (``engine``);
                the engine exits after sending it.
