@@ -26,6 +26,7 @@ from perfgate import adaptive, analysis, baseline, calibration, report, search, 
 from perfgate._version import __version__
 from perfgate.errors import (
     BaselineError,
+    InputError,
     Interrupted,
     LoadError,
     OutputError,
@@ -33,7 +34,7 @@ from perfgate.errors import (
     ScenarioError,
 )
 from perfgate.load import templates
-from perfgate.load.runner import LocustRunner
+from perfgate.load.runner import LocustRunner, pod_files, relay_command
 from perfgate.models import (
     GateResult,
     RampSpec,
@@ -43,7 +44,7 @@ from perfgate.models import (
     StepStats,
 )
 from perfgate.scenario import check_ramp, load_scenario
-from perfgate.staging import StagingOptions, provision, redact_url
+from perfgate.staging import StagingOptions, load_generators, provision, redact_url
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -117,7 +118,9 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
         ramp = dataclasses.replace(scen.ramp, **changes)
         if ramp.max_users < ramp.start_users:
             ramp = dataclasses.replace(ramp, start_users=ramp.max_users)
-        check_ramp(ramp, lambda key, msg: ScenarioError(f"--{key.split('.')[-1]}: {msg}".replace("_", "-")))
+        check_ramp(
+            ramp, lambda key, msg: ScenarioError(f"--{key.split('.')[-1]}: {msg}".replace("_", "-"))
+        )
         scen = dataclasses.replace(scen, ramp=ramp)
     if opts.workers is not None:
         scen = dataclasses.replace(scen, load=dataclasses.replace(scen.load, workers=opts.workers))
@@ -136,6 +139,14 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
     return scen
 
 
+def _local_load_only(scen: Scenario, what: str) -> None:
+    if scen.load.placement == "kubernetes":
+        raise InputError(
+            f"{what} needs the load generator on this machine; the scenario has "
+            "load.placement: kubernetes"
+        )
+
+
 def _strategy(ramp: RampSpec) -> Callable[..., search.SearchOutcome]:
     return adaptive.adaptive if ramp.strategy == "adaptive" else search.linear
 
@@ -147,6 +158,8 @@ def _now() -> str:
 def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcome:
     """Run the whole pipeline once; raise only for failures before any load was measured."""
     scen = prepare_scenario(opts)
+    if opts.baseline_target:
+        _local_load_only(scen, "--baseline-target")
     secrets = scen.users.secret_values + tuple(scen.users.headers.values())
     prev = None
     history: tuple[Any, ...] = ()
@@ -204,8 +217,20 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
             if staged.namespace:
                 staging_details["namespace"] = staged.namespace
             on_event({"event": "stage", "stage": "load", "target": redact_url(staged.url)})
+            engine: dict[str, Any] = {}
+            if scen.load.placement == "kubernetes":
+                # Locust master + workers as pods; the engine command relays to the master
+                files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
+                host, port = stack.enter_context(
+                    load_generators(
+                        scen, staged, staging_opts, files=files, secret_files=secret_files
+                    )
+                )
+                engine["engine_command"] = relay_command(host, port)
             runner = stack.enter_context(
-                LocustRunner(staged.url, scen.users, scen.slo, scen.load, on_event=on_event)
+                LocustRunner(
+                    staged.url, scen.users, scen.slo, scen.load, on_event=on_event, **engine
+                )
             )
             base_runner = None
             if opts.baseline_target:
@@ -221,10 +246,14 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
                         order.append(("baseline", base_runner))
                         rng.shuffle(order)  # randomised interleaving (RMIT) cancels drift
                     for tag, r in order:
-                        on_event({"event": "replicate", "index": i + 1, "of": opts.repeat, "build": tag})
+                        on_event(
+                            {"event": "replicate", "index": i + 1, "of": opts.repeat, "build": tag}
+                        )
                         into = steps if tag == "candidate" else base_steps
                         got = strategy(r, scen.ramp, scen.slo, on_step=record(into, tag))
-                        sat = analysis.saturation(got.steps, scen.slo, max_users=scen.ramp.max_users)
+                        sat = analysis.saturation(
+                            got.steps, scen.slo, max_users=scen.ramp.max_users
+                        )
                         (replicates if tag == "candidate" else base_replicates).append(sat)
             finally:
                 timeline = runner.timeline
@@ -397,6 +426,7 @@ def web_ui(opts: RunOptions, *, port: int, on_event: EventSink = lambda e: None)
     import time
 
     scen = prepare_scenario(opts)
+    _local_load_only(scen, "--ui")
     options = StagingOptions(
         release=opts.release,
         run_id=uuid.uuid4().hex[:6],

@@ -159,3 +159,21 @@ def _provision_none(target: str, options: StagingOptions) -> Iterator[StagedTarg
             f"target {shown} did not answer within {PROBE_TIMEOUT_S:g} s ({why.splitlines()[0]})"
         )
     yield StagedTarget(url=url, provider="none", description=f"existing target {shown}")
+
+
+@contextlib.contextmanager
+def load_generators(
+    scenario: Scenario,
+    staged: StagedTarget,
+    options: StagingOptions,
+    *,
+    files: dict[str, str],
+    secret_files: dict[str, str],
+) -> Iterator[tuple[str, int]]:
+    """Locust master and worker pods in the staging namespace; yields the master's local address."""
+    from perfgate.staging.kubernetes import deploy_load_generators
+
+    with deploy_load_generators(
+        scenario, staged, options, files=files, secret_files=secret_files
+    ) as address:
+        yield address
