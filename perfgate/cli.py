@@ -6,6 +6,7 @@ Exit codes: 0 pass · 1 blocked · 2 bad input · 3 infrastructure failure · 4 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -46,8 +47,12 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-baseline_app = typer.Typer(help="List, show, promote and diff stored baselines.", no_args_is_help=True)
-exchange_app = typer.Typer(help="The reference exchange (perfgate's embedded default target).", no_args_is_help=True)
+baseline_app = typer.Typer(
+    help="List, show, promote and diff stored baselines.", no_args_is_help=True
+)
+exchange_app = typer.Typer(
+    help="The reference exchange (perfgate's embedded default target).", no_args_is_help=True
+)
 staging_app = typer.Typer(help="Staging housekeeping.", no_args_is_help=True)
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(exchange_app, name="exchange")
@@ -80,9 +85,7 @@ StepUsersOpt = Annotated[int | None, typer.Option(help="Override ramp.step_users
 StepSecondsOpt = Annotated[
     float | None, typer.Option(help="Override ramp.step_seconds (seconds per level).", min=0.5)
 ]
-StrategyOpt = Annotated[
-    str | None, typer.Option(help="Override ramp.strategy: linear | adaptive.")
-]
+StrategyOpt = Annotated[str | None, typer.Option(help="Override ramp.strategy: linear | adaptive.")]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
@@ -96,7 +99,8 @@ ContextOpt = Annotated[str | None, typer.Option(help="Kubeconfig context to use.
 KeepNsOpt = Annotated[
     bool,
     typer.Option(
-        "--keep-namespace", help="Keep the staging namespace after the run (prints how to delete it)."
+        "--keep-namespace",
+        help="Keep the staging namespace after the run (prints how to delete it).",
     ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
@@ -180,7 +184,9 @@ def run(
     staging: StagingOpt = None,
     release: Annotated[
         str | None,
-        typer.Option(help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."),
+        typer.Option(
+            help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."
+        ),
     ] = None,
     baseline_dir: Annotated[
         Path, typer.Option(help="Where baselines are stored.", show_default=True)
@@ -197,7 +203,12 @@ def run(
     step_seconds: StepSecondsOpt = None,
     strategy: StrategyOpt = None,
     repeat: Annotated[
-        int, typer.Option(help="Measure the saturation point K times (replicates) for a firmer verdict.", min=1, max=50)
+        int,
+        typer.Option(
+            help="Measure the saturation point K times (replicates) for a firmer verdict.",
+            min=1,
+            max=50,
+        ),
     ] = 1,
     baseline_target: Annotated[
         str | None,
@@ -209,7 +220,9 @@ def run(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     keep_namespace: KeepNsOpt = False,
-    seed: Annotated[int | None, typer.Option(help="Seed for the paired mode's random order.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for the paired mode's random order.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
 ) -> int:
     """The gate: provision staging, ramp until the SLO breaks, compare with the baseline, exit with the verdict."""
@@ -355,7 +368,9 @@ def report(
 @app.command()
 def calibrate(
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
-    runs: Annotated[int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)] = 10,
+    runs: Annotated[
+        int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)
+    ] = 10,
     target: TargetOpt = None,
     staging: StagingOpt = None,
     baseline_dir: Annotated[
@@ -397,11 +412,14 @@ def calibrate(
 @app.command()
 def simulate(
     regression: Annotated[
-        float, typer.Option(help="Candidate's capacity loss (0.10 = 10 % less capacity).", min=0, max=0.9)
+        float,
+        typer.Option(help="Candidate's capacity loss (0.10 = 10 % less capacity).", min=0, max=0.9),
     ] = 0.0,
     trials: Annotated[int, typer.Option(help="Number of simulated gates.", min=1)] = 200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same figures).")] = 1,
-    repeat: Annotated[int, typer.Option(help="Replicates per build (--repeat of the gate).", min=1, max=50)] = 1,
+    repeat: Annotated[
+        int, typer.Option(help="Replicates per build (--repeat of the gate).", min=1, max=50)
+    ] = 1,
     paired: Annotated[
         bool, typer.Option(help="Paired mode: baseline and candidate measured interleaved.")
     ] = False,
@@ -410,7 +428,10 @@ def simulate(
     ] = False,
     strategy: StrategyOpt = None,
     table: Annotated[
-        bool, typer.Option("--table", help="Every regression size from 0 to 20 % (ignores --regression).")
+        bool,
+        typer.Option(
+            "--table", help="Every regression size from 0 to 20 % (ignores --regression)."
+        ),
     ] = False,
     workers: Annotated[int, typer.Option(help="Processes to spread the trials over.", min=1)] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -465,9 +486,7 @@ def baseline_list(
     """List stored baselines, oldest first: release, saturation, date, fingerprint."""
     from perfgate import baseline
 
-    names = [scenario] if scenario else sorted(
-        p.name for p in baseline_dir.glob("*") if p.is_dir()
-    )
+    names = [scenario] if scenario else sorted(p.name for p in baseline_dir.glob("*") if p.is_dir())
     if not names:
         print(f"no baselines under {baseline_dir}")
     problems = 0
@@ -568,10 +587,10 @@ def exchange_serve(
     except ValueError as exc:
         raise InputError(f"exchange config: {exc}") from None
     _install_sigterm()
-    try:
-        serve(host, port, config, on_listening=lambda url: print(f"serving on {url}", file=sys.stderr))
-    except Interrupted:
-        pass
+    with contextlib.suppress(Interrupted):
+        serve(
+            host, port, config, on_listening=lambda url: print(f"serving on {url}", file=sys.stderr)
+        )
     return EXIT_PASS
 
 
@@ -580,7 +599,9 @@ def exchange_serve(
 
 @staging_app.command("gc")
 def staging_gc(
-    older_than: Annotated[str, typer.Option(help="Only namespaces older than this (e.g. 6h, 30m).")] = "6h",
+    older_than: Annotated[
+        str, typer.Option(help="Only namespaces older than this (e.g. 6h, 30m).")
+    ] = "6h",
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,

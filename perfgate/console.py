@@ -127,7 +127,9 @@ class Progress:
             table.add_row(
                 "…",
                 str(cur.get("users")),
-                f"{cur.get('throughput_rps') or 0:,.1f}" if cur.get("throughput_rps") is not None else "",
+                f"{cur.get('throughput_rps') or 0:,.1f}"
+                if cur.get("throughput_rps") is not None
+                else "",
                 "",
                 _ms(cur.get("p95_ms")),
                 "",

@@ -186,7 +186,9 @@ class StepStats:
     endpoints: tuple[EndpointStats, ...] = ()
     generator: GeneratorHealth | None = None
     errors: tuple[tuple[str, int], ...] = ()  # most frequent error messages with counts
-    histogram: dict[str, int] = field(default_factory=dict, repr=False)  # mergeable, see histogram.py
+    histogram: dict[str, int] = field(
+        default_factory=dict, repr=False
+    )  # mergeable, see histogram.py
     stalls: int = 0  # 1-s windows with < 50 % of the step's median completions
 
 

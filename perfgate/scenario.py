@@ -124,7 +124,7 @@ def parse_scenario(
 ) -> Scenario:
     """Validate scenario YAML text; ``source`` names it in errors."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)}") from None
     except RecursionError:
@@ -268,7 +268,9 @@ class _Validator:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping of header names to values, got {_type(value)}")
+            raise self.fail(
+                key, f"expected a mapping of header names to values, got {_type(value)}"
+            )
         out: dict[str, str] = {}
         for name, v in value.items():
             if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
@@ -327,7 +329,9 @@ class _Validator:
 
     def staging(self, data: dict[str, Any]) -> StagingSpec:
         s = self.section(data, "staging", {"provider", "embedded", "kubernetes"})
-        provider = self.choice(s, "staging.provider", "embedded", ("none", "embedded", "kubernetes"))
+        provider = self.choice(
+            s, "staging.provider", "embedded", ("none", "embedded", "kubernetes")
+        )
         embedded = s.get("embedded") or {}
         if not isinstance(embedded, dict):
             raise self.fail("staging.embedded", f"expected a mapping, got {_type(embedded)}")
@@ -420,7 +424,9 @@ class _Validator:
         self.known(r, key, allowed)
         method = self.string(r, f"{key}.method", "GET").upper()
         if method not in _METHODS:
-            raise self.fail(f"{key}.method", f"must be one of {', '.join(_METHODS)}, got {method!r}")
+            raise self.fail(
+                f"{key}.method", f"must be one of {', '.join(_METHODS)}, got {method!r}"
+            )
         path = self.string(r, f"{key}.path", None)
         if path is None:
             raise self.fail(f"{key}.path", "required (e.g. /orderbook/BTC-USDT)")
@@ -439,11 +445,11 @@ class _Validator:
         if params is not None and not isinstance(params, dict):
             raise self.fail(f"{key}.params", f"expected a mapping, got {_type(params)}")
         capture = r.get("capture")
-        if capture is not None:
-            if not isinstance(capture, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in capture.items()
-            ):
-                raise self.fail(f"{key}.capture", "expected a mapping of names to JSON paths")
+        if capture is not None and (
+            not isinstance(capture, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in capture.items())
+        ):
+            raise self.fail(f"{key}.capture", "expected a mapping of names to JSON paths")
         expect = r.get("expect_status", [])
         if isinstance(expect, int) and not isinstance(expect, bool):
             expect = [expect]
@@ -483,11 +489,15 @@ class _Validator:
             start_users=self.integer(r, "ramp.start_users", d.start_users),
             step_users=self.integer(r, "ramp.step_users", d.step_users),
             max_users=self.integer(r, "ramp.max_users", d.max_users),
-            step_seconds=self.number(r, "ramp.step_seconds", d.step_seconds, lo=0, lo_open=True, hi=3600),
+            step_seconds=self.number(
+                r, "ramp.step_seconds", d.step_seconds, lo=0, lo_open=True, hi=3600
+            ),
             settle_seconds=self.number(r, "ramp.settle_seconds", None, hi=3600),
             resolution=self.number(r, "ramp.resolution", d.resolution, lo=0, lo_open=True, hi=1),
             min_samples=self.integer(r, "ramp.min_samples", d.min_samples, lo=0),
-            max_step_seconds=self.number(r, "ramp.max_step_seconds", None, lo=0, lo_open=True, hi=3600),
+            max_step_seconds=self.number(
+                r, "ramp.max_step_seconds", None, lo=0, lo_open=True, hi=3600
+            ),
             cooldown_seconds=self.number(r, "ramp.cooldown_seconds", d.cooldown_seconds, hi=3600),
         )
         return check_ramp(ramp, lambda key, msg: self.fail(key, msg))
@@ -565,7 +575,9 @@ def check_ramp(ramp: RampSpec, fail: Callable[[str, str], Exception]) -> RampSpe
         raise fail("ramp.step_users", f"must be ≤ {MAX_USERS}, got {ramp.step_users}")
     # the file's values are bounded when read; a CLI override (--step-seconds inf) is not
     if not ramp.step_seconds <= MAX_STEP_SECONDS:
-        raise fail("ramp.step_seconds", f"must be ≤ {MAX_STEP_SECONDS:g}, got {ramp.step_seconds:g}")
+        raise fail(
+            "ramp.step_seconds", f"must be ≤ {MAX_STEP_SECONDS:g}, got {ramp.step_seconds:g}"
+        )
     if ramp.settle_seconds is not None and ramp.settle_seconds >= ramp.step_seconds:
         raise fail(
             "ramp.settle_seconds",
