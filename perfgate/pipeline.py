@@ -220,10 +220,10 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
             engine: dict[str, Any] = {}
             if scen.load.placement == "kubernetes":
                 # Locust master + workers as pods; the engine command relays to the master
-                files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
+                pod_data, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
                 host, port = stack.enter_context(
                     load_generators(
-                        scen, staged, staging_opts, files=files, secret_files=secret_files
+                        scen, staged, staging_opts, files=pod_data, secret_files=secret_files
                     )
                 )
                 engine["engine_command"] = relay_command(host, port)
