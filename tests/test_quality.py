@@ -1,0 +1,76 @@
+"""The house rules, checked like any other behaviour: public API, lint, types, layering."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import perfgate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(perfgate.__all__) == [
+        "BaselineError",
+        "EndpointStats",
+        "GateResult",
+        "InfrastructureError",
+        "InputError",
+        "Interrupted",
+        "LoadError",
+        "OutputError",
+        "PerfgateError",
+        "ResultFileError",
+        "RunResult",
+        "Saturation",
+        "Scenario",
+        "ScenarioError",
+        "StagingError",
+        "StepStats",
+        "TargetUnreachable",
+        "__version__",
+        "from_jsonable",
+        "load_scenario",
+        "parse_scenario",
+        "to_jsonable",
+    ]
+    for name in perfgate.__all__:
+        assert hasattr(perfgate, name)
+
+
+def test_importing_perfgate_stays_light() -> None:
+    code = (
+        "import sys, perfgate; heavy = {'locust', 'gevent', 'kubernetes', 'matplotlib', "
+        "'pandas', 'aiohttp', 'scipy'} & set(sys.modules); print(sorted(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],
+        ["lint-imports"],
+    ],
+    ids=["ruff", "ruff-format", "mypy", "import-contracts"],
+)
+def test_code_quality_gate(command: list[str]) -> None:
+    out = subprocess.run(
+        [_tool(command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
