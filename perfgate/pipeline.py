@@ -250,7 +250,14 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
                             {"event": "replicate", "index": i + 1, "of": opts.repeat, "build": tag}
                         )
                         into = steps if tag == "candidate" else base_steps
-                        got = strategy(r, scen.ramp, scen.slo, on_step=record(into, tag))
+                        extra: dict[str, Any] = {}
+                        if i > 0 and scen.ramp.strategy == "adaptive":
+                            # replicates re-measure the first runs' bracket, the same levels
+                            # for both builds so level effects cancel in their ratio
+                            extra["hint"] = adaptive.replicate_hint(
+                                replicates[:1] + base_replicates[:1]
+                            )
+                        got = strategy(r, scen.ramp, scen.slo, on_step=record(into, tag), **extra)
                         sat = analysis.saturation(
                             got.steps, scen.slo, max_users=scen.ramp.max_users
                         )
