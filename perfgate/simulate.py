@@ -941,6 +941,24 @@ def simulate_table(
     }
 
 
+def format_result(out: dict[str, Any]) -> str:
+    """One :func:`simulate` result in words (what `perfgate simulate` prints without --json)."""
+    mode = "paired" if out["paired"] else "stored baseline"
+    cal = "calibrated" if out["calibrated"] else "no calibration"
+
+    def part(name: str) -> str:
+        lo, hi = out[f"{name}_ci"]
+        return f"{name} {out[name]:.1%} [{lo:.1%}, {hi:.1%}]"
+
+    return (
+        f"{out['trials']} simulated gates, capacity loss {out['regression']:.1%} "
+        f"({mode}, repeat {out['repeat']}, {cal}, {out['strategy']} search, "
+        f"{out['noise']['name']} noise, seed {out['seed']}): "
+        f"{part('block')}, {part('pass')}, {part('inconclusive')} (95 % Clopper-Pearson); "
+        f"{out['mean_simulated_seconds'] / 60:.1f} simulated minutes of load per gate"
+    )
+
+
 def format_table(table: dict[str, Any]) -> str:
     """The operating-characteristic table as Markdown."""
     lines = [

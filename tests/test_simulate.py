@@ -18,6 +18,7 @@ from perfgate.simulate import (
     SimulatedRunner,
     TargetModel,
     clopper_pearson,
+    format_result,
     format_table,
     simulate,
     simulate_table,
@@ -175,6 +176,7 @@ def test_harness_smoke_run() -> None:
     assert 20 < out["mean_simulated_seconds"] < 600
     assert out["noise"]["name"] == "shared"
     json.dumps(out, allow_nan=False)
+    assert "6 simulated gates, capacity loss 20.0%" in format_result(out)
     # the same seed gives the same answer
     again = simulate(0.2, trials=6, seed=3)
     assert (
