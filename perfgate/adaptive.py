@@ -41,7 +41,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
-from perfgate.load.histogram import Histogram
+from perfgate.histogram import Histogram
 from perfgate.models import RampSpec, Saturation, Slo, StepStats
 from perfgate.search import SearchOutcome, StepRunner
 

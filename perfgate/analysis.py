@@ -64,7 +64,7 @@ def _merged_histogram(steps: Sequence[StepStats]) -> Any | None:
     if not steps or any(not s.histogram for s in steps):
         return None
     try:
-        from perfgate.load.histogram import Histogram
+        from perfgate.histogram import Histogram
     except ImportError:  # analysis re-run without the load package: fall back to weighting
         return None
     try:

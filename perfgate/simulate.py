@@ -19,7 +19,7 @@ Noise model (``NoiseProfile``; every parameter is printed with the harness resul
 
 :class:`SimulatedRunner` implements the ``StepRunner`` protocol (``measure``/``hold``) and returns
 ``StepStats`` built exactly as real runs build them (percentiles and their CI from
-``perfgate.load.histogram.Histogram``), so :func:`simulate` drives the same search, analysis and
+``perfgate.histogram.Histogram``), so :func:`simulate` drives the same search, analysis and
 verdict code as ``perfgate run``. Simulated time is counted in ``clock_s``.
 """
 
@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from perfgate._version import __version__
-from perfgate.load.histogram import Histogram
+from perfgate.histogram import Histogram
 from perfgate.models import (
     BaselineRef,
     GateSpec,

@@ -15,7 +15,7 @@ from perfgate.analysis import (
     pool_levels,
     saturation,
 )
-from perfgate.load.histogram import Histogram
+from perfgate.histogram import Histogram
 from perfgate.models import GeneratorHealth, Saturation, Slo, StepStats
 
 SLO = Slo(p95_ms=250.0, error_rate=0.01)

@@ -1,4 +1,4 @@
-"""Tests for perfgate.load.histogram: percentiles against exact ones, merging, bounds, CIs."""
+"""Tests for perfgate.histogram: percentiles against exact ones, merging, bounds, CIs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from perfgate.load.histogram import (
+from perfgate.histogram import (
     MIN_MS,
     Histogram,
     bucket_bounds,

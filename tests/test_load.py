@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 from perfgate.errors import LoadError, ScenarioError
+from perfgate.histogram import Histogram
 from perfgate.load import protocol
-from perfgate.load.histogram import Histogram
 from perfgate.load.runner import (
     LocustRunner,
     count_stalls,
@@ -794,7 +794,7 @@ def test_parent_side_modules_do_not_import_locust_or_gevent() -> None:
         """
         import sys
         import perfgate.load, perfgate.load.runner, perfgate.search
-        import perfgate.load.protocol, perfgate.load.histogram, perfgate.load.templates
+        import perfgate.load.protocol, perfgate.histogram, perfgate.load.templates
         import perfgate.cli, perfgate.pipeline  # the CLI process as a whole
         assert perfgate.load.LocustRunner is perfgate.load.runner.LocustRunner
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("locust", "gevent", "greenlet"))
@@ -814,7 +814,7 @@ def test_what_runs_before_the_engine_imports_locust_is_stdlib_only() -> None:
         import sys
         before = set(sys.modules)
         import perfgate, perfgate.load, perfgate.models
-        import perfgate.load.protocol, perfgate.load.histogram, perfgate.load.templates
+        import perfgate.load.protocol, perfgate.histogram, perfgate.load.templates
         new = set(sys.modules) - before
         foreign = sorted(m for m in new
                          if m.split(".")[0] not in sys.stdlib_module_names
@@ -834,7 +834,7 @@ def test_engine_imports_locust_first_and_only_light_perfgate_modules() -> None:
     allowed = {
         "perfgate.load",
         "perfgate.load.protocol",
-        "perfgate.load.histogram",
+        "perfgate.histogram",
         "perfgate.load.templates",
         "perfgate.models",
     }

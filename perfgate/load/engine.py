@@ -11,7 +11,7 @@ Rules for this file:
 
 - ``import locust`` is its FIRST import (the package ``__init__`` modules that ``-m`` runs before
   it import only stdlib and ``perfgate.errors``; a test checks both).
-- From perfgate it imports only ``perfgate.load.protocol``, ``.histogram``, ``.templates`` and
+- From perfgate it imports only ``perfgate.load.protocol``, ``.templates``, ``perfgate.histogram`` and
   ``perfgate.models`` (all stdlib-only).
 - stdout carries protocol lines only: file descriptor 1 is moved aside at start and pointed at
   stderr, so a ``print`` in a user's locustfile cannot corrupt the protocol. Locust's logging
@@ -87,8 +87,8 @@ from locust import runners as locust_runners
 from locust.env import Environment
 from locust.exception import RPCError
 
+from perfgate.histogram import Histogram
 from perfgate.load import protocol
-from perfgate.load.histogram import Histogram
 from perfgate.load.protocol import merge_step_results
 from perfgate.load.templates import (
     MISSING,

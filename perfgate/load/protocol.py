@@ -88,7 +88,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from perfgate.load.histogram import Histogram
+from perfgate.histogram import Histogram
 
 PROTOCOL_VERSION = 1
 

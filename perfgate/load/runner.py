@@ -84,8 +84,8 @@ from typing import Any
 import psutil
 
 from perfgate.errors import LoadError, ScenarioError
+from perfgate.histogram import Histogram
 from perfgate.load import protocol
-from perfgate.load.histogram import Histogram
 from perfgate.models import (
     EndpointStats,
     GeneratorHealth,
