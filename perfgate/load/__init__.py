@@ -5,7 +5,7 @@
 - :mod:`perfgate.load.engine` — the child process (``python -m perfgate.load.engine``), the only
   module that imports locust.
 - :mod:`perfgate.load.protocol` — the JSON-lines messages between them.
-- :mod:`perfgate.load.histogram` — the mergeable log-bucketed latency histogram.
+- :mod:`perfgate.histogram` — the mergeable log-bucketed latency histogram.
 - :mod:`perfgate.load.templates` — ``{{ expr }}`` request templates, compiled once.
 
 This ``__init__`` imports nothing: ``python -m perfgate.load.engine`` runs it before the engine's
