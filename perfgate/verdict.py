@@ -170,8 +170,18 @@ def _near_boundary(candidate: Saturation, steps: Sequence[StepStats]) -> list[St
     return list(steps)
 
 
+def _failed_by_errors(step: StepStats) -> bool:
+    """A level where most requests failed: a busy generator cannot refuse connections or
+    answer 5xx, so instant failures pegging its CPU say nothing against the target."""
+    return not step.slo_ok and step.requests > 0 and step.failures / step.requests >= 0.5
+
+
 def _generator(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
-    checked = [s for s in _near_boundary(candidate, steps) if s.generator is not None]
+    checked = [
+        s
+        for s in _near_boundary(candidate, steps)
+        if s.generator is not None and not _failed_by_errors(s)
+    ]
     if not checked:
         return RuleResult(
             name="generator",
@@ -616,13 +626,30 @@ def decide(
     ratio: float | None = None
     ratio_ci: tuple[float, float] | None = None
     if baseline is None:
-        rules.append(
-            RuleResult(
-                name="regression",
-                outcome="skipped",
-                message="regression: no baseline for this scenario yet — the floor alone decides",
+        if candidate.censored == "below_start" and gate.min_users is None:
+            # nothing to hold the run against: a service broken from the first level must not
+            # pass (and be promoted as the next baseline) just because no rule applies
+            rules.append(
+                RuleResult(
+                    name="regression",
+                    outcome="inconclusive",
+                    message=(
+                        "regression: the SLO broke at the first level and there is neither a "
+                        "baseline nor gate.min_users to judge it: lower ramp.start_users or set "
+                        "gate.min_users"
+                    ),
+                )
             )
-        )
+        else:
+            rules.append(
+                RuleResult(
+                    name="regression",
+                    outcome="skipped",
+                    message=(
+                        "regression: no baseline for this scenario yet — the floor alone decides"
+                    ),
+                )
+            )
     else:
         rules.append(_comparability(baseline, comparable, comparability_note))
         reg, noise_rule, ratio, ratio_ci = _regression(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -293,6 +294,24 @@ def test_generator_limited_far_below_the_boundary_is_ignored() -> None:
     r = decide(sat(300, 1000, bracket=(290, 310)), gate=GATE, baseline=None, steps=steps)
     assert r.verdict == "pass"
     assert rule(r, "generator").outcome == "pass"
+
+
+def test_a_level_failing_by_errors_is_not_blamed_on_the_generator() -> None:
+    """A dead target refuses connections instantly, which pegs the generator's CPU: that level
+    is a breach of the target, not a generator limit (the floor must still block)."""
+    dead = dataclasses.replace(
+        gen_step(210, limited=True), failures=1000, error_rate=1.0, slo_ok=False
+    )
+    steps = [gen_step(100, limited=False), gen_step(190, limited=False), dead]
+    r = decide(sat(200, 900, bracket=(190, 210)), gate=GATE, baseline=None, steps=steps)
+    assert rule(r, "generator").outcome == "pass"
+    assert r.verdict == "block"
+
+
+def test_broken_at_the_first_level_without_floor_or_baseline_is_not_a_pass() -> None:
+    r = decide(sat(50, 20, censored="below_start"), gate=NO_FLOOR, baseline=None)
+    assert r.verdict == "inconclusive"
+    assert "first level" in rule(r, "regression").message
 
 
 def test_not_comparable_forces_inconclusive_with_the_note() -> None:
