@@ -538,6 +538,10 @@ class LocustRunner:
             # kill anything a locustfile may have left running in the group.
             self._signal_group(signal.SIGKILL)
         finally:
+            if not self._exited():
+                # a signal landed before the escalation above finished: never leave the group
+                with _suppress(Exception):
+                    self._signal_group(signal.SIGKILL)
             with _suppress(Exception):
                 proc.wait(timeout=5)
             for thread in self._threads:
