@@ -49,6 +49,7 @@ from perfgate.models import (
     Slo,
     StepStats,
 )
+from perfgate.steps import slo_check
 
 # ---------------------------------------------------------------------------------------------
 # The target and its noise
@@ -488,7 +489,7 @@ class SimulatedRunner:
         error_rate = failures / requests if requests else 0.0
         mean_ms = lat_sum / requests if requests else None
         p95 = hist.percentile(95)
-        slo_ok, reason = _slo_check(self.slo, p95, error_rate, requests, users)
+        slo_ok, reason = slo_check(p95, error_rate, requests - failures, self.slo)
         little = throughput * mean_ms / 1000.0 / users if mean_ms is not None and users else None
         limited = little is not None and little < 0.9
         median = statistics.median(per_second) if per_second else 0
@@ -522,21 +523,6 @@ class SimulatedRunner:
             histogram=hist.to_dict(),
             stalls=stalls,
         )
-
-
-def _slo_check(
-    slo: Slo, p95_ms: float | None, error_rate: float, requests: int, users: int
-) -> tuple[bool, str]:
-    if requests == 0 or p95_ms is None:
-        return False, f"no successful responses at {users} users"
-    if p95_ms > slo.p95_ms:
-        return False, f"p95 {p95_ms:.0f} ms > SLO {slo.p95_ms:.0f} ms at {users} users"
-    if error_rate > slo.error_rate:
-        return (
-            False,
-            f"error rate {error_rate:.1%} > SLO {slo.error_rate:.1%} at {users} users",
-        )
-    return True, ""
 
 
 # ---------------------------------------------------------------------------------------------

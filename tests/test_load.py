@@ -23,14 +23,9 @@ import pytest
 from perfgate.errors import LoadError, ScenarioError
 from perfgate.histogram import Histogram
 from perfgate.load import protocol
-from perfgate.load.runner import (
-    LocustRunner,
-    count_stalls,
-    generator_health,
-    slo_check,
-    step_stats_from_message,
-)
+from perfgate.load.runner import LocustRunner, step_stats_from_message
 from perfgate.models import LoadSpec, RequestSpec, Slo, UsersSpec
+from perfgate.steps import count_stalls, generator_health, slo_check
 
 ROOT = Path(__file__).resolve().parent.parent
 DELAY_S = 0.005

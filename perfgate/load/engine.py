@@ -11,8 +11,8 @@ Rules for this file:
 
 - ``import locust`` is its FIRST import (the package ``__init__`` modules that ``-m`` runs before
   it import only stdlib and ``perfgate.errors``; a test checks both).
-- From perfgate it imports only ``perfgate.load.protocol``, ``.templates``, ``perfgate.histogram`` and
-  ``perfgate.models`` (all stdlib-only).
+- From perfgate it imports only ``perfgate.load.protocol``, ``.templates``,
+  ``perfgate.histogram`` and ``perfgate.models`` (all stdlib-only).
 - stdout carries protocol lines only: file descriptor 1 is moved aside at start and pointed at
   stderr, so a ``print`` in a user's locustfile cannot corrupt the protocol. Locust's logging
   goes to stderr at WARNING level, with repeated messages throttled.
