@@ -434,10 +434,20 @@ def simulate(
         ),
     ] = False,
     workers: Annotated[int, typer.Option(help="Processes to spread the trials over.", min=1)] = 1,
+    search: Annotated[
+        bool,
+        typer.Option(
+            "--search", help="Compare the adaptive search with a linear ramp instead (time, error)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
     """Benchmark the verdict: full gates on a simulated closed queue with known capacity and noise."""
     from perfgate import simulate as sim
+
+    if search:
+        print(json.dumps(sim.compare_search(seed=seed), indent=2))
+        return EXIT_PASS
 
     options: dict[str, Any] = {
         "repeat": repeat,

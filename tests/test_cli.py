@@ -732,3 +732,18 @@ def test_debug_shows_the_traceback_of_an_explained_error(env: Env) -> None:
     assert ran.code == 2
     assert "Traceback" in ran.err and "ScenarioError" in ran.err
     assert ran.err.rstrip().endswith("scenario file not found")
+
+
+def test_simulate_prints_the_documented_json(env: Env) -> None:
+    """Issue 4's interface: `perfgate simulate --regression R --trials N --seed S --json`."""
+    ran = env.run("simulate", "--regression", "0.1", "--trials", "3", "--seed", "7", "--json")
+    assert ran.code == 0, ran.err
+    out = json.loads(ran.out)
+    assert out["trials"] == 3
+    for key in ("block", "pass", "inconclusive"):
+        assert 0.0 <= out[key] <= 1.0
+    assert out["block"] + out["pass"] + out["inconclusive"] == pytest.approx(1.0)
+    low, high = out["block_ci"]
+    assert 0.0 <= low <= out["block"] <= high <= 1.0
+    again = env.run("simulate", "--regression", "0.1", "--trials", "3", "--seed", "7", "--json")
+    assert json.loads(again.out)["block"] == out["block"], "same seed, same figures"
