@@ -297,11 +297,12 @@ def _safe_name(name: str, what: str) -> str:
 
 def baseline_path(baseline_dir: Path, scenario: str, release: str) -> Path:
     """``<baseline_dir>/<scenario>/<release>.json``, both names sanitised by ``_safe_name``."""
-    return (
-        Path(baseline_dir)
-        / _safe_name(scenario, "scenario")
-        / (_safe_name(release, "release") + ".json")
-    )
+    file = _safe_name(release, "release") + ".json"
+    if file == NOISE_FILE:
+        raise BaselineError(
+            f"release name {release!r} is reserved: {NOISE_FILE} holds the calibrated noise model"
+        )
+    return Path(baseline_dir) / _safe_name(scenario, "scenario") / file
 
 
 def _scenario_dir(baseline_dir: Path, scenario: str) -> Path:
@@ -437,6 +438,9 @@ def load_baseline(path: Path, *, scenario: str | None = None) -> StoredBaseline:
     )
 
 
+NOISE_FILE = "noise.json"
+
+
 def _baseline_files(directory: Path) -> list[Path]:
     try:
         entries = sorted(directory.iterdir())
@@ -446,8 +450,13 @@ def _baseline_files(directory: Path) -> list[Path]:
         raise BaselineError(f"baseline folder {directory} is not a directory") from exc
     except OSError as exc:
         raise BaselineError(f"baseline folder {directory}: cannot list: {exc.strerror}") from exc
-    # Hidden names are the lock and in-flight temp files.
-    return [p for p in entries if p.suffix == ".json" and not p.name.startswith(".")]
+    # Hidden names are the lock and in-flight temp files; noise.json is `perfgate calibrate`'s
+    # noise model, which lives beside the baselines (a release cannot be called "noise").
+    return [
+        p
+        for p in entries
+        if p.suffix == ".json" and not p.name.startswith(".") and p.name != NOISE_FILE
+    ]
 
 
 def _history_key(b: StoredBaseline) -> tuple[datetime, float, str]:

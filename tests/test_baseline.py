@@ -938,3 +938,23 @@ def test_resolve_baseline_by_release_or_path(tmp_path: Path) -> None:
     assert bl.resolve_baseline(tmp_path, "ignored", str(path)).release == "v1"
     with pytest.raises(BaselineError, match=r"no baseline for release 'v9' .*\(stored: v1\)"):
         bl.resolve_baseline(tmp_path, "exchange", "v9")
+
+
+def test_the_calibrated_noise_model_beside_the_baselines_is_not_a_baseline(tmp_path: Path) -> None:
+    """`perfgate calibrate` stores noise.json in the scenario's baseline folder."""
+    from perfgate import baseline as bl
+    from perfgate.calibration import estimate, save_noise
+    from perfgate.models import Saturation
+
+    runs = [
+        Saturation(
+            users=u, throughput_rps=r, broken=True, reason="", bracket=(int(u) - 5, int(u) + 5)
+        )
+        for u, r in ((100, 1000.0), (102, 1010.0), (99, 990.0))
+    ]
+    save_noise(estimate(runs, scenario="shop"), tmp_path, "shop")
+    assert (tmp_path / "shop" / "noise.json").is_file()
+    assert bl.list_baselines(tmp_path, "shop") == ()
+    assert bl.previous_baseline(tmp_path, "shop", "v2") is None
+    with pytest.raises(bl.BaselineError, match="reserved"):
+        bl.baseline_path(tmp_path, "shop", "noise")
