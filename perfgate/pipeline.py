@@ -36,6 +36,7 @@ from perfgate.errors import (
 from perfgate.load import templates
 from perfgate.load.runner import LocustRunner, pod_files, relay_command
 from perfgate.models import (
+    BaselineRef,
     GateResult,
     RampSpec,
     RunResult,
@@ -292,17 +293,33 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
             comparable, note = baseline.comparability(
                 fp, prev_ref.fingerprint if prev_ref else None
             )
+            paired = bool(base_replicates)
+            judged_against = prev_ref
+            if paired and not interrupted and not failure:
+                # paired mode: the previous release measured now, interleaved, is the baseline
+                judged_against = BaselineRef(
+                    release=f"{opts.baseline_target} (measured now)",
+                    saturation=analysis.combine_replicates(base_replicates)
+                    if len(base_replicates) > 1
+                    else base_replicates[0],
+                    fingerprint=fp,
+                )
+                comparable, note = True, ""
+            elif prev is not None and prev.replicates:
+                base_replicates = list(prev.replicates)  # a stored baseline's own replicates
             gate = verdict.decide(
                 sat,
                 gate=scen.gate,
-                baseline=prev_ref,
+                baseline=judged_against,
                 steps=candidate_steps,
                 replicates=tuple(replicates) if len(replicates) > 1 or base_replicates else (),
                 baseline_replicates=tuple(base_replicates),
                 noise=noise,
-                comparable=comparable or prev_ref is None,
+                comparable=comparable or judged_against is None,
                 comparability_note=note,
+                paired=paired,
             )
+            prev_ref = judged_against
         else:
             gate = GateResult(verdict="pass", reasons=(f"manual ramp: {sat.reason}",))
         diagnostics = {
@@ -335,7 +352,9 @@ def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcom
         rules=gate.rules,
         saturation=sat,
         baseline=prev_ref,
-        baseline_steps=prev.steps if prev is not None else tuple(base_steps),
+        baseline_steps=tuple(base_steps)
+        if base_steps
+        else (prev.steps if prev is not None else ()),
         steps=candidate_steps,
         generator=_generator_summary(candidate_steps, scen),
         started_at=started_at,
@@ -496,9 +515,16 @@ def calibrate(
         results.append(sat)
     from perfgate.models import to_jsonable
 
-    model = calibration.estimate(
-        results, scenario=scen.name, fingerprint=to_jsonable(fp) if fp else None
-    )
+    try:
+        model = calibration.estimate(
+            results,
+            scenario=scen.name,
+            fingerprint=to_jsonable(fp) if fp else None,
+            # sessions on different days accumulate: slow drift shows up only across them
+            previous=calibration.load_noise(opts.baseline_dir, scen.name),
+        )
+    except ValueError as exc:
+        raise InputError(f"calibration of {scen.name}: {exc}") from None
     return model, calibration.save_noise(model, opts.baseline_dir, scen.name)
 
 
