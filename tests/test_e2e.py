@@ -237,3 +237,66 @@ def test_ramp_ui_serves_locusts_web_ui_on_loopback(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert f"Locust web UI on http://127.0.0.1:{port}" in err
+
+
+@pytest.mark.slow
+def test_paired_mode_blocks_a_slower_candidate_measured_side_by_side(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    servers = []
+    urls = []
+    for service_ms in (10, 13):  # previous release, then a candidate 30 % slower per request
+        port = free_port()
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "perfgate", "exchange", "serve", "--port", str(port),
+                 "--slots", "4", "--service-ms", str(service_ms)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url in urls:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+        scen = tmp_path / "paired.yaml"
+        scen.write_text(
+            "name: paired\nstaging: {provider: none}\n"
+            'users: {requests: [{name: bal, path: "/balances/u{{ user_index }}"}]}\n'
+            "ramp: {strategy: adaptive, start_users: 8, max_users: 200, step_seconds: 2,"
+            " settle_seconds: 0.5, min_samples: 0}\n"
+            "slo: {p95_ms: 100}\ngate: {max_regression: 0.1}\n"
+        )
+        run = perfgate(
+            "run", "-s", str(scen), "--target", urls[1], "--baseline-target", urls[0],
+            "--repeat", "2", "--seed", "3", "--json", "--report-dir", "r", "--baseline-dir", "b",
+            cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert result["verdict"] == "block"
+    assert "measured now" in result["baseline"]["release"]
+    ratio = (
+        result["saturation"]["throughput_rps"] / result["baseline"]["saturation"]["throughput_rps"]
+    )
+    assert 0.70 <= ratio <= 0.84, f"capacity ratio 10/13 = 0.77, measured {ratio:.3f}"
+    assert result["baseline_steps"], "the previous release's curves are overlaid"
