@@ -61,6 +61,8 @@ app.add_typer(staging_app, name="staging")
 _state = {"debug": False}
 
 DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
+PROVIDERS = ("none", "embedded", "kubernetes")
+STRATEGIES = ("linear", "adaptive")
 
 ScenarioOpt = Annotated[
     Path,
@@ -231,7 +233,7 @@ def run(
     opts = RunOptions(
         scenario=scenario,
         target=target,
-        provider=_choice(staging, "--staging", ("none", "embedded", "kubernetes")),
+        provider=_choice(staging, "--staging", PROVIDERS),
         release=release or default_release(),
         baseline_dir=baseline_dir,
         report_dir=report_dir,
@@ -241,7 +243,7 @@ def run(
         max_users=max_users,
         step_users=step_users,
         step_seconds=step_seconds,
-        strategy=_choice(strategy, "--strategy", ("linear", "adaptive")),
+        strategy=_choice(strategy, "--strategy", STRATEGIES),
         workers=workers,
         kubeconfig=kubeconfig,
         context=context,
@@ -282,14 +284,14 @@ def ramp(
     opts = RunOptions(
         scenario=scenario,
         target=target,
-        provider=_choice(staging, "--staging", ("none", "embedded", "kubernetes")),
+        provider=_choice(staging, "--staging", PROVIDERS),
         release="ramp",
         report_dir=report_dir,
         gate=False,
         max_users=max_users,
         step_users=step_users,
         step_seconds=step_seconds,
-        strategy=_choice(strategy, "--strategy", ("linear", "adaptive")),
+        strategy=_choice(strategy, "--strategy", STRATEGIES),
         workers=workers,
         kubeconfig=kubeconfig,
         context=context,
@@ -391,13 +393,13 @@ def calibrate(
     opts = pipeline.RunOptions(
         scenario=scenario,
         target=target,
-        provider=_choice(staging, "--staging", ("none", "embedded", "kubernetes")),
+        provider=_choice(staging, "--staging", PROVIDERS),
         release="calibration",
         baseline_dir=baseline_dir,
         max_users=max_users,
         step_users=step_users,
         step_seconds=step_seconds,
-        strategy=_choice(strategy, "--strategy", ("linear", "adaptive")),
+        strategy=_choice(strategy, "--strategy", STRATEGIES),
         kubeconfig=kubeconfig,
         context=context,
     )
@@ -453,7 +455,7 @@ def simulate(
         "repeat": repeat,
         "paired": paired,
         "calibrated": calibrated,
-        "strategy": _choice(strategy, "--strategy", ("linear", "adaptive")),
+        "strategy": _choice(strategy, "--strategy", STRATEGIES),
         "workers": workers,
     }
     if table:
