@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,9 @@ class StagedTarget:
     description: str  # one line for the console/report
     namespace: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # e.g. exchange config, for the report
+    # How this target was staged, recorded in result.json and stored baselines so a later run
+    # can stage this release again side by side (kubernetes: image, variables, manifests_digest).
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 def _no_log(msg: str) -> None:
@@ -52,6 +55,10 @@ class StagingOptions:
     context: str | None = None
     keep_namespace: bool = False
     log: Callable[[str], None] = _no_log  # progress lines for the console
+    # How to stage a *previous* release instead of the scenario's own: kubernetes
+    # {"image": str, "variables": {...}}; embedded {"exchange": {...knobs}}; None = the scenario
+    # as written.
+    recipe: Mapping[str, Any] | None = None
 
 
 _DEFAULT_OPTIONS = StagingOptions()
