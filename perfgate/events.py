@@ -123,8 +123,7 @@ class Look:
 
     ``verdict`` is the decision's state at this look, as the pipeline names it; ``ratio`` is
     the candidate / baseline ratio the decision judges, with its confidence interval ``ratio_ci``;
-    both None while there
-    is not enough data for one.
+    both None while there is not enough data for one.
     """
 
     index: int
