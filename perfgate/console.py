@@ -1,29 +1,102 @@
 """Live progress on the terminal: a table that updates in place on a TTY, plain lines otherwise.
 
-Everything goes to stderr so that ``--json`` keeps stdout machine-readable.
+Everything goes to stderr so that ``--json`` keeps stdout machine-readable. Events are the typed
+records of :mod:`perfgate.events`; the legacy ``{"event": ...}`` dicts are still accepted (see
+:func:`from_legacy`) while the pipeline moves to the typed ones.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
+from perfgate.events import (
+    Event,
+    Log,
+    Look,
+    Replicate,
+    StageChanged,
+    StepDone,
+    StepMeasured,
+    StepStarted,
+    Tick,
+    Window,
+)
 from perfgate.models import StepStats
+
+_STAGES = {
+    "staging": "provisioning staging ({detail})",
+    "load": "ramping users against {detail}",
+    "analysis": "analysing",
+    "report": "writing the report",
+}
 
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Current:
+    """The level being measured right now: the table's last, in-progress row."""
+
+    users: int | None = None
+    phase: str | None = None
+    throughput_rps: float | None = None
+    p95_ms: float | None = None
+
+
+def from_legacy(event: dict[str, Any]) -> Event | None:
+    """The typed event for one of the pipeline's legacy dicts (None for anything else).
+
+    Transitional, while the pipeline moves to :mod:`perfgate.events`: accepts exactly
+    ``{"event": "step", "step": StepStats, "build"?: str}``, ``{"event": "stage", "stage": str,
+    "provider"?: str, "target"?: str}``, ``{"event": "replicate", "index": int, "of": int,
+    "build": str}`` and ``{"event": "log", "message": str}``. Remove it once nothing emits them.
+    """
+    kind = event.get("event")
+    if kind == "step":
+        return StepMeasured(step=event["step"], build=event.get("build", "candidate"))
+    if kind == "stage":
+        detail = event.get("provider") if event.get("stage") == "staging" else event.get("target")
+        return StageChanged(stage=str(event.get("stage")), detail=str(detail or ""))
+    if kind == "replicate":
+        build = event.get("build")
+        return Replicate(index=event["index"], of=event.get("of", 1), build=str(build))
+    if kind == "log":
+        return Log(message=str(event.get("message", "")))
+    return None
+
+
+def window_line(w: Window) -> str:
+    """One alternating measurement window of the side-by-side gate, as one line."""
+    return (
+        f"window {w.index:>3} {w.build:<9} users {w.users:>5}  {w.throughput_rps:8.1f} req/s  "
+        f"p95 {_ms(w.p95_ms):>6} ms"
+    )
+
+
+def look_line(look: Look) -> str:
+    """One look of the sequential decision, as one line."""
+    ratio = "-" if look.ratio is None else f"{look.ratio:.3f}"
+    if look.ratio_ci is not None:
+        ratio += f" [{look.ratio_ci[0]:.3f}, {look.ratio_ci[1]:.3f}]"
+    return (
+        f"look {look.index}: {look.pairs} pairs  ratio {ratio}  → {look.verdict}  "
+        f"({look.elapsed_s:.0f} s)"
+    )
+
+
 class Progress:
-    """Renders pipeline events (see ``perfgate.pipeline``) as they arrive."""
+    """Renders pipeline and load events (:mod:`perfgate.events`) as they arrive."""
 
     def __init__(self, stream: TextIO | None = None, *, live: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.steps: list[tuple[str, StepStats]] = []
-        self.current: dict[str, Any] = {}
+        self.current = Current()
         self.t0 = time.monotonic()
         self._live: Any = None
         self._slo_ms: float | None = None
@@ -52,34 +125,44 @@ class Progress:
 
     # -- events --------------------------------------------------------------------------------
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "step":
-            step: StepStats = event["step"]
-            self.steps.append((event.get("build", "candidate"), step))
-            self.current = {}
-            if not self.live:
-                self._line(self._step_line(event.get("build", "candidate"), step))
-        elif kind == "tick":
-            self.current = event
-        elif kind == "stage":
-            text = {
-                "staging": f"provisioning staging ({event.get('provider')})",
-                "load": f"ramping users against {event.get('target')}",
-                "analysis": "analysing",
-                "report": "writing the report",
-            }.get(event.get("stage", ""), str(event.get("stage")))
-            self._log(text)
-        elif kind == "replicate" and (event.get("of", 1) > 1 or event.get("build") != "candidate"):
-            self._log(f"replicate {event['index']}/{event['of']}: {event.get('build')}")
-        elif kind == "step_started":
-            self.current = {"users": event.get("users"), "phase": event.get("phase")}
-            if self._slo_ms is None and event.get("slo_p95_ms"):
-                self._slo_ms = event["slo_p95_ms"]
-        elif kind == "log":
-            self._log(str(event.get("message", "")))
+    def __call__(self, event: Event | dict[str, Any]) -> None:
+        typed = from_legacy(event) if isinstance(event, dict) else event
+        if typed is not None:
+            self._handle(typed)
         if self._live is not None:
             self._live.update(self._table())
+
+    def _handle(self, event: Event) -> None:
+        match event:
+            case StepMeasured(step=step, build=build):
+                self.steps.append((build, step))
+                self.current = Current()
+                if not self.live:
+                    self._line(self._step_line(build, step))
+            case Tick():
+                self.current = Current(
+                    users=event.users,
+                    phase=event.phase,
+                    throughput_rps=event.throughput_rps,
+                    p95_ms=event.p95_ms,
+                )
+            case StageChanged(stage=stage, detail=detail):
+                template = _STAGES.get(stage)
+                self._log(template.format(detail=detail) if template else stage)
+            case Replicate(index=index, of=of, build=build) if of > 1 or build != "candidate":
+                self._log(f"replicate {index}/{of}: {build}")
+            case StepStarted(users=users, phase=phase):
+                self.current = Current(users=users, phase=phase)
+                if self._slo_ms is None and event.slo_p95_ms:
+                    self._slo_ms = event.slo_p95_ms
+            case Log(message=message):
+                self._log(message)
+            case Window():
+                self._log(window_line(event))
+            case Look():
+                self._log(look_line(event))
+            case StepDone():
+                pass  # the pipeline's StepMeasured carries the level's row
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -123,17 +206,15 @@ class Progress:
                 "[green]ok[/green]" if s.slo_ok else f"[red]{s.slo_reason or 'broken'}[/red]",
             )
         cur = self.current
-        if cur.get("users"):
+        if cur.users:
             table.add_row(
                 "…",
-                str(cur.get("users")),
-                f"{cur.get('throughput_rps') or 0:,.1f}"
-                if cur.get("throughput_rps") is not None
-                else "",
+                str(cur.users),
+                "" if cur.throughput_rps is None else f"{cur.throughput_rps:,.1f}",
                 "",
-                _ms(cur.get("p95_ms")),
+                _ms(cur.p95_ms),
                 "",
                 "",
-                f"[dim]measuring {cur.get('phase') or ''}[/dim]",
+                f"[dim]measuring {cur.phase or ''}[/dim]",
             )
         return table
