@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from perfgate.errors import LoadError, ScenarioError
+from perfgate.events import Event, StepDone, StepStarted, Tick
 from perfgate.histogram import Histogram
 from perfgate.load import protocol
 from perfgate.load.runner import LocustRunner, step_stats_from_message
@@ -147,7 +148,7 @@ def test_steps_end_to_end(server: tuple[str, Target]) -> None:
             RequestSpec(name="fail", path="/fail", weight=1),
         )
     )
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     with LocustRunner(url, users, SLO, LoadSpec(request_timeout_s=5), on_event=events.append) as r:
         pid = r.pid
         assert pid is not None and _group_alive(pid)
@@ -193,13 +194,21 @@ def test_steps_end_to_end(server: tuple[str, Target]) -> None:
     assert 0 < steps[0].started_s < steps[1].started_s
     assert steps[1].throughput_rps > steps[0].throughput_rps
 
-    kinds = [e["event"] for e in events]
-    assert kinds[0] == "step_started" and "tick" in kinds and kinds[-1] == "step_done"
-    done = [e for e in events if e["event"] == "step_done"]
-    assert [d["stats"] for d in done] == [*steps, None]
-    assert done[-1]["phase"] == "hold"
-    ticks = [e for e in events if e["event"] == "tick"]
-    assert all({"t_s", "users", "throughput_rps", "p95_ms", "error_rate"} <= set(t) for t in ticks)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is StepStarted and Tick in kinds and kinds[-1] is StepDone
+    started = [e for e in events if isinstance(e, StepStarted)]
+    assert [(e.step, e.phase, e.users, e.record) for e in started] == [
+        (0, "ramp", 2, True),
+        (1, "ramp", 4, True),
+        (None, "hold", 1, False),
+    ]
+    assert started[0].slo_p95_ms == SLO.p95_ms and started[2].max_s == 1.0
+    done = [e for e in events if isinstance(e, StepDone)]
+    assert [d.stats for d in done] == [*steps, None]
+    assert done[-1].phase == "hold"
+    ticks = [e for e in events if isinstance(e, Tick)]
+    assert ticks and all(t.t_s is not None and t.elapsed_s >= 0 for t in ticks)
+    assert any(t.step == 1 and t.phase == "ramp" and t.throughput_rps > 0 for t in ticks)
     assert len(timeline) >= 4
     assert any(p.users == 4 and p.throughput_rps > 0 for p in timeline)
 
@@ -399,8 +408,8 @@ def test_a_dying_worker_is_a_load_error(server: tuple[str, Target]) -> None:
     users = UsersSpec(requests=(RequestSpec(name="fast", path="/fast"),))
     holder: dict[str, int] = {}
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "tick" and "killed" not in holder:
+    def on_event(event: Event) -> None:
+        if isinstance(event, Tick) and "killed" not in holder:
             holder["killed"] = 1
             os.kill(holder["worker"], signal.SIGKILL)
 
@@ -432,8 +441,8 @@ def test_keyboard_interrupt_from_on_event_reaps_the_engine(server: tuple[str, Ta
     url, _ = server
     users = UsersSpec(requests=(RequestSpec(name="fast", path="/fast"),))
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "tick":
+    def on_event(event: Event) -> None:
+        if isinstance(event, Tick):
             raise KeyboardInterrupt
 
     runner = LocustRunner(url, users, SLO, on_event=on_event)
@@ -448,8 +457,8 @@ def test_engine_dying_mid_step_is_a_load_error(server: tuple[str, Target]) -> No
     users = UsersSpec(requests=(RequestSpec(name="fast", path="/fast"),))
     holder: dict[str, int] = {}
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "tick" and "killed" not in holder:
+    def on_event(event: Event) -> None:
+        if isinstance(event, Tick) and "killed" not in holder:
             holder["killed"] = 1
             os.kill(holder["pid"], signal.SIGKILL)
 

@@ -38,18 +38,14 @@ stats, the top error messages, 1-s stalls, and :class:`GeneratorHealth`:
 - ``limited`` when cpu > 85 % of one core, or (generated users only; a locustfile's own waits
   are unknown) ``little_ratio`` < 0.85; ``reason`` says which.
 
-``on_event`` receives plain dicts on the caller's thread, for a live display:
+``on_event`` receives :mod:`perfgate.events` records on the caller's thread, for a live display:
 
-- ``{"event": "step_started", "step": 3, "phase": "ramp", "users": 40, "record": True,
-  "settle_s": 2.5, "min_s": 7.5, "max_s": 7.5, "min_samples": 0, "slo_p95_ms": 250.0,
-  "slo_error_rate": 0.01}`` (``record`` False, ``step`` None and phase ``"hold"`` for
-  :meth:`hold`);
-- ``{"event": "tick", "t_s": 31.0, "users": 40, "throughput_rps": 812.0, "p95_ms": 48.1,
-  "failures": 0, "error_rate": 0.0, "cpu_percent": 31.5, "recording": True, "step": 3,
-  "phase": "ramp", "elapsed_s": 4.0}`` — the last second; ``p95_ms`` None without successes;
-  ``step``/``phase`` None for ticks that arrived between steps; ``elapsed_s`` since the step
-  (or hold) began;
-- ``{"event": "step_done", "step": 3, "phase": "ramp", "users": 40, "stats": StepStats | None}``.
+- :class:`~perfgate.events.StepStarted` when a step is sent (``record`` False, ``step`` None and
+  phase ``"hold"`` for :meth:`hold`), with its timings and the SLO;
+- :class:`~perfgate.events.Tick` once a second: the engine's last second (``p95_ms`` None
+  without successes; ``step``/``phase`` None for ticks that arrived between steps;
+  ``elapsed_s`` since the step or hold began);
+- :class:`~perfgate.events.StepDone` with the step's ``StepStats`` (None for a hold).
 
 An exception raised by ``on_event`` (e.g. KeyboardInterrupt) propagates out of ``measure``;
 leaving the ``with`` block then stops the engine.
@@ -83,6 +79,7 @@ from typing import Any
 import psutil
 
 from perfgate.errors import LoadError, ScenarioError
+from perfgate.events import Event, EventSink, StepDone, StepStarted, Tick
 from perfgate.histogram import Histogram
 from perfgate.load import protocol
 from perfgate.models import (
@@ -100,7 +97,10 @@ QUIT_WAIT_S = 3.0
 TERM_WAIT_S = 2.0
 STDERR_LINES = 50
 
-EventSink = Callable[[dict[str, Any]], None]
+# Transitional: the pipeline still types its sinks as taking dicts (it passes one sink to both
+# itself and this runner); until it takes perfgate.events.Event, accept any one-argument
+# callable. It is only ever called with perfgate.events records.
+LegacyOrEventSink = EventSink | Callable[[Any], None]
 
 
 def step_stats_from_message(
@@ -198,7 +198,7 @@ class LocustRunner:
         slo: Slo,
         load: LoadSpec | None = None,
         *,
-        on_event: EventSink | None = None,
+        on_event: LegacyOrEventSink | None = None,
         startup_timeout_s: float = 60.0,
         answer_margin_s: float = 30.0,
         engine_command: Sequence[str] | None = None,
@@ -228,7 +228,7 @@ class LocustRunner:
         self._steps = 0
         self._closed = False
         self._broken = False  # the engine misbehaved: skip the polite quit on close
-        self._current: dict[str, Any] = {}
+        self._current: tuple[int | None, str | None] = (None, None)  # (step, phase) of ticks
         self.ready: dict[str, Any] = {}
 
     # -- context manager -----------------------------------------------------------------------
@@ -352,21 +352,15 @@ class LocustRunner:
         self._drain()
         index = self._steps
         self._steps += 1
-        self._current = {"step": index, "phase": phase}
-        self._emit(
-            {
-                "event": "step_started",
-                "step": index,
-                "phase": phase,
-                "users": users,
-                "record": True,
-                "settle_s": settle_s,
-                "min_s": min_s,
-                "max_s": max_s,
-                "min_samples": min_samples,
-                "slo_p95_ms": self.slo.p95_ms,
-                "slo_error_rate": self.slo.error_rate,
-            }
+        self._begin(
+            step=index,
+            phase=phase,
+            users=users,
+            record=True,
+            settle_s=settle_s,
+            min_s=min_s,
+            max_s=max_s,
+            min_samples=min_samples,
         )
         started = time.monotonic()
         self._send(command)
@@ -397,10 +391,8 @@ class LocustRunner:
         stats = step_stats_from_message(
             msg, slo=self.slo, users_spec=self.users_spec, index=index, phase=phase, cpu_percent=cpu
         )
-        self._current = {}
-        self._emit(
-            {"event": "step_done", "step": index, "phase": phase, "users": users, "stats": stats}
-        )
+        self._current = (None, None)
+        self._emit(StepDone(step=index, phase=phase, users=users, stats=stats))
         return stats
 
     def hold(self, users: int, seconds: float) -> None:
@@ -413,21 +405,15 @@ class LocustRunner:
             users=users, settle_s=0.0, min_s=seconds, max_s=seconds, min_samples=0, record=False
         )
         self._drain()
-        self._current = {"step": None, "phase": "hold"}
-        self._emit(
-            {
-                "event": "step_started",
-                "step": None,
-                "phase": "hold",
-                "users": users,
-                "record": False,
-                "settle_s": 0.0,
-                "min_s": seconds,
-                "max_s": seconds,
-                "min_samples": 0,
-                "slo_p95_ms": self.slo.p95_ms,
-                "slo_error_rate": self.slo.error_rate,
-            }
+        self._begin(
+            step=None,
+            phase="hold",
+            users=users,
+            record=False,
+            settle_s=0.0,
+            min_s=seconds,
+            max_s=seconds,
+            min_samples=0,
         )
         started = time.monotonic()
         self._send(command)
@@ -440,10 +426,8 @@ class LocustRunner:
                 break
             elif msg["type"] != protocol.WINDOW:
                 raise LoadError(f"load engine sent an unexpected {msg['type']!r} during a hold")
-        self._current = {}
-        self._emit(
-            {"event": "step_done", "step": None, "phase": "hold", "users": users, "stats": None}
-        )
+        self._current = (None, None)
+        self._emit(StepDone(step=None, phase="hold", users=users, stats=None))
 
     def close(self) -> None:
         """Stop the engine: quit, then SIGTERM, then SIGKILL its process group; always reaps."""
@@ -484,9 +468,38 @@ class LocustRunner:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+    def _begin(
+        self,
+        *,
+        step: int | None,
+        phase: str,
+        users: int,
+        record: bool,
+        settle_s: float,
+        min_s: float,
+        max_s: float,
+        min_samples: int,
+    ) -> None:
+        """Note the step (or hold) that ticks now belong to, and announce it."""
+        self._current = (step, phase)
+        self._emit(
+            StepStarted(
+                step=step,
+                phase=phase,
+                users=users,
+                record=record,
+                settle_s=settle_s,
+                min_s=min_s,
+                max_s=max_s,
+                min_samples=min_samples,
+                slo_p95_ms=self.slo.p95_ms,
+                slo_error_rate=self.slo.error_rate,
+            )
+        )
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -568,21 +581,21 @@ class LocustRunner:
     def _handle_tick(self, msg: dict[str, Any], started: float) -> None:
         n = int(msg.get("completions", 0))
         fail = int(msg.get("failures", 0))
+        step, phase = self._current
         self._emit(
-            {
-                "event": "tick",
-                "t_s": msg.get("t"),
-                "users": msg.get("users"),
-                "throughput_rps": float(n),
-                "p95_ms": msg.get("p95_ms"),
-                "failures": fail,
-                "error_rate": fail / n if n else 0.0,
-                "cpu_percent": msg.get("cpu_percent"),
-                "recording": bool(msg.get("recording")),
-                "step": self._current.get("step"),
-                "phase": self._current.get("phase"),
-                "elapsed_s": round(time.monotonic() - started, 1),
-            }
+            Tick(
+                t_s=msg.get("t"),
+                users=msg.get("users"),
+                throughput_rps=float(n),
+                p95_ms=msg.get("p95_ms"),
+                failures=fail,
+                error_rate=fail / n if n else 0.0,
+                cpu_percent=msg.get("cpu_percent"),
+                recording=bool(msg.get("recording")),
+                step=step,
+                phase=phase,
+                elapsed_s=round(time.monotonic() - started, 1),
+            )
         )
 
     def _drain(self) -> None:
