@@ -92,6 +92,11 @@ from perfgate.histogram import Histogram
 
 PROTOCOL_VERSION = 1
 
+# The ports of a Locust master in a pod (load.placement kubernetes), defined once for the pods'
+# command lines, their Service and the engine's defaults.
+MASTER_PORT = 5557  # Locust's own port, where the worker pods connect (Locust's default)
+CONTROL_PORT = 5558  # this protocol, on 127.0.0.1 in the master's pod: reached by port-forward
+
 # Message types sent by the engine.
 READY = "ready"
 ERROR = "error"
