@@ -830,25 +830,50 @@ def test_what_runs_before_the_engine_imports_locust_is_stdlib_only() -> None:
     assert proc.stdout.strip() == "[]"
 
 
-def test_engine_imports_locust_first_and_only_light_perfgate_modules() -> None:
-    tree = ast.parse((ROOT / "perfgate/load/engine.py").read_text())
-    imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    first = imports[0]
-    assert isinstance(first, ast.Import) and [a.name for a in first.names] == ["locust"]
+ENGINE_MODULES = (
+    "perfgate.load.engine",
+    "perfgate.load.engine_session",
+    "perfgate.load.engine_steps",
+    "perfgate.load.engine_runners",
+    "perfgate.load.engine_record",
+    "perfgate.load.engine_users",
+    "perfgate.load.engine_process",
+)
+
+
+def test_engine_modules_import_locust_first_and_only_light_perfgate_modules() -> None:
+    engine_files = {m: ROOT / (m.replace(".", "/") + ".py") for m in ENGINE_MODULES}
+    on_disk = {f"perfgate.load.{p.stem}" for p in (ROOT / "perfgate/load").glob("engine*.py")}
+    assert on_disk == set(ENGINE_MODULES), "a new engine module must be listed here"
     allowed = {
         "perfgate.load",
         "perfgate.load.protocol",
         "perfgate.histogram",
         "perfgate.load.templates",
         "perfgate.models",
+        *ENGINE_MODULES,
     }
-    used = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("perfgate"):
-            assert node.module is not None
-            used.add(node.module)
-            if node.module == "perfgate.load":
-                assert [a.name for a in node.names] == ["protocol"]
-        elif isinstance(node, ast.Import):
-            used.update(a.name for a in node.names if a.name.startswith("perfgate"))
-    assert used and used <= allowed
+    for module, path in engine_files.items():
+        tree = ast.parse(path.read_text())
+        imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | {
+            n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+        }
+        if module == "perfgate.load.engine" or {"locust", "gevent"} & {
+            name.split(".")[0] for name in names
+        }:
+            first = imports[0]
+            assert isinstance(first, ast.Import), module
+            assert [a.name for a in first.names] == ["locust"], module
+        used = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("perfgate"):
+                assert node.module is not None
+                used.add(node.module)
+                if node.module == "perfgate.load":
+                    assert [a.name for a in node.names] == ["protocol"], module
+            elif isinstance(node, ast.Import):
+                used.update(a.name for a in node.names if a.name.startswith("perfgate"))
+        assert used <= allowed, (module, used - allowed)
+        if module == "perfgate.load.engine":
+            assert "perfgate.load.engine_session" in used

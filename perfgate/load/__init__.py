@@ -2,8 +2,9 @@
 
 - :mod:`perfgate.load.runner` — :class:`LocustRunner`, the parent side (the ``StepRunner`` of
   docs/ARCHITECTURE.md). It never imports locust.
-- :mod:`perfgate.load.engine` — the child process (``python -m perfgate.load.engine``), the only
-  module that imports locust.
+- :mod:`perfgate.load.engine` — the child process (``python -m perfgate.load.engine``); it and
+  the ``engine_*`` modules it imports (session, steps, runners, record, users, process) are the
+  only modules that import locust.
 - :mod:`perfgate.load.protocol` — the JSON-lines messages between them.
 - :mod:`perfgate.histogram` — the mergeable log-bucketed latency histogram.
 - :mod:`perfgate.load.templates` — ``{{ expr }}`` request templates, compiled once.

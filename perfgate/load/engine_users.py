@@ -1,0 +1,230 @@
+"""The engine's virtual users: generated from the scenario's requests, or a locustfile's.
+
+Users are either a ``FastHttpUser`` subclass generated from the scenario's weighted requests
+(``wait_time = constant(users.wait_s)``, templates from :mod:`perfgate.load.templates`, failure
+= an exception or a status outside ``expect_status`` / outside 2xx–3xx) or the User classes of
+``users.locustfile`` (failure = the request event's exception, i.e. whatever Locust and the
+locustfile's ``catch_response`` decided).
+"""
+
+# isort: off
+import locust  # noqa: F401  first, as in every engine module (see perfgate.load.engine)
+
+# isort: on
+import heapq
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, User, constant, task
+
+from perfgate.load.templates import (
+    MISSING,
+    CompiledRequest,
+    RequestPicker,
+    Template,
+    UserContext,
+    compile_requests,
+    compile_template,
+)
+from perfgate.models import UsersSpec, from_jsonable
+
+
+class ScenarioInputError(Exception):
+    """The scenario's users cannot be built (broken locustfile, bad template)."""
+
+
+class IndexLayout:
+    """How a process's local user index maps to the global one (unique across workers)."""
+
+    __slots__ = ("offset", "stride")
+
+    def __init__(self) -> None:
+        self.stride = 1
+        self.offset = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Users:
+    """What an engine process runs: the User classes and how their requests are judged."""
+
+    classes: tuple[type[User], ...]
+    expects: dict[tuple[str, str], frozenset[int]]  # (METHOD, name) → statuses; generated only
+    secrets: tuple[str, ...]  # longest first, so that a secret inside another is redacted whole
+    layout: IndexLayout  # a worker sets it once its master has given it an index
+
+
+def load_users(config: dict[str, Any]) -> Users:
+    """The users of an engine ``config`` (ScenarioInputError when they cannot be built)."""
+    users = from_jsonable(UsersSpec, config["users"])
+    secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
+    timeout_s = float(config.get("request_timeout_s") or 60.0)
+    layout = IndexLayout()
+    if users.locustfile:
+        classes = load_locustfile(users.locustfile, users.wait_s)
+        expects: dict[tuple[str, str], frozenset[int]] = {}
+    else:
+        classes = [build_scenario_user(users, timeout_s, layout)]
+        expects = {
+            (spec.method.upper(), spec.name): frozenset(spec.expect_status)
+            for spec in users.requests
+            if spec.expect_status
+        }
+    return Users(classes=tuple(classes), expects=expects, secrets=secrets, layout=layout)
+
+
+class _IndexPool:
+    """Hands out the smallest free 0-based user index; indexes are reused after ramp-down."""
+
+    def __init__(self) -> None:
+        self._free: list[int] = []
+        self._next = 0
+
+    def acquire(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        self._next += 1
+        return self._next - 1
+
+    def release(self, index: int) -> None:
+        heapq.heappush(self._free, index)
+
+
+def _compile_users(
+    users: UsersSpec,
+) -> tuple[tuple[CompiledRequest, ...], Template | None]:
+    """The compiled request mix and common headers (ScenarioInputError when they are broken)."""
+    try:
+        compiled = compile_requests(users.requests)
+        global_headers = (
+            compile_template(dict(users.headers), "users.headers") if users.headers else None
+        )
+    except ValueError as exc:
+        raise ScenarioInputError(str(exc)) from exc
+    if not compiled:
+        raise ScenarioInputError("users.requests is empty and no users.locustfile is set")
+    return compiled, global_headers
+
+
+def _send(
+    user: Any, req: CompiledRequest, ctx: UserContext, dynamic_headers: Template | None
+) -> Any:
+    kwargs: dict[str, Any] = {}
+    if req.json is not None:
+        kwargs["json"] = req.json.render(ctx)
+    if req.params is not None:
+        kwargs["params"] = req.params.render(ctx)
+    headers = req.headers.render(ctx) if req.headers is not None else None
+    if dynamic_headers is not None:
+        common = dynamic_headers.render(ctx)
+        headers = {**common, **headers} if headers else common
+    if headers:
+        kwargs["headers"] = headers
+    return user.client.request(req.method, req.path.render(ctx), name=req.name, **kwargs)
+
+
+def build_scenario_user(
+    users: UsersSpec, request_timeout_s: float, layout: IndexLayout | None = None
+) -> type[FastHttpUser]:
+    """A FastHttpUser subclass that runs the scenario's weighted request mix."""
+    index_layout = layout or IndexLayout()
+    compiled, global_headers = _compile_users(users)
+    static_headers = dict(users.headers) if global_headers and global_headers.constant else None
+    dynamic_headers = global_headers if global_headers and not global_headers.constant else None
+    any_needs = any(r.needs for r in compiled)
+    shared_picker = RequestPicker(compiled)
+    pool = _IndexPool()
+
+    class ScenarioUser(FastHttpUser):
+        wait_time = constant(users.wait_s)
+        network_timeout = request_timeout_s
+        connection_timeout = request_timeout_s
+        default_headers = static_headers
+
+        def __init__(self, environment: Any) -> None:
+            super().__init__(environment)
+            self._local_index = pool.acquire()
+            self._ctx = UserContext(self._local_index * index_layout.stride + index_layout.offset)
+            self._picker = RequestPicker(compiled) if any_needs else shared_picker
+
+        def start(self, group: Any) -> Any:
+            greenlet = super().start(group)
+            index = self._local_index
+            greenlet.link(lambda _g: pool.release(index))
+            return greenlet
+
+        @task
+        def iteration(self) -> None:
+            req = self._picker.pick()
+            if req is None:  # unreachable: compile_requests guarantees a var-free request
+                gevent.sleep(0.01)
+                return
+            ctx = self._ctx
+            response = _send(self, req, ctx, dynamic_headers)
+            ctx.seq += 1
+            if req.capture:
+                self._capture(req, response)
+
+        def _capture(self, req: CompiledRequest, response: Any) -> None:
+            status = getattr(response, "status_code", 0) or 0
+            ok = status in req.expect_status if req.expect_status else 200 <= status < 400
+            if not ok:
+                return
+            try:
+                data = response.json()
+            except Exception:  # a body that is not JSON simply captures nothing
+                return
+            known = self._ctx.vars
+            new = False
+            for var, get in req.capture:
+                value = get(data)
+                if value is not MISSING:
+                    new = new or var not in known
+                    known[var] = value
+            if new and any_needs:
+                self._picker.refresh(frozenset(known))
+
+    return ScenarioUser
+
+
+def load_locustfile(path: str, wait_s: float) -> list[type[User]]:
+    """The runnable User classes of a locustfile (its own module name, its folder on sys.path)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    module_name = "perfgate_user_locustfile"
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError("not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, directory)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            if sys.path and sys.path[0] == directory:
+                del sys.path[0]
+    except BaseException as exc:  # SystemExit from a locustfile is bad input too
+        text = " ".join(str(exc).split()) or "(no message)"
+        raise ScenarioInputError(
+            f"users.locustfile {path} could not be loaded: {type(exc).__name__}: {text}"
+        ) from exc
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, User) and value.abstract is False
+    ]
+    if not classes:
+        raise ScenarioInputError(
+            f"users.locustfile {path} defines no User class (subclass FastHttpUser or HttpUser)"
+        )
+    if wait_s > 0:
+        for cls in classes:
+            own = any(
+                "wait_time" in vars(k) for k in cls.__mro__ if not k.__module__.startswith("locust")
+            )
+            if not own:
+                cls.wait_time = constant(wait_s)
+    return classes
