@@ -28,9 +28,15 @@ from typing import Any
 
 import pytest
 
-import perfgate.staging.kubernetes as kube_mod
 from perfgate.errors import InputError, LoadError, ScenarioError, StagingError
 from perfgate.load import protocol
+from perfgate.load.pods import (
+    LOAD_MASTER_NAME,
+    LOAD_NAME_PREFIX,
+    load_commands,
+    load_generator_documents,
+)
+from perfgate.load.protocol import CONTROL_PORT, MASTER_PORT
 from perfgate.load.runner import LocustRunner, pod_files, relay_command
 from perfgate.models import (
     GateSpec,
@@ -46,15 +52,10 @@ from perfgate.models import (
     to_jsonable,
 )
 from perfgate.scenario import parse_scenario
-from perfgate.staging import StagedTarget, StagingOptions
-from perfgate.staging.kubernetes import deploy_load_generators, provision_kubernetes
-from perfgate.staging.manifests import (
-    LOAD_CONTROL_PORT,
-    LOAD_MASTER_PORT,
-    check_documents,
-    load_commands,
-    load_generator_documents,
-)
+from perfgate.staging import StagedTarget, StagingOptions, load_generators
+from perfgate.staging.kubernetes import provision_kubernetes
+from perfgate.staging.kubernetes import timing as kube_timing
+from perfgate.staging.manifests import RenderedDoc, check_documents
 
 try:
     from fakekube import FakeKube, LocalKubelet
@@ -96,7 +97,7 @@ spec:
 
 @pytest.fixture(autouse=True)
 def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
-    timing = kube_mod.Timing(
+    timing = kube_timing.Timing(
         poll_min_s=0.02,
         poll_max_s=0.1,
         heartbeat_s=1.0,
@@ -104,7 +105,7 @@ def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
         interrupted_delete_wait_s=3.0,
         probe_timeout_s=0.5,
     )
-    monkeypatch.setattr(kube_mod, "TIMING", timing)
+    monkeypatch.setattr(kube_timing, "TIMING", timing)
 
 
 @pytest.fixture
@@ -206,12 +207,30 @@ def k8s_scenario(
 
 
 def staging_options(tmp_path: Path, logs: list[str], **kw: Any) -> StagingOptions:
+    """Options as the pipeline gives them with load.placement kubernetes."""
     return StagingOptions(
         release="v1",
         run_id=uuid.uuid4().hex[:6],
         kubeconfig=str(tmp_path / "kubeconfig"),
         log=logs.append,
+        reserved_prefix=LOAD_NAME_PREFIX,
         **kw,
+    )
+
+
+def generators(
+    scen: Scenario,
+    staged: StagedTarget,
+    options: StagingOptions,
+    files: dict[str, str] | None = None,
+    secret_files: dict[str, str] | None = None,
+) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """The pipeline's wiring: the load stage builds the objects, staging applies them."""
+    if files is None or secret_files is None:
+        files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
+    documents = load_generator_documents(scen.load, files=files, secret_files=secret_files)
+    return load_generators(
+        scen, staged, options, documents=documents, master=(LOAD_MASTER_NAME, CONTROL_PORT)
     )
 
 
@@ -234,8 +253,8 @@ class LocalPorts:
         out = [
             {
                 "perfgate-locust-master": "127.0.0.1",
-                str(LOAD_MASTER_PORT): str(self.zmq),
-                str(LOAD_CONTROL_PORT): str(self.control),
+                str(MASTER_PORT): str(self.zmq),
+                str(CONTROL_PORT): str(self.control),
             }.get(arg, arg)
             for arg in command
         ]
@@ -330,11 +349,8 @@ def in_cluster_runner(
 
     @contextlib.contextmanager
     def run() -> Iterator[LocustRunner]:
-        files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
         with (
-            deploy_load_generators(
-                scen, staged, options, files=files, secret_files=secret_files
-            ) as (host, port),
+            generators(scen, staged, options) as (host, port),
             LocustRunner(
                 staged.url,
                 scen.users,
@@ -434,9 +450,12 @@ def test_users_too_large_for_a_configmap_is_a_scenario_error(tmp_path: Path) -> 
 
 def test_load_generator_objects_are_valid_and_carry_no_secret() -> None:
     files, secret_files = pod_files("http://web.ns.svc:8080", users_spec(), SLO, LoadSpec())
-    docs = load_generator_documents(
-        namespace="perfgate-x", image=IMAGE, workers=3, files=files, secret_files=secret_files
+    objs = load_generator_documents(
+        LoadSpec(workers=3, placement="kubernetes", worker_image=IMAGE),
+        files=files,
+        secret_files=secret_files,
     )
+    docs = [RenderedDoc(file="pods", index=i, obj=o) for i, o in enumerate(objs, start=1)]
     assert check_documents(docs, KubernetesSpec(), strict=True) == ()
     by = {(d.kind, d.name): d.obj for d in docs}
     assert list(by) == [
@@ -447,7 +466,7 @@ def test_load_generator_objects_are_valid_and_carry_no_secret() -> None:
         ("Deployment", "perfgate-locust-worker"),
     ]
     for obj in by.values():
-        assert obj["metadata"]["namespace"] == "perfgate-x"
+        assert "namespace" not in obj["metadata"]  # staging places them in its namespace
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "perfgate"
         assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "load-generator"
     assert TOKEN not in json.dumps(by[("ConfigMap", "perfgate-locust-config")])
@@ -476,9 +495,11 @@ def test_load_generator_objects_are_valid_and_carry_no_secret() -> None:
     ]
     assert master["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]
     no_secret = load_generator_documents(
-        namespace="perfgate-x", image=IMAGE, workers=1, files=files, secret_files={}
+        LoadSpec(placement="kubernetes", worker_image=IMAGE), files=files, secret_files={}
     )
-    assert "Secret" not in {d.kind for d in no_secret}
+    assert "Secret" not in {d["kind"] for d in no_secret}
+    with pytest.raises(ScenarioError, match=r"load\.worker_image: required"):
+        load_generator_documents(LoadSpec(placement="kubernetes"), files=files, secret_files={})
 
 
 SCENARIO = """\
@@ -524,7 +545,7 @@ def test_objects_are_created_in_the_staging_namespace_and_go_with_it(
     logs: list[str] = []
     options = staging_options(tmp_path, logs)
     ports = LocalPorts()
-    fake.port_map.update({LOAD_MASTER_PORT: ports.zmq, LOAD_CONTROL_PORT: ports.control})
+    fake.port_map.update({MASTER_PORT: ports.zmq, CONTROL_PORT: ports.control})
     with listening(ports.zmq), listening(ports.control):
         with provision_kubernetes(scen, options) as staged:
             ns = staged.namespace
@@ -533,9 +554,7 @@ def test_objects_are_created_in_the_staging_namespace_and_go_with_it(
             assert staged.url == f"http://web.{ns}.svc:8080"
             assert staged.details["endpoint"] == "cluster-dns"
             files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
-            with deploy_load_generators(
-                scen, staged, options, files=files, secret_files=secret_files
-            ) as (host, port):
+            with generators(scen, staged, options, files, secret_files) as (host, port):
                 assert host == "127.0.0.1" and port > 0
                 config_map = fake.get("ConfigMap", ns, "perfgate-locust-config")
                 secret = fake.get("Secret", ns, "perfgate-locust-secrets")
@@ -553,7 +572,7 @@ def test_objects_are_created_in_the_staging_namespace_and_go_with_it(
     assert worker["spec"]["replicas"] == 2
     container = worker["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == IMAGE and container["command"] == load_commands()["worker"]
-    assert service["spec"]["ports"][0]["port"] == LOAD_MASTER_PORT
+    assert service["spec"]["ports"][0]["port"] == MASTER_PORT
     assert sum(p.startswith("perfgate-locust-worker-") for p in pods) == 2
     assert sum(p.startswith("perfgate-locust-master-") for p in pods) == 1
     created = [
@@ -579,11 +598,10 @@ def test_a_master_that_never_listens_fails_the_readiness_wait(
     scen = k8s_scenario(tmp_path, ready_timeout_s=1.0)
     logs: list[str] = []
     options = staging_options(tmp_path, logs)
-    fake.port_map[LOAD_MASTER_PORT] = free_port()  # nothing there: the probe never passes
+    fake.port_map[MASTER_PORT] = free_port()  # nothing there: the probe never passes
     with pytest.raises(StagingError) as info, provision_kubernetes(scen, options) as staged:
         namespace = staged.namespace
-        files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
-        with deploy_load_generators(scen, staged, options, files=files, secret_files=secret_files):
+        with generators(scen, staged, options):
             pytest.fail("the master was never ready")
     message = str(info.value)
     assert "not ready after 1 s: deployment/perfgate-locust-master 0/1 available" in message
@@ -596,10 +614,12 @@ def test_a_worker_image_that_cannot_be_pulled_is_named(tmp_path: Path, fake: Fak
     scen = k8s_scenario(tmp_path, ready_timeout_s=1.0)
     fake.broken_images.add(IMAGE)
     options = staging_options(tmp_path, [])
-    with pytest.raises(StagingError) as info, provision_kubernetes(scen, options) as staged:
-        files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
-        with deploy_load_generators(scen, staged, options, files=files, secret_files=secret_files):
-            pytest.fail("the pods never ran")
+    with (
+        pytest.raises(StagingError) as info,
+        provision_kubernetes(scen, options) as staged,
+        generators(scen, staged, options),
+    ):
+        pytest.fail("the pods never ran")
     assert "deployment/perfgate-locust-worker 0/2 available (2 pods: ImagePullBackOff" in str(
         info.value
     )
@@ -612,10 +632,9 @@ def test_no_right_to_create_secrets_points_at_the_rbac_file(tmp_path: Path, fake
     with (
         pytest.raises(StagingError, match=r"403.*scenarios/k8s/rbac\.yaml"),
         provision_kubernetes(scen, options) as staged,
+        generators(scen, staged, options),
     ):
-        files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
-        with deploy_load_generators(scen, staged, options, files=files, secret_files=secret_files):
-            pytest.fail("the Secret was forbidden")
+        pytest.fail("the Secret was forbidden")
 
 
 def test_manifests_may_not_use_the_reserved_names(tmp_path: Path, fake: FakeKube) -> None:
@@ -634,7 +653,9 @@ def test_the_load_generators_need_the_kubernetes_provider(tmp_path: Path) -> Non
     staged = StagedTarget(url="http://127.0.0.1:1", provider="none", description="existing")
     with (
         pytest.raises(InputError, match="needs the kubernetes staging provider"),
-        deploy_load_generators(scen, staged, StagingOptions(), files={}, secret_files={}),
+        load_generators(
+            scen, staged, StagingOptions(), documents=(), master=(LOAD_MASTER_NAME, CONTROL_PORT)
+        ),
     ):
         pytest.fail("refused")
 
@@ -646,7 +667,7 @@ def test_a_kept_namespace_keeps_the_objects_but_no_running_load_generator(
     logs: list[str] = []
     options = staging_options(tmp_path, logs, keep_namespace=True)
     ports = LocalPorts()
-    fake.port_map.update({LOAD_MASTER_PORT: ports.zmq, LOAD_CONTROL_PORT: ports.control})
+    fake.port_map.update({MASTER_PORT: ports.zmq, CONTROL_PORT: ports.control})
     with (
         listening(ports.zmq),
         listening(ports.control),
@@ -654,8 +675,7 @@ def test_a_kept_namespace_keeps_the_objects_but_no_running_load_generator(
     ):
         ns = staged.namespace
         assert ns is not None
-        files, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
-        with deploy_load_generators(scen, staged, options, files=files, secret_files=secret_files):
+        with generators(scen, staged, options):
             pass
     for name in ("perfgate-locust-master", "perfgate-locust-worker"):
         deployment = fake.get("Deployment", ns, name)
@@ -677,7 +697,7 @@ def test_in_cluster_load_end_to_end_through_the_fake(
     logs: list[str] = []
     options = staging_options(tmp_path, logs)
     ports = LocalPorts()
-    fake.port_map.update({LOAD_MASTER_PORT: ports.zmq, LOAD_CONTROL_PORT: ports.control})
+    fake.port_map.update({MASTER_PORT: ports.zmq, CONTROL_PORT: ports.control})
     kubelet = LocalKubelet(
         fake,
         tmp_path / "pods",

@@ -23,9 +23,10 @@ from typing import Any
 import psutil
 import pytest
 
-import perfgate.staging.kubernetes as kube_mod
 from perfgate.cli import _main
-from perfgate.staging.manifests import LOAD_CONTROL_PORT, LOAD_MASTER_PORT, load_commands
+from perfgate.load.pods import load_commands
+from perfgate.load.protocol import CONTROL_PORT, MASTER_PORT
+from perfgate.staging.kubernetes import timing as kube_timing
 
 try:
     from fakekube import FakeKube, LocalKubelet
@@ -79,7 +80,7 @@ load: {{placement: kubernetes, worker_image: "{image}", workers: 2}}
 
 @pytest.fixture(autouse=True)
 def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
-    timing = kube_mod.Timing(
+    timing = kube_timing.Timing(
         poll_min_s=0.02,
         poll_max_s=0.1,
         heartbeat_s=1.0,
@@ -87,7 +88,7 @@ def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
         interrupted_delete_wait_s=3.0,
         probe_timeout_s=0.5,
     )
-    monkeypatch.setattr(kube_mod, "TIMING", timing)
+    monkeypatch.setattr(kube_timing, "TIMING", timing)
 
 
 @pytest.fixture
@@ -176,8 +177,8 @@ class LocalPorts:
         out = [
             {
                 "perfgate-locust-master": "127.0.0.1",
-                str(LOAD_MASTER_PORT): str(self.zmq),
-                str(LOAD_CONTROL_PORT): str(self.control),
+                str(MASTER_PORT): str(self.zmq),
+                str(CONTROL_PORT): str(self.control),
             }.get(arg, arg)
             for arg in command
         ]
@@ -224,7 +225,7 @@ def test_run_with_pod_load_generators_end_to_end(
     url, seen = target
     scenario = write_scenario(tmp_path, url)
     ports = LocalPorts()
-    fake.port_map.update({LOAD_MASTER_PORT: ports.zmq, LOAD_CONTROL_PORT: ports.control})
+    fake.port_map.update({MASTER_PORT: ports.zmq, CONTROL_PORT: ports.control})
     (tmp_path / "pods").mkdir()
     kubelet = LocalKubelet(
         fake,

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import yaml
 
-import perfgate.staging.kubernetes as kube_mod
 from perfgate.errors import (
     EXIT_INFRA,
     EXIT_INPUT,
@@ -55,6 +54,10 @@ from perfgate.staging.kubernetes import (
     provision_kubernetes,
     workload_state,
 )
+from perfgate.staging.kubernetes import timing as kube_timing
+from perfgate.staging.kubernetes.provision import apply_documents
+from perfgate.staging.kubernetes.rest import Api
+from perfgate.staging.kubernetes.signals import signals_deferred
 
 try:
     from fakekube import FakeKube, LoopbackHTTP
@@ -169,9 +172,9 @@ class Kube:
 def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small waits for the fake (0.1 s transitions); generous ones for a real cluster."""
     if REAL_KUBECONFIG:
-        timing = kube_mod.Timing(delete_wait_s=180.0, interrupted_delete_wait_s=60.0)
+        timing = kube_timing.Timing(delete_wait_s=180.0, interrupted_delete_wait_s=60.0)
     else:
-        timing = kube_mod.Timing(
+        timing = kube_timing.Timing(
             poll_min_s=0.02,
             poll_max_s=0.1,
             heartbeat_s=1.0,
@@ -179,7 +182,7 @@ def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
             interrupted_delete_wait_s=3.0,
             probe_timeout_s=0.5,
         )
-    monkeypatch.setattr(kube_mod, "TIMING", timing)
+    monkeypatch.setattr(kube_timing, "TIMING", timing)
 
 
 @pytest.fixture
@@ -512,13 +515,13 @@ def test_signals_are_held_during_a_request_and_delivered_after() -> None:
     received: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
-        with kube_mod._signals_deferred():
+        with signals_deferred():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
             assert received == []  # held while the "request" runs
         assert received == [signal.SIGTERM]  # then delivered to the handler that was set
         assert signal.getsignal(signal.SIGTERM) is not None
-        with pytest.raises(KeyboardInterrupt), kube_mod._signals_deferred():
+        with pytest.raises(KeyboardInterrupt), signals_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
     finally:
@@ -961,7 +964,9 @@ def test_namespace_stuck_terminating_warns_and_returns(
     tmp_path: Path, fake: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.delete_delay_s = None  # a finalizer that never finishes
-    monkeypatch.setattr(kube_mod, "TIMING", dataclasses.replace(kube_mod.TIMING, delete_wait_s=0.5))
+    monkeypatch.setattr(
+        kube_timing, "TIMING", dataclasses.replace(kube_timing.TIMING, delete_wait_s=0.5)
+    )
     logs: list[str] = []
     with provision_kubernetes(
         scenario(tmp_path), options(kubeconfig(tmp_path), logs, run_id="st1234")
@@ -1052,9 +1057,9 @@ def test_reapplying_is_idempotent(tmp_path: Path, fake: FakeKube) -> None:
             scenario_dir=tmp_path,
         )
         before = fake.get("Deployment", target.namespace or "", "web")
-        api = kube_mod._Api(load_cluster_config(str(kubeconfig(tmp_path)), None))
+        api = Api(load_cluster_config(str(kubeconfig(tmp_path)), None))
         try:
-            kube_mod._apply(api, docs, target.namespace or "", lambda m: None)
+            apply_documents(api, docs, target.namespace or "", lambda m: None)
         finally:
             api.close()
         after = fake.get("Deployment", target.namespace or "", "web")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,11 @@ class StagedTarget:
     # How this target was staged, recorded in result.json and stored baselines so a later run
     # can stage this release again side by side (kubernetes: image, variables, manifests_digest).
     recipe: dict[str, Any] = field(default_factory=dict)
+    # Serve another recipe at the same URL (the gate's cross-over swaps the two builds'
+    # deployments); None when the provider cannot (an existing target, kubernetes for now).
+    restage: Callable[[Mapping[str, Any]], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def _no_log(msg: str) -> None:
@@ -59,6 +64,10 @@ class StagingOptions:
     # {"image": str, "variables": {...}}; embedded {"exchange": {...knobs}}; None = the scenario
     # as written.
     recipe: Mapping[str, Any] | None = None
+    # Object names the scenario's manifests must not use, because another stage puts its own
+    # objects into the namespace (the load generators' prefix, with load.placement kubernetes);
+    # checked offline with the other manifest errors. None = no names reserved.
+    reserved_prefix: str | None = None
 
 
 _DEFAULT_OPTIONS = StagingOptions()
@@ -174,13 +183,18 @@ def load_generators(
     staged: StagedTarget,
     options: StagingOptions,
     *,
-    files: dict[str, str],
-    secret_files: dict[str, str],
+    documents: Sequence[Mapping[str, Any]],
+    master: tuple[str, int],
 ) -> Iterator[tuple[str, int]]:
-    """Locust master and worker pods in the staging namespace; yields the master's local address."""
+    """Create the load stage's generator objects in the namespace; yield ``master``'s address.
+
+    ``documents`` are Kubernetes objects without a namespace (the load stage builds them: staging
+    only places and applies them); ``master`` is (a Deployment among them, a port of its pod),
+    yielded as a local address through a port-forward. They go with the namespace.
+    """
     from perfgate.staging.kubernetes import deploy_load_generators
 
     with deploy_load_generators(
-        scenario, staged, options, files=files, secret_files=secret_files
+        scenario, staged, options, documents=documents, master=master
     ) as address:
         yield address

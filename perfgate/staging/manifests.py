@@ -13,10 +13,10 @@ every message (``exchange.yaml[doc 2] Deployment/exchange: …``).
 
 from __future__ import annotations
 
-import base64
 import functools
+import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,11 +124,20 @@ class RenderedDoc:
 
 
 def render_manifests(
-    spec: KubernetesSpec, *, release: str, namespace: str, scenario_dir: Path
+    spec: KubernetesSpec,
+    *,
+    release: str,
+    namespace: str,
+    scenario_dir: Path,
+    image: str | None = None,
 ) -> tuple[RenderedDoc, ...]:
-    """Render every manifest for ``namespace``; raise ScenarioError listing all problems."""
+    """Render every manifest for ``namespace``; raise ScenarioError listing all problems.
+
+    ``image``, already rendered, replaces ``staging.kubernetes.image``: how a previous release is
+    staged from its recipe with the same manifests.
+    """
     docs, errors = _render_all(
-        spec, release=release, namespace=namespace, scenario_dir=scenario_dir
+        spec, release=release, namespace=namespace, scenario_dir=scenario_dir, image=image
     )
     if errors:
         raise ScenarioError(_summary(errors))
@@ -170,11 +179,13 @@ def check_documents(
     return tuple(errors)
 
 
-def render_url(spec: KubernetesSpec, *, release: str, namespace: str) -> str:
+def render_url(
+    spec: KubernetesSpec, *, release: str, namespace: str, image: str | None = None
+) -> str:
     """Render ``staging.kubernetes.url`` (a template) into the target URL."""
     if not spec.url:
         raise ScenarioError("staging.kubernetes.url is not set")
-    context = _context(spec, release=release, namespace=namespace)
+    context = _context(spec, release=release, namespace=namespace, image=image)
     context.update(service=spec.service, port=spec.port)
     try:
         url = _environment().from_string(spec.url).render(context).strip()
@@ -183,6 +194,41 @@ def render_url(spec: KubernetesSpec, *, release: str, namespace: str) -> str:
     if not re.match(r"^https?://[^/\s]+", url):
         raise ScenarioError(f"staging.kubernetes.url: rendered to {url!r}, not an http(s) URL")
     return url.rstrip("/")
+
+
+def render_image(spec: KubernetesSpec, *, release: str, namespace: str) -> str | None:
+    """``staging.kubernetes.image`` rendered as the manifests see it (None when unset)."""
+    image = _context(spec, release=release, namespace=namespace).get("image")
+    return str(image) if image is not None else None
+
+
+def manifests_digest(spec: KubernetesSpec) -> str:
+    """``sha256:<hex>`` of the raw manifest files' bytes, in path order.
+
+    It says whether a stored release was staged from the same manifests as this run (the same
+    as ``cat FILES | sha256sum`` with the files sorted by path).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(manifest_files(spec.manifests), key=str):
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return f"sha256:{digest.hexdigest()}"
+
+
+def reserved_name_errors(docs: Sequence[RenderedDoc], prefix: str) -> tuple[str, ...]:
+    """Manifests whose names start with ``prefix``, reserved for perfgate's load generators.
+
+    The prefix comes from the caller (the load stage owns the names it gives its pods), so that
+    a clash is reported with the other manifest errors, before any cluster is touched.
+    """
+    return tuple(
+        f"{doc.where}: the name prefix {prefix!r} is reserved for perfgate's load "
+        "generators (load.placement kubernetes)"
+        for doc in docs
+        if doc.name.startswith(prefix)
+    )
 
 
 def manifest_files(paths: Iterable[str]) -> tuple[Path, ...]:
@@ -223,7 +269,9 @@ def _environment() -> jinja2.sandbox.SandboxedEnvironment:
     )
 
 
-def _context(spec: KubernetesSpec, *, release: str, namespace: str) -> dict[str, Any]:
+def _context(
+    spec: KubernetesSpec, *, release: str, namespace: str, image: str | None = None
+) -> dict[str, Any]:
     clash = sorted(set(spec.variables) & set(RESERVED_VARIABLES))
     if clash:
         raise ScenarioError(
@@ -232,7 +280,9 @@ def _context(spec: KubernetesSpec, *, release: str, namespace: str) -> dict[str,
         )
     context: dict[str, Any] = dict(spec.variables)
     context.update(release=release, namespace=namespace)
-    if spec.image:
+    if image is not None:
+        context["image"] = image
+    elif spec.image:
         try:
             context["image"] = _environment().from_string(spec.image).render(context).strip()
         except jinja2.TemplateError as exc:
@@ -241,9 +291,14 @@ def _context(spec: KubernetesSpec, *, release: str, namespace: str) -> dict[str,
 
 
 def _render_all(
-    spec: KubernetesSpec, *, release: str, namespace: str, scenario_dir: Path
+    spec: KubernetesSpec,
+    *,
+    release: str,
+    namespace: str,
+    scenario_dir: Path,
+    image: str | None = None,
 ) -> tuple[tuple[RenderedDoc, ...], list[str]]:
-    context = _context(spec, release=release, namespace=namespace)
+    context = _context(spec, release=release, namespace=namespace, image=image)
     docs: list[RenderedDoc] = []
     errors: list[str] = []
     for path in manifest_files(spec.manifests):
@@ -512,205 +567,3 @@ def _service_errors(docs: Sequence[RenderedDoc], spec: KubernetesSpec) -> list[s
             f"ports: {', '.join(str(n) for n in numbers) or 'none'}"
         ]
     return []
-
-
-# ---------------------------------------------------------------------------------------------
-# load generators in the staging namespace (load.placement: kubernetes)
-# ---------------------------------------------------------------------------------------------
-
-LOAD_CONFIG_NAME = "perfgate-locust-config"  # ConfigMap: config.json (+ locustfile.py)
-LOAD_SECRET_NAME = "perfgate-locust-secrets"  # Secret: secrets.json, only when there are any
-LOAD_MASTER_NAME = "perfgate-locust-master"  # Deployment and Service
-LOAD_WORKER_NAME = "perfgate-locust-worker"  # Deployment
-LOAD_NAME_PREFIX = "perfgate-locust-"  # reserved: the scenario's manifests must not use it
-LOAD_ROLE_LABEL = "perfgate.dev/load-role"
-LOAD_MOUNT_DIR = "/etc/perfgate/load"  # ConfigMap and Secret projected into one folder
-LOAD_MASTER_PORT = 5557  # Locust's port, where the worker pods connect (the engine's default)
-LOAD_CONTROL_PORT = 5558  # the master's protocol port: 127.0.0.1 in its pod, port-forward only
-LOAD_WORKER_RESOURCES = {
-    # a worker is one Python process: it can use one core, and no CPU limit (CFS throttling
-    # would show up as latency of the target)
-    "requests": {"cpu": "500m", "memory": "256Mi"},
-    "limits": {"memory": "1Gi"},
-}
-LOAD_MASTER_RESOURCES = {
-    "requests": {"cpu": "100m", "memory": "128Mi"},
-    "limits": {"memory": "512Mi"},
-}
-
-
-def load_labels(role: str | None = None) -> dict[str, str]:
-    """Labels of every load-generator object (``role``: master or worker)."""
-    labels = {
-        "app.kubernetes.io/name": "perfgate-locust",
-        "app.kubernetes.io/component": "load-generator",
-        "app.kubernetes.io/managed-by": "perfgate",
-    }
-    if role:
-        labels[LOAD_ROLE_LABEL] = role
-    return labels
-
-
-def load_commands() -> dict[str, list[str]]:
-    """The engine command lines of the master and worker pods."""
-    config = f"{LOAD_MOUNT_DIR}/config.json"
-    engine = ["python", "-m", "perfgate.load.engine"]
-    return {
-        "master": [
-            *engine,
-            "--master",
-            "--config",
-            config,
-            "--port",
-            str(LOAD_MASTER_PORT),
-            "--control-port",
-            str(LOAD_CONTROL_PORT),
-        ],
-        "worker": [
-            *engine,
-            "--worker",
-            LOAD_MASTER_NAME,  # the Service, same namespace
-            str(LOAD_MASTER_PORT),
-            "--config",
-            config,
-        ],
-    }
-
-
-def load_generator_documents(
-    *,
-    namespace: str,
-    image: str,
-    workers: int,
-    files: Mapping[str, str],
-    secret_files: Mapping[str, str],
-) -> tuple[RenderedDoc, ...]:
-    """ConfigMap, Secret (if any), master Service and Deployment, worker Deployment."""
-    if workers < 1:
-        raise ValueError(f"workers must be ≥ 1, got {workers}")
-    where = "load.placement kubernetes"
-
-    def meta(name: str, role: str | None = None) -> dict[str, Any]:
-        return {"name": name, "namespace": namespace, "labels": load_labels(role)}
-
-    sources: list[dict[str, Any]] = [{"configMap": {"name": LOAD_CONFIG_NAME}}]
-    objs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": meta(LOAD_CONFIG_NAME),
-            "data": dict(files),
-        }
-    ]
-    if secret_files:
-        sources.append({"secret": {"name": LOAD_SECRET_NAME}})
-        objs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": meta(LOAD_SECRET_NAME),
-                "type": "Opaque",
-                "data": {
-                    k: base64.b64encode(v.encode("utf-8")).decode("ascii")
-                    for k, v in secret_files.items()
-                },
-            }
-        )
-    objs.append(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta(LOAD_MASTER_NAME, "master"),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": _load_selector("master"),
-                "ports": [
-                    {
-                        "name": "locust",
-                        "port": LOAD_MASTER_PORT,
-                        "targetPort": "locust",
-                        "protocol": "TCP",
-                    }
-                ],
-            },
-        }
-    )
-    commands = load_commands()
-    for role, replicas in (("master", 1), ("worker", workers)):
-        container: dict[str, Any] = {
-            "name": f"locust-{role}",
-            "image": image,
-            "command": commands[role],
-            "env": [
-                {"name": "PYTHONUNBUFFERED", "value": "1"},
-                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the mount is read-only
-                {
-                    "name": "PERFGATE_NAMESPACE",
-                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-                },
-            ],
-            "resources": LOAD_MASTER_RESOURCES if role == "master" else LOAD_WORKER_RESOURCES,
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "volumeMounts": [{"name": "load", "mountPath": LOAD_MOUNT_DIR, "readOnly": True}],
-        }
-        pod_spec: dict[str, Any] = {
-            "automountServiceAccountToken": False,  # load generators never talk to the API
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 5,
-            "containers": [container],
-            "volumes": [{"name": "load", "projected": {"sources": sources}}],
-        }
-        spec: dict[str, Any] = {
-            "replicas": replicas,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": _load_selector(role)},
-            "template": {"metadata": {"labels": load_labels(role)}, "spec": pod_spec},
-        }
-        if role == "master":
-            container["ports"] = [
-                {"name": "locust", "containerPort": LOAD_MASTER_PORT, "protocol": "TCP"}
-            ]
-            # the control port opens before Locust's: this probe covers both
-            container["readinessProbe"] = {
-                "tcpSocket": {"port": "locust"},
-                "periodSeconds": 2,
-                "failureThreshold": 3,
-            }
-        else:
-            # a worker that crashes on start (an image without perfgate) is not "available"
-            spec["minReadySeconds"] = 5
-            pod_spec["topologySpreadConstraints"] = [
-                {
-                    "maxSkew": 1,
-                    "topologyKey": "kubernetes.io/hostname",
-                    "whenUnsatisfiable": "ScheduleAnyway",  # spread over nodes where possible
-                    "labelSelector": {"matchLabels": _load_selector(role)},
-                }
-            ]
-        name = LOAD_MASTER_NAME if role == "master" else LOAD_WORKER_NAME
-        objs.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": meta(name, role),
-                "spec": spec,
-            }
-        )
-    return tuple(RenderedDoc(file=where, index=i, obj=o) for i, o in enumerate(objs, start=1))
-
-
-def _load_selector(role: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "perfgate-locust", LOAD_ROLE_LABEL: role}
-
-
-def reserved_name_errors(docs: Sequence[RenderedDoc]) -> tuple[str, ...]:
-    """Manifests that use a name perfgate reserves for its load-generator objects."""
-    return tuple(
-        f"{doc.where}: the name prefix {LOAD_NAME_PREFIX!r} is reserved for perfgate's load "
-        "generators (load.placement kubernetes)"
-        for doc in docs
-        if doc.name.startswith(LOAD_NAME_PREFIX)
-    )
