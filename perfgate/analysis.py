@@ -27,9 +27,18 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from perfgate import fmt
 from perfgate.models import Saturation, Slo, StepStats
 
-__all__ = ["Level", "combine_replicates", "diagnostics", "pool_levels", "saturation"]
+__all__ = [
+    "Degradation",
+    "Level",
+    "combine_replicates",
+    "degraded_first",
+    "diagnostics",
+    "pool_levels",
+    "saturation",
+]
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 LITTLE_MIN_RATIO = 0.9  # N_eff / N below this: the generator did not keep N requests in flight
@@ -573,3 +582,104 @@ def _knee(levels: Sequence[Level]) -> dict[str, Any]:
             f"{n_star:.0f} users (closed system, zero think time)"
         ),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Which request type degraded first (reported, never gated)
+# ---------------------------------------------------------------------------------------------
+
+
+DISTINCT_GROWTH = 1.15  # the top growth must beat the runner-up by 15 % to be named
+
+
+@dataclass(**_FROZEN)
+class Degradation:
+    """The request type that degraded first, and why it was picked (JSON-safe via to_jsonable)."""
+
+    method: str  # "" with name "": no single request type stands out
+    name: str
+    users: int | None  # first load level whose p95 crossed the SLO (None: none crossed)
+    growth: float | None  # p95 at the highest level / p95 at the lowest level
+    text: str
+
+
+def _label(method: str, name: str) -> str:
+    """``GET order book``; a name that already starts with its method (the default) once."""
+    return name if name.startswith(f"{method} ") else f"{method} {name}"
+
+
+_Series = dict[tuple[str, str], list[tuple[int, float]]]
+
+
+def degraded_first(steps: Sequence[StepStats], slo_p95_ms: float) -> Degradation | None:
+    """First endpoint whose p95 crosses the SLO; else the one whose p95 grew most.
+
+    Points engineers at the request type to profile first. None without per-endpoint data.
+    """
+    series: _Series = {}
+    for step in sorted(steps, key=lambda s: (s.users, s.index)):
+        for ep in step.endpoints:
+            if ep.p95_ms is not None and ep.requests > 0:
+                series.setdefault((ep.method, ep.name), []).append((step.users, ep.p95_ms))
+    if not series:
+        return None
+    return _first_crossing(series, slo_p95_ms) or _largest_growth(series)
+
+
+def _first_crossing(series: _Series, slo_p95_ms: float) -> Degradation | None:
+    crossings = []
+    for key, points in series.items():
+        for users, p95 in points:
+            if p95 > slo_p95_ms:
+                crossings.append((users, -p95 / slo_p95_ms, key, p95))
+                break
+    if not crossings:
+        return None
+    users, _, (method, name), p95 = min(crossings)
+    others = sum(1 for c in crossings if c[0] == users) - 1
+    tie = f" (with {others} other request type(s) at the same level)" if others else ""
+    return Degradation(
+        method=method,
+        name=name,
+        users=users,
+        growth=None,
+        text=(
+            f"{_label(method, name)} degraded first: p95 {fmt.ms(p95)} ms > SLO "
+            f"{fmt.ms(slo_p95_ms)} ms at {users} users{tie}"
+        ),
+    )
+
+
+def _largest_growth(series: _Series) -> Degradation | None:
+    growths = []
+    for key, points in series.items():
+        first, last = points[0], points[-1]
+        if len(points) >= 2 and first[1] > 0:
+            growths.append((last[1] / first[1], key, first, last))
+    if not growths:
+        return None
+    growths.sort(reverse=True)
+    growth, (method, name), first, last = growths[0]
+    if len(growths) > 1 and growth < growths[1][0] * DISTINCT_GROWTH:
+        # Every request type slowed alike: naming one would point engineers at noise.
+        return Degradation(
+            method="",
+            name="",
+            users=None,
+            growth=growth,
+            text=(
+                f"No request type's p95 crossed the SLO; p95 grew alike for all of them "
+                f"(up to ×{growth:.1f} from {first[0]} to {last[0]} users)"
+            ),
+        )
+    return Degradation(
+        method=method,
+        name=name,
+        users=None,
+        growth=growth,
+        text=(
+            f"No request type's p95 crossed the SLO; {_label(method, name)} grew most: p95 "
+            f"{fmt.ms(first[1])} → {fmt.ms(last[1])} ms (×{growth:.1f}) from {first[0]} to "
+            f"{last[0]} users"
+        ),
+    )

@@ -15,20 +15,15 @@ Each comes with its degrees of freedom; the verdict pools it with the replicates
 :func:`default_noise`, a deliberately conservative prior justified by the simulation figures in
 ``docs/verdict.md``.
 
-The model is stored as ``<baseline_dir>/<scenario>/noise.json`` (schema 1), written atomically
-(temp file in the same folder, fsync, rename) under the scenario folder's lock.
+The model is stored as ``<baseline_dir>/<scenario>/noise.json`` (schema 1) through
+:mod:`perfgate.store` (read strictly, written atomically) under the scenario folder's lock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import math
-import os
-import re
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +32,7 @@ from typing import Any, Literal
 
 import filelock
 
+from perfgate import store
 from perfgate._version import __version__
 from perfgate.errors import BaselineError, OutputError
 from perfgate.models import Saturation
@@ -60,7 +56,7 @@ __all__ = [
 NOISE_KIND = "perfgate-noise"
 NOISE_SCHEMA = 1
 NOISE_FILE = "noise.json"
-LOCK_NAME = ".lock"  # the same lock file the baseline store uses for this scenario's folder
+LOCK_NAME = store.LOCK_NAME  # the lock every writer of the scenario's baseline folder takes
 MIN_RUNS = 3  # fewer A/A runs cannot estimate a spread worth pooling
 
 # The default prior: what the verdict assumes before `perfgate calibrate` has run. It is the
@@ -219,46 +215,25 @@ def format_noise(model: NoiseModel) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
-
-
-def _safe_component(name: str) -> str:
-    """The scenario's folder name, sanitised exactly as the baseline store does it."""
-    if not name or not name.strip() or name.startswith(".") or ".." in name or len(name) > 100:
-        raise BaselineError(f"scenario name {name!r} cannot name a baseline folder")
-    return _UNSAFE_CHARS.sub("_", name)
-
-
 def noise_path(baseline_dir: Path, scenario: str) -> Path:
-    """``<baseline_dir>/<scenario>/noise.json``."""
-    return Path(baseline_dir) / _safe_component(scenario) / NOISE_FILE
+    """``<baseline_dir>/<scenario>/noise.json`` (the folder named as the baselines' folder)."""
+    return Path(baseline_dir) / store.safe_component(scenario, "scenario") / NOISE_FILE
 
 
 def load_noise(baseline_dir: Path, scenario: str) -> NoiseModel | None:
     """The stored noise model of ``scenario`` or None; a broken file is a BaselineError (exit 2)."""
     path = noise_path(baseline_dir, scenario)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except OSError as exc:
-        raise BaselineError(f"noise model {path}: cannot read: {exc.strerror or exc}") from exc
+    data = store.load_json(
+        path, schema=NOISE_SCHEMA, label="noise model", error=BaselineError, kind=NOISE_KIND
+    )
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BaselineError(f"noise model {path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("kind") != NOISE_KIND:
-        raise BaselineError(f"noise model {path}: not a perfgate noise model (kind {NOISE_KIND!r})")
-    schema = data.get("schema")
-    if schema != NOISE_SCHEMA:
-        raise BaselineError(
-            f"noise model {path}: schema {schema!r} is not supported (expected {NOISE_SCHEMA})"
-        )
-    try:
-        model = _from_document(data)
-    except (KeyError, TypeError, ValueError) as exc:
+        return _from_document(data)
+    except KeyError as exc:
+        raise BaselineError(f"noise model {path}: missing key {exc.args[0]!r}") from exc
+    except (TypeError, ValueError) as exc:
         raise BaselineError(f"noise model {path}: {exc}") from exc
-    return model
 
 
 def _number(data: dict[str, Any], key: str, *, positive: bool = False) -> float:
@@ -316,30 +291,12 @@ def _document(model: NoiseModel) -> dict[str, Any]:
 def save_noise(model: NoiseModel, baseline_dir: Path, scenario: str) -> Path:
     """Write ``noise.json`` atomically (replacing an older calibration); returns its path."""
     path = noise_path(baseline_dir, scenario)
-    payload = (
-        json.dumps(_document(model), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    ).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(path.parent / LOCK_NAME, timeout=30):
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            tmp = Path(tmp_name)
-            try:
-                try:
-                    os.fchmod(fd, 0o644)
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
+            store.write_json(path, _document(model), what="noise model")
     except filelock.Timeout as exc:
         raise OutputError(f"noise model {path}: the folder is locked by another perfgate") from exc
-    except OSError as exc:
+    except OSError as exc:  # the folder or the lock file could not be created
         raise OutputError(f"cannot write noise model {path}: {exc.strerror or exc}") from exc
     return path

@@ -6,6 +6,7 @@ import math
 import random
 from dataclasses import replace
 
+from perfgate.analysis import degraded_first
 from perfgate.models import (
     BaselineRef,
     EndpointStats,
@@ -18,6 +19,7 @@ from perfgate.models import (
     Slo,
     StepStats,
     TimelinePoint,
+    to_jsonable,
 )
 
 ENDPOINTS = (
@@ -361,6 +363,8 @@ def make_result(
                 "meaning": f"queueing starts near N* ≈ {slots} users",
             },
             "staging": {"description": "embedded exchange on 127.0.0.1", "pid": 4242},
+            # recorded as the pipeline records it; the report only reads it
+            "degraded_first": to_jsonable(degraded_first(steps, slo.p95_ms)),
             **({"gate_ratio": 0.888, "gate_ratio_ci": [0.85, 0.92]} if with_baseline else {}),
         },
         aborted=aborted,

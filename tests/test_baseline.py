@@ -17,6 +17,7 @@ import pytest
 
 import perfgate
 from perfgate import baseline as bl
+from perfgate.baseline import files as bl_files
 from perfgate.errors import BaselineError, OutputError, ResultFileError
 from perfgate.models import (
     RESULT_SCHEMA,
@@ -189,7 +190,9 @@ def test_file_is_schema_versioned_and_reviewable(tmp_path: Path) -> None:
     assert all("histogram" not in step for step in data["steps"])
     assert {"saturation", "fingerprint", "steps", "release", "scenario", "created_at"} <= set(data)
     assert len(text) < 20_000  # three steps stay a few KB
-    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)  # not mkstemp's 0600
 
 
 def test_infinite_numbers_are_stored_as_null(tmp_path: Path) -> None:
@@ -285,7 +288,7 @@ def test_failed_rename_keeps_old_file_and_removes_temp(
 ) -> None:
     path = bl.store_baseline(make_result("v1", users=120), tmp_path)
     before = path.read_bytes()
-    monkeypatch.setattr(bl.os, "replace", _fail_replace)
+    monkeypatch.setattr(os, "replace", _fail_replace)
 
     with pytest.raises(OutputError, match="No space left on device") as info:
         bl.store_baseline(make_result("v1", users=150), tmp_path, force=True)
@@ -309,7 +312,7 @@ def test_disk_full_mid_write_keeps_old_file_and_removes_temp(
             return real_write(fd, bytes(data[:100]))  # a short write, as a filling disk does
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(bl.os, "write", short_then_full)
+    monkeypatch.setattr(os, "write", short_then_full)
     with pytest.raises(OutputError, match=r"cannot write baseline .*No space left"):
         bl.store_baseline(make_result("v1", users=150), tmp_path, force=True)
 
@@ -319,7 +322,7 @@ def test_disk_full_mid_write_keeps_old_file_and_removes_temp(
 
 
 def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bl.os, "fsync", _fail_replace)
+    monkeypatch.setattr(os, "fsync", _fail_replace)
     with pytest.raises(OutputError):
         bl.store_baseline(make_result("v1"), tmp_path)
     assert files_in(tmp_path / "exchange") == [".lock"]
@@ -576,7 +579,7 @@ PROMOTER = """
     def slow_fsync(fd):
         time.sleep(0.4)  # widen the write window: without the lock both would pass the check
         real_fsync(fd)
-    baseline.os.fsync = slow_fsync
+    os.fsync = slow_fsync
 
     go = Path({go!r})
     print("ready", flush=True)
@@ -666,7 +669,7 @@ def _hold_lock(lock_file: Path) -> subprocess.Popen[str]:
 def test_lock_of_a_killed_process_does_not_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bl, "LOCK_TIMEOUT_S", 5.0)
+    monkeypatch.setattr(bl_files, "LOCK_TIMEOUT_S", 5.0)
     proc = _hold_lock(tmp_path / "exchange" / ".lock")
     proc.kill()  # SIGKILL: no chance to release; the kernel drops the flock
     proc.communicate(timeout=10)
@@ -680,7 +683,7 @@ def test_lock_of_a_killed_process_does_not_block(
 def test_lock_held_by_a_live_process_times_out_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bl, "LOCK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(bl_files, "LOCK_TIMEOUT_S", 0.3)
     proc = _hold_lock(tmp_path / "exchange" / ".lock")
     try:
         with pytest.raises(OutputError, match=r"cannot lock .*\.lock within 0.3 s"):
@@ -880,8 +883,9 @@ def test_diff_reports_saturation_change_and_common_steps(tmp_path: Path) -> None
 
     text = bl.format_diff(d)
     assert "v1 → v2" in text
-    assert "100.0 → 125.0  (+25.0, +25.0 %)" in text
-    assert "400.0 → 300.0  (-100.0, -25.0 %)" in text
+    # numbers as perfgate.fmt writes them everywhere (the report shows the same figures)
+    assert "saturation users  100 → 125  (+25, +25.0 %)" in text
+    assert "throughput req/s  400 → 300  (-100, -25.0 %)" in text
     assert "environment       not comparable: cpu_count 2 → 4" in text
     assert "-25.0 %" in text.splitlines()[-2]
 
@@ -913,21 +917,21 @@ def test_format_list_and_show(tmp_path: Path) -> None:
     assert table[2].split() == [
         "v1",
         "114.2",
-        "388.5",
+        "388",  # fmt.rps: no decimals from 100 req/s up
         "2024-02-03",
         "04:05",
         bl.fingerprint_id(make_fp()),
     ]
-    assert table[3].split()[:2] == ["v2", "≥600"]
+    assert table[3].split()[:3] == ["v2", "≥", "600"]  # fmt.saturation_users: never broke
     assert bl.format_list(()) == "no baselines stored"
 
     shown = bl.format_show(history[0])
     assert "exchange / v1" in shown and str(history[0].path) in shown
-    assert "114.2 users, 388.5 req/s (bracket 110-130 users)" in shown
+    assert "114.2 users at 388 req/s (bracket 110-130 users)" in shown
     assert "p95 312 ms > SLO 250 ms" in shown
     assert "2 CPUs" in shown and "provider embedded" in shown
     assert any(
-        line.split()[:2] == ["150", "396.3"] and line.endswith("broken")
+        line.split()[:2] == ["150", "396"] and line.endswith("broken")
         for line in shown.splitlines()
     )
 

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from perfgate import fmt
+from perfgate.analysis import degraded_first
 from perfgate.errors import OutputError, ResultFileError
 from perfgate.models import RESULT_SCHEMA, EndpointStats, RunResult, to_jsonable
 from perfgate.report import ReportFiles, console_summary, load_result, write_report
 from perfgate.report.charts import clean_svg
-from perfgate.report.ci import degraded_first, fmt_margin, fmt_value, junit_xml, summary_md
+from perfgate.report.junit import junit_xml
+from perfgate.report.markdown import summary_md
 
 try:
     from report_fixtures import ENDPOINTS, fingerprint, make_history, make_result
@@ -160,17 +163,16 @@ def _good_data() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (None, "does not exist"),
-        ("{not json", "is not JSON"),
-        ("[1, 2]", "expected a JSON object, got a list"),
-        (
-            '{"schema": 2, "scenario": "x"}',
-            "newer perfgate (schema 2); this perfgate reads schema 1",
-        ),
-        ('{"scenario": "x"}', "no integer 'schema' key"),
-        ("wrong-steps", "wrong shape"),
-        ("missing-verdict", "wrong shape"),
-        ("bad-verdict", "wrong shape"),
+        # one reader (perfgate.store.load_result) for `perfgate report` and `baseline promote`
+        (None, "file not found"),
+        ("{not json", "not valid JSON (line 1 column 2"),
+        ("[1, 2]", "not a JSON object (found an array)"),
+        ('{"schema": 2, "scenario": "x"}', "written by a newer perfgate (schema 2)"),
+        ('{"scenario": "x"}', "missing key 'schema'"),
+        ('{"schema": 1, "verdict": NaN}', "NaN is not valid JSON"),
+        ("wrong-steps", "key 'steps': expected a list"),
+        ("missing-verdict", "missing key 'verdict'"),
+        ("bad-verdict", "key 'verdict': 'maybe' is not one of"),
     ],
 )
 def test_load_result_errors_are_one_line(
@@ -192,7 +194,7 @@ def test_load_result_errors_are_one_line(
         load_result(path)
     message = str(info.value)
     assert expected in message
-    assert str(path) in message
+    assert message.startswith(f"result file {path}: ")
     assert "\n" not in message
     assert info.value.exit_code == 2
 
@@ -221,7 +223,7 @@ def test_html_shows_verdict_rules_and_reasons(name: str, tmp_path: Path) -> None
         )
         assert row, rule.name
         assert f"o-{rule.outcome}" in row.group(0)
-        for number in (fmt_value(rule.value), fmt_value(rule.threshold), fmt_margin(rule.margin)):
+        for number in (fmt.value(rule.value), fmt.value(rule.threshold), fmt.margin(rule.margin)):
             assert f">{number}</td>" in row.group(0)
     messages = {rule.message for rule in result.rules}
     for reason in result.reasons:
@@ -532,7 +534,7 @@ def test_summary_md(tmp_path: Path) -> None:
     )
     assert "| Rule | Outcome | Value | Threshold | Margin | Message |" in text
     for rule in result.rules:
-        assert f"| {rule.name} | {rule.outcome.upper()} | {fmt_value(rule.value)} |" in text
+        assert f"| {rule.name} | {rule.outcome.upper()} | {fmt.value(rule.value)} |" in text
     assert "| Saturation users |" in text and "Baseline (v1.4.0)" in text
     assert "-11.2 %" in text  # saturation change against the baseline
     assert f"<summary>Steps ({len(result.steps)})</summary>" in text
@@ -560,7 +562,7 @@ def test_console_summary_fits_one_screen(tmp_path: Path) -> None:
     assert len(lines) <= 20 and max(len(line) for line in lines) < 200
     for rule in result.rules:
         assert f"{rule.outcome.upper():<12} {rule.name}:" in text
-        assert f"margin {fmt_margin(rule.margin)}" in text
+        assert f"margin {fmt.margin(rule.margin)}" in text
     assert f"saturation: {result.saturation.users:g} users (CI" in text
     assert "GET order book degraded first" in text
     assert "baseline: v1.4.0:" in text
@@ -625,6 +627,7 @@ def test_clean_svg_prefixes_ids_and_drops_the_header() -> None:
 
 
 def test_degraded_first_falls_back_to_growth() -> None:
+    """perfgate.analysis.degraded_first, whose result the report shows."""
     crossing = degraded_first(VARIANTS["block"].steps, 250.0)
     assert crossing is not None and crossing.users == 120 and crossing.name == "order book"
     alike = degraded_first(make_result(censored=True).steps, 250.0)  # nothing crosses the SLO
@@ -639,6 +642,38 @@ def test_degraded_first_falls_back_to_growth() -> None:
     grew = degraded_first(tuple(steps), 250.0)
     assert grew is not None and grew.users is None and grew.name == "balances"
     assert "GET balances grew most" in grew.text
+
+
+def test_report_shows_the_recorded_degradation_and_computes_none() -> None:
+    """analysis.degraded_first decides; the report only reads result.diagnostics."""
+    from html import escape
+
+    from perfgate.report.html import render_html
+
+    recorded = make_result(n_steps=6)
+    assert "degraded_first" in recorded.diagnostics
+    text = recorded.diagnostics["degraded_first"]["text"]
+    diagnostics = {k: v for k, v in recorded.diagnostics.items() if k != "degraded_first"}
+    bare = dataclasses.replace(recorded, diagnostics=diagnostics)  # e.g. an older result.json
+    assert text in summary_md(recorded) and text not in summary_md(bare)
+    assert "degraded first" not in summary_md(bare) and "grew" not in summary_md(bare)
+    assert "degraded" not in console_summary(bare, None)
+    shown = escape(text.rsplit(";", 1)[-1].strip())  # the part without an apostrophe
+    page = render_html(recorded)
+    assert shown in page
+    assert "Degraded first" not in page  # not repeated as a knee diagnostic
+    assert shown not in render_html(bare)
+    odd = dataclasses.replace(recorded, diagnostics={**diagnostics, "degraded_first": [1]})
+    assert "degraded" not in console_summary(odd, None)  # malformed: no line, no crash
+
+
+def test_generator_chart_draws_the_threshold_steps_judge_by() -> None:
+    from perfgate.report.charts import generator_chart
+    from perfgate.steps import CPU_LIMIT_PERCENT
+
+    chart = generator_chart(make_result(n_steps=4).steps)
+    assert chart is not None
+    assert f"limit {CPU_LIMIT_PERCENT:g} % of a core" in chart.svg
 
 
 def test_rendering_never_imports_pyplot(tmp_path: Path) -> None:

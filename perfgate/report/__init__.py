@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate.models import BaselineRef, RunResult, from_jsonable, to_jsonable
-from perfgate.report.ci import console_summary, junit_xml, summary_md
+from perfgate.report.console_text import console_summary
 from perfgate.report.files import (
     append_text,
     atomic_write_text,
@@ -25,6 +25,8 @@ from perfgate.report.files import (
     result_json_text,
     steps_csv_text,
 )
+from perfgate.report.junit import junit_xml
+from perfgate.report.markdown import summary_md
 
 __all__ = ["ReportFiles", "console_summary", "load_result", "redact_result", "write_report"]
 

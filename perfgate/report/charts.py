@@ -22,7 +22,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from perfgate import fmt
 from perfgate.models import BaselineRef, Saturation, StepStats, TimelinePoint
+from perfgate.steps import CPU_LIMIT_PERCENT
 
 CURRENT = "#2563eb"
 P50 = "#93c5fd"
@@ -186,7 +188,7 @@ def _mark_saturation(ax: Axes, sat: Saturation, *, with_label: bool) -> None:
         color=SAT,
         lw=1.2,
         ls="-",
-        label=f"saturation {sat.users:.4g} users" if with_label else None,
+        label=f"saturation {fmt.saturation_users(sat)} users" if with_label else None,
     )
 
 
@@ -617,8 +619,14 @@ def endpoint_chart(
 # ---------------------------------------------------------------------------------------------
 
 
-def generator_chart(steps: Sequence[StepStats], *, cpu_limit_percent: float = 80.0) -> Chart | None:
-    """Generator CPU and Little's-law ratio against users (None when no step recorded health)."""
+def generator_chart(
+    steps: Sequence[StepStats], *, cpu_limit_percent: float = CPU_LIMIT_PERCENT
+) -> Chart | None:
+    """Generator CPU and Little's-law ratio against users (None when no step recorded health).
+
+    The red line is the threshold the load stage judges steps by (``steps.CPU_LIMIT_PERCENT``),
+    so a step drawn above it is one that was flagged as generator-limited for its CPU.
+    """
     with_health = [s for s in steps if s.generator is not None]
     if not with_health:
         return None

@@ -1,20 +1,17 @@
-"""Atomic writes of the report's files, and result.json / steps.csv / endpoints.csv as text."""
+"""The report's files on disk (atomic writes through :mod:`perfgate.store`), and result.json /
+steps.csv / endpoints.csv as text."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
 import io
 import json
-import math
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
-from perfgate.errors import OutputError, ResultFileError
-from perfgate.models import RESULT_SCHEMA, RunResult, StepStats, from_jsonable, to_jsonable
+from perfgate import store
+from perfgate.errors import OutputError
+from perfgate.models import RunResult, StepStats, to_jsonable
 
 STEP_COLUMNS = (
     "index",
@@ -56,37 +53,12 @@ ENDPOINT_COLUMNS = (
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``.
+    """Write ``text`` to ``path`` atomically (:func:`perfgate.store.write_text`).
 
     Readers never see a half-written file; on any OSError the temp file is removed and an
     OutputError naming ``path`` is raised.
     """
-    tmp: str | None = None
-    try:
-        fd, tmp = _create_temp(path)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_why(exc)}") from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):  # the original error is what matters
-                os.unlink(tmp)
-
-
-def _create_temp(path: Path) -> tuple[int, str]:
-    """A new temp file next to ``path``, with the umask's usual mode (mkstemp would give 0600)."""
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temp file name", str(path.parent))
+    store.write_text(path, text)
 
 
 def append_text(path: Path, text: str) -> None:
@@ -122,7 +94,7 @@ def result_json_text(result: RunResult) -> str:
 
     Plain ``indent=2`` would put each histogram bucket on its own line and triple the file size.
     """
-    return _dump(_finite(to_jsonable(result)), 0) + "\n"
+    return _dump(store.finite(to_jsonable(result)), 0) + "\n"
 
 
 def _is_flat(value: Any) -> bool:
@@ -139,17 +111,6 @@ def _is_flat_list(value: Any) -> bool:
 
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as null (to_jsonable already maps NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
@@ -169,62 +130,8 @@ def _dump(value: Any, level: int) -> str:
     return "[\n" + ",\n".join(items) + "\n" + "  " * level + "]"
 
 
-def load_result(path: Path) -> RunResult:
-    """Read a saved result.json; every failure is a one-line ResultFileError (exit 2)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ResultFileError(f"result file {path} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise ResultFileError(f"result file {path} is a folder, not a result.json") from exc
-    except UnicodeDecodeError as exc:
-        raise ResultFileError(f"result file {path} is not JSON (not UTF-8 text)") from exc
-    except OSError as exc:
-        raise ResultFileError(f"cannot read result file {path}: {_why(exc)}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(
-            f"result file {path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ResultFileError(
-            f"result file {path} is not a perfgate result: "
-            f"expected a JSON object, got {_json_type(data)}"
-        )
-    schema = data.get("schema")
-    if isinstance(schema, bool) or not isinstance(schema, int):
-        raise ResultFileError(
-            f"result file {path} is not a perfgate result: no integer 'schema' key"
-        )
-    if schema > RESULT_SCHEMA:
-        raise ResultFileError(
-            f"result file {path} was written by a newer perfgate (schema {schema}); "
-            f"this perfgate reads schema {RESULT_SCHEMA}"
-        )
-    if schema < 1:
-        raise ResultFileError(f"result file {path} has an invalid schema {schema}")
-    try:
-        result = from_jsonable(RunResult, data)
-    except (TypeError, ValueError, KeyError) as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise ResultFileError(
-            f"result file {path} is not a perfgate result (wrong shape: {detail})"
-        ) from exc
-    assert isinstance(result, RunResult)
-    return result
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "a number"
+# One reader of result.json for `perfgate report` and `perfgate baseline promote`.
+load_result = store.load_result
 
 
 # ---------------------------------------------------------------------------------------------

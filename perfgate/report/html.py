@@ -15,20 +15,14 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from perfgate import fmt
 from perfgate.models import BaselineRef, Fingerprint, RunResult, StepStats
 from perfgate.report import charts
-from perfgate.report.ci import (
-    ci_text,
-    degraded_first,
+from perfgate.report.common import (
+    DEGRADED_FIRST_KEY,
+    FirstDegraded,
     duration_s,
-    fmt_change,
-    fmt_margin,
-    fmt_ms,
-    fmt_rate,
-    fmt_rps,
-    fmt_users,
-    fmt_value,
-    sat_users_text,
+    first_degraded,
     sorted_steps,
     verdict_class,
     verdict_word,
@@ -115,7 +109,7 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
     base_steps = sorted_steps(result.baseline_steps)
     sat = result.saturation
     base = result.baseline
-    first = degraded_first(result.steps, result.slo.p95_ms)
+    first = first_degraded(result)
     knee_users = _knee_users(result.diagnostics)
     endpoint_keys = _endpoint_keys(steps)
 
@@ -193,18 +187,18 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
                 "name": rule.name,
                 "outcome": rule.outcome,
                 "message": rule.message,
-                "value": fmt_value(rule.value),
-                "threshold": fmt_value(rule.threshold),
-                "margin": fmt_margin(rule.margin),
+                "value": fmt.value(rule.value),
+                "threshold": fmt.value(rule.threshold),
+                "margin": fmt.margin(rule.margin),
                 "margin_sign": "" if rule.margin is None else ("neg" if rule.margin < 0 else "pos"),
             }
             for rule in result.rules
         ],
         "sat": {
-            "users": sat_users_text(sat),
-            "users_ci": ci_text(sat.users_ci),
-            "rps": fmt_rps(sat.throughput_rps),
-            "rps_ci": ci_text(sat.throughput_ci, fmt_rps),
+            "users": fmt.saturation_users(sat),
+            "users_ci": fmt.interval(sat.users_ci),
+            "rps": fmt.rps(sat.throughput_rps),
+            "rps_ci": fmt.interval(sat.throughput_ci, fmt.rps),
             "bracket": f"{sat.bracket[0]}–{sat.bracket[1]}" if sat.bracket else "",
             "reason": sat.reason,
             "broken": sat.broken,
@@ -213,20 +207,20 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
         "base": (
             {
                 "release": base.release,
-                "users": sat_users_text(base.saturation),
-                "rps": fmt_rps(base.saturation.throughput_rps),
-                "users_change": fmt_change(sat.users, base.saturation.users),
-                "rps_change": fmt_change(sat.throughput_rps, base.saturation.throughput_rps),
+                "users": fmt.saturation_users(base.saturation),
+                "rps": fmt.rps(base.saturation.throughput_rps),
+                "users_change": fmt.change(sat.users, base.saturation.users),
+                "rps_change": fmt.change(sat.throughput_rps, base.saturation.throughput_rps),
                 "created_at": base.created_at,
                 "path": base.path,
             }
             if base
             else None
         ),
-        "slo_p95": f"p95 ≤ {fmt_ms(result.slo.p95_ms)} ms",
-        "slo_errors": f"errors ≤ {fmt_rate(result.slo.error_rate)}",
+        "slo_p95": f"p95 ≤ {fmt.ms(result.slo.p95_ms)} ms",
+        "slo_errors": f"errors ≤ {fmt.rate(result.slo.error_rate)}",
         "gate_text": _gate_text(result),
-        "replicates": ", ".join(sat_users_text(s) for s in result.replicates),
+        "replicates": ", ".join(fmt.saturation_users(s) for s in result.replicates),
         "charts": [_svg(c) for c in chart_list],
         "timeline": _svg(timeline) if timeline else None,
         "endpoint_chart": _svg(endpoint_chart) if endpoint_chart else None,
@@ -249,9 +243,9 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
         "steps": [_step_row(s) for s in steps],
         "has_generator": any(s.generator for s in steps),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "fmt_ms": fmt_ms,
-        "fmt_rps": fmt_rps,
-        "fmt_rate": fmt_rate,
+        "fmt_ms": fmt.ms,
+        "fmt_rps": fmt.rps,
+        "fmt_rate": fmt.rate,
     }
 
 
@@ -319,7 +313,7 @@ def _plain(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return fmt_value(value)
+        return fmt.value(value)
     if isinstance(value, int | str) or value is None:
         return "–" if value is None else str(value)
     return json.dumps(value, ensure_ascii=False, default=str)
@@ -327,7 +321,10 @@ def _plain(value: Any) -> str:
 
 def _diagnostics(diag: dict[str, Any]) -> list[dict[str, Any]]:
     """Knee diagnostics as (title, what the method means, what it found, numbers)."""
-    skip = {"staging"} | {k for k in diag if k.endswith("_ci") and k[:-3] in diag}
+    # staging and the first-degraded request type have their own sections
+    skip = {"staging", DEGRADED_FIRST_KEY} | {
+        k for k in diag if k.endswith("_ci") and k[:-3] in diag
+    }
     keys = [k for k in DIAGNOSTIC_MEANINGS if k in diag]
     keys += sorted(k for k in diag if k not in DIAGNOSTIC_MEANINGS and k not in skip)
     items = []
@@ -358,7 +355,7 @@ def _ci_suffix(ci: Any) -> str:
         and len(ci) == 2
         and all(isinstance(c, int | float) and not isinstance(c, bool) for c in ci)
     ):
-        return f" ({fmt_value(ci[0])}–{fmt_value(ci[1])})"
+        return f" ({fmt.value(ci[0])}–{fmt.value(ci[1])})"
     return ""
 
 
@@ -372,7 +369,7 @@ def _per_level(records: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str]
     bad = [r for r in records if r.get("ok") is False]
     pairs = [("levels", str(len(records)))]
     if ratios:
-        pairs.append(("ratio", f"{fmt_value(min(ratios))}–{fmt_value(max(ratios))}"))
+        pairs.append(("ratio", f"{fmt.value(min(ratios))}–{fmt.value(max(ratios))}"))
     if bad:
         shown = ", ".join(
             f"{r.get('users', '?')} users ({_plain(r.get('ratio'))})" for r in bad[:6]
@@ -410,7 +407,7 @@ def _endpoint_rows(
     steps: tuple[StepStats, ...],
     keys: list[tuple[str, str]],
     result: RunResult,
-    first: Any,
+    first: FirstDegraded | None,
 ) -> list[_EndpointRow]:
     slo = result.slo.p95_ms
     total = sum(e.requests for s in steps for e in s.endpoints) or 1
@@ -428,13 +425,13 @@ def _endpoint_rows(
                 method=key[0],
                 name=key[1],
                 share=f"{requests / total * 100:.0f} %",
-                p95_first=fmt_ms(p95s[0][1]) if p95s else "–",
-                p95_last_ok=fmt_ms(last_ok[-1]) if last_ok else "–",
-                p95_last=fmt_ms(p95s[-1][1]) if p95s else "–",
+                p95_first=fmt.ms(p95s[0][1]) if p95s else "–",
+                p95_last_ok=fmt.ms(last_ok[-1]) if last_ok else "–",
+                p95_last=fmt.ms(p95s[-1][1]) if p95s else "–",
                 growth=growth,
                 crossed_at=f"{crossed} users" if crossed is not None else "never",
-                max_error=fmt_rate(max((e.error_rate for _, e in points), default=None)),
-                first=bool(first and first.name) and key == (first.method, first.name),
+                max_error=fmt.rate(max((e.error_rate for _, e in points), default=None)),
+                first=first is not None and bool(first.name) and key == (first.method, first.name),
             )
         )
     return rows
@@ -457,9 +454,9 @@ def _endpoint_matrix(
                 continue
             cells.append(
                 {
-                    "p95": fmt_ms(e.p95_ms),
-                    "rps": fmt_rps(e.throughput_rps),
-                    "err": fmt_rate(e.error_rate) if e.error_rate else "",
+                    "p95": fmt.ms(e.p95_ms),
+                    "rps": fmt.rps(e.throughput_rps),
+                    "err": fmt.rate(e.error_rate) if e.error_rate else "",
                     "over": e.p95_ms is not None and e.p95_ms > slo_p95_ms,
                 }
             )
@@ -477,7 +474,7 @@ def _generator_rows(steps: tuple[StepStats, ...]) -> list[dict[str, Any]]:
             {
                 "users": s.users,
                 "cpu": f"{g.cpu_percent:.0f} %",
-                "lag": fmt_ms(g.loop_lag_ms),
+                "lag": fmt.ms(g.loop_lag_ms),
                 "little": f"{g.little_ratio:.2f}" if g.little_ratio is not None else "–",
                 "limited": g.limited,
                 "reason": g.reason,
@@ -539,12 +536,12 @@ def _step_row(s: StepStats) -> dict[str, Any]:
         "duration": f"{s.duration_s:.1f}",
         "requests": s.requests,
         "failures": s.failures,
-        "rps": fmt_rps(s.throughput_rps),
-        "p50": fmt_ms(s.p50_ms),
-        "p95": fmt_ms(s.p95_ms),
-        "p95_ci": ci_text(s.p95_ci_ms, fmt_ms),
-        "p99": fmt_ms(s.p99_ms),
-        "err": fmt_rate(s.error_rate),
+        "rps": fmt.rps(s.throughput_rps),
+        "p50": fmt.ms(s.p50_ms),
+        "p95": fmt.ms(s.p95_ms),
+        "p95_ci": fmt.interval(s.p95_ci_ms, fmt.ms),
+        "p99": fmt.ms(s.p99_ms),
+        "err": fmt.rate(s.error_rate),
         "slo_ok": s.slo_ok,
         "slo_reason": s.slo_reason,
         "stalls": s.stalls,
@@ -555,4 +552,4 @@ def _step_row(s: StepStats) -> dict[str, Any]:
     }
 
 
-__all__ = ["fmt_users", "render_html"]
+__all__ = ["render_html"]

@@ -1,0 +1,351 @@
+"""Baseline files: read, list, resolve, store and promote, through :mod:`perfgate.store`.
+
+Layout: ``<baseline dir>/<scenario>/<release>.json`` (see ``baselines/README.md``). A baseline is
+a passing run's saturation point, its steps (without the raw latency histograms) and the
+environment fingerprint it was measured in. Files are written under a cross-process lock
+(``<baseline dir>/<scenario>/.lock``) by :func:`perfgate.store.write_json` (temp file in the same
+folder, fsync, rename), so a reader never sees half a file and two concurrent promotions cannot
+both win. Reading never modifies a file; every defect is a one-line :class:`BaselineError` naming
+the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from perfgate import store
+from perfgate._version import __version__
+from perfgate.calibration import NOISE_FILE
+from perfgate.errors import BaselineError, OutputError
+from perfgate.models import (
+    BASELINE_SCHEMA,
+    BaselineRef,
+    Fingerprint,
+    RunResult,
+    Saturation,
+    Slo,
+    StepStats,
+    to_jsonable,
+)
+
+__all__ = [
+    "BASELINE_KIND",
+    "LOCK_NAME",
+    "LOCK_TIMEOUT_S",
+    "BaselineScan",
+    "StoredBaseline",
+    "baseline_path",
+    "check_can_store",
+    "list_baselines",
+    "load_baseline",
+    "parse_time",
+    "previous_baseline",
+    "promote",
+    "read_result",
+    "resolve_baseline",
+    "scan_baselines",
+    "store_baseline",
+]
+
+BASELINE_KIND = "perfgate-baseline"
+LOCK_NAME = store.LOCK_NAME
+LOCK_TIMEOUT_S = 30.0  # a promotion holds the lock for milliseconds; 30 s means a stuck holder
+
+_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+
+# One reader of result.json for `perfgate report` and `perfgate baseline promote`.
+read_result = store.load_result
+
+
+@dataclass(**_FROZEN)
+class StoredBaseline:
+    """One stored baseline file, as read from (or written to) ``path``."""
+
+    schema: int
+    scenario: str
+    release: str
+    created_at: str  # UTC ISO-8601: when it was stored (promotion time orders the history)
+    path: Path
+    saturation: Saturation
+    fingerprint: Fingerprint | None
+    steps: tuple[StepStats, ...]
+    verdict: str = "pass"
+    source: str = ""  # the run folder or command it came from
+    perfgate_version: str = ""
+    measured_at: str = ""  # the run's finished_at
+    slo: Slo | None = None
+    replicates: tuple[Saturation, ...] = ()
+
+    def ref(self) -> BaselineRef:
+        """The reference a RunResult carries to this baseline."""
+        return BaselineRef(
+            release=self.release,
+            saturation=self.saturation,
+            created_at=self.created_at,
+            path=str(self.path),
+            fingerprint=self.fingerprint,
+        )
+
+
+@dataclass(**_FROZEN)
+class BaselineScan:
+    """Every readable baseline of a scenario, oldest first, and the files that could not be read."""
+
+    baselines: tuple[StoredBaseline, ...]
+    problems: tuple[tuple[Path, str], ...] = ()  # (file, one-line error)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------------
+
+
+def baseline_path(baseline_dir: Path, scenario: str, release: str) -> Path:
+    """``<baseline_dir>/<scenario>/<release>.json``, both names made safe by the store."""
+    file = store.safe_component(release, "release") + ".json"
+    if file == NOISE_FILE:
+        raise BaselineError(
+            f"release name {release!r} is reserved: {NOISE_FILE} holds the calibrated noise model"
+        )
+    return _scenario_dir(baseline_dir, scenario) / file
+
+
+def _scenario_dir(baseline_dir: Path, scenario: str) -> Path:
+    return Path(baseline_dir) / store.safe_component(scenario, "scenario")
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO-8601 time; one without a zone is taken as UTC."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_baseline(path: Path, *, scenario: str | None = None) -> StoredBaseline:
+    """Read and validate one baseline file; ``scenario`` (if given) must match. Never writes."""
+    path = Path(path)
+    prefix = f"baseline {path}"
+    data = store.load_json(
+        path, schema=BASELINE_SCHEMA, label="baseline", error=BaselineError, kind=BASELINE_KIND
+    )
+
+    def get(key: str, tp: Any, default: Any = ...) -> Any:
+        return store.typed(data, key, tp, prefix=prefix, error=BaselineError, default=default)
+
+    name = get("scenario", str)
+    release = get("release", str)
+    created_at = get("created_at", str)
+    for key, value in (("scenario", name), ("release", release)):
+        if not value:
+            raise BaselineError(f"{prefix}: key {key!r} is empty")
+    try:
+        parse_time(created_at)
+    except ValueError as exc:
+        raise BaselineError(
+            f"{prefix}: key 'created_at': {created_at!r} is not an ISO-8601 time"
+        ) from exc
+    if scenario is not None and name != scenario:
+        raise BaselineError(
+            f"{prefix}: is a baseline of scenario {name!r}, not {scenario!r} "
+            "(move it to its own scenario's folder)"
+        )
+    return StoredBaseline(
+        schema=data["schema"],
+        scenario=name,
+        release=release,
+        created_at=created_at,
+        path=path,
+        saturation=get("saturation", Saturation),
+        fingerprint=get("fingerprint", Fingerprint | None, None),
+        steps=get("steps", tuple[StepStats, ...]),
+        verdict=get("verdict", str, "pass"),
+        source=get("source", str, ""),
+        perfgate_version=get("perfgate_version", str, ""),
+        measured_at=get("measured_at", str, ""),
+        slo=get("slo", Slo | None, None),
+        replicates=get("replicates", tuple[Saturation, ...], ()),
+    )
+
+
+def _baseline_files(directory: Path) -> list[Path]:
+    try:
+        entries = sorted(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError as exc:
+        raise BaselineError(f"baseline folder {directory} is not a directory") from exc
+    except OSError as exc:
+        raise BaselineError(f"baseline folder {directory}: cannot list: {exc.strerror}") from exc
+    # Hidden names are the lock and in-flight temp files; noise.json is `perfgate calibrate`'s
+    # noise model, which lives beside the baselines (a release cannot be called "noise").
+    return [
+        p
+        for p in entries
+        if p.suffix == ".json" and not p.name.startswith(".") and p.name != NOISE_FILE
+    ]
+
+
+def _history_key(b: StoredBaseline) -> tuple[datetime, float, str]:
+    try:
+        mtime = b.path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return (parse_time(b.created_at), mtime, b.release)
+
+
+def scan_baselines(baseline_dir: Path, scenario: str) -> BaselineScan:
+    """Every baseline of ``scenario`` oldest → newest, plus each unreadable file and its error.
+
+    For ``perfgate baseline list``, which shows what it can and names every broken file.
+    """
+    good: list[StoredBaseline] = []
+    problems: list[tuple[Path, str]] = []
+    for path in _baseline_files(_scenario_dir(baseline_dir, scenario)):
+        try:
+            good.append(load_baseline(path, scenario=scenario))
+        except BaselineError as exc:
+            problems.append((path, str(exc)))
+    return BaselineScan(baselines=tuple(sorted(good, key=_history_key)), problems=tuple(problems))
+
+
+def list_baselines(baseline_dir: Path, scenario: str) -> tuple[StoredBaseline, ...]:
+    """Every baseline of ``scenario``, oldest → newest (by created_at, then mtime).
+
+    Strict: the first corrupt or foreign file raises :class:`BaselineError` naming it, because a
+    gate that silently skipped it could compare against the wrong release. ``scan_baselines`` is
+    the lenient variant for listing.
+    """
+    scan = scan_baselines(baseline_dir, scenario)
+    if scan.problems:
+        raise BaselineError(scan.problems[0][1])
+    return scan.baselines
+
+
+def previous_baseline(baseline_dir: Path, scenario: str, release: str) -> StoredBaseline | None:
+    """The newest stored baseline of ``scenario`` whose release is not ``release``."""
+    others = [b for b in list_baselines(baseline_dir, scenario) if b.release != release]
+    return others[-1] if others else None
+
+
+def resolve_baseline(baseline_dir: Path, scenario: str, name: str) -> StoredBaseline:
+    """A baseline named by a file path (``*.json`` that exists) or a release of ``scenario``."""
+    candidate = Path(name)
+    if candidate.suffix == ".json" and candidate.is_file():
+        return load_baseline(candidate)
+    path = baseline_path(baseline_dir, scenario, name)
+    if not path.exists():
+        known = ", ".join(b.release for b in scan_baselines(baseline_dir, scenario).baselines)
+        raise BaselineError(
+            f"no baseline for release {name!r} of scenario {scenario!r} at {path}"
+            + (f" (stored: {known})" if known else " (none stored)")
+        )
+    return load_baseline(path, scenario=scenario)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _document(result: RunResult, *, created_at: str, source: str) -> dict[str, Any]:
+    steps = []
+    for step in result.steps:
+        # Histograms are the bulk of a step and only needed to merge raw samples; the saved
+        # percentiles, p95 CI, per-endpoint stats and generator health are what analysis,
+        # the verdict and the report read, so a reviewed diff stays a few KB per release.
+        item = to_jsonable(step)
+        item.pop("histogram", None)
+        steps.append(item)
+    return {
+        "kind": BASELINE_KIND,
+        "schema": BASELINE_SCHEMA,
+        "scenario": result.scenario,
+        "release": result.release,
+        "created_at": created_at,
+        "measured_at": result.finished_at,
+        "perfgate_version": __version__,
+        "verdict": result.verdict,
+        "source": source,
+        "saturation": to_jsonable(result.saturation),
+        "replicates": to_jsonable(result.replicates),
+        "fingerprint": to_jsonable(result.fingerprint),
+        "slo": to_jsonable(result.slo),
+        "steps": steps,
+    }
+
+
+def check_can_store(
+    baseline_dir: Path, scenario: str, release: str, *, force: bool = False
+) -> Path:
+    """Fail fast, before a long run, if `--promote` could not store this release; returns the path.
+
+    ``store_baseline`` checks again under the lock: this is only an early, friendly refusal.
+    """
+    path = baseline_path(baseline_dir, scenario, release)
+    if path.exists() and not force:
+        raise BaselineError(
+            f"baseline for release {release!r} already exists at {path} (use --force to replace it)"
+        )
+    return path
+
+
+def store_baseline(
+    result: RunResult, baseline_dir: Path, *, force: bool = False, source: str | None = None
+) -> Path:
+    """Store a passing ``result`` as its scenario's baseline for its release; returns the path.
+
+    Refuses non-pass and aborted results, and an existing file unless ``force``. Concurrent
+    callers are serialised by ``<dir>/<scenario>/.lock``: one wins, the others see the file.
+    """
+    if result.aborted:
+        raise BaselineError(f"release {result.release!r}: the run was aborted, cannot store it")
+    if result.verdict != "pass":
+        raise BaselineError(
+            f"release {result.release!r}: verdict is {result.verdict}; "
+            "only a passing run can become a baseline"
+        )
+    path = baseline_path(baseline_dir, result.scenario, result.release)
+    created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    document = _document(
+        result, created_at=created_at, source=result.command if source is None else source
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create baseline folder {path.parent}: {exc.strerror or exc}"
+        ) from exc
+    lock = filelock.FileLock(path.parent / LOCK_NAME, timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            if path.exists() and not force:
+                raise BaselineError(
+                    f"baseline for release {result.release!r} already exists at {path} "
+                    "(use --force to replace it)"
+                )
+            store.write_json(path, document, what="baseline")
+    except filelock.Timeout as exc:
+        raise OutputError(
+            f"cannot lock {lock.lock_file} within {LOCK_TIMEOUT_S:g} s "
+            "(another perfgate is storing a baseline of this scenario?)"
+        ) from exc
+    except OSError as exc:  # taking the lock: its file could not be created
+        raise OutputError(f"cannot write baseline {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def promote(result_json: Path, baseline_dir: Path, *, force: bool = False) -> Path:
+    """``perfgate baseline promote RESULT_JSON``: store a saved passing run as a baseline."""
+    result = read_result(result_json)
+    return store_baseline(
+        result, baseline_dir, force=force, source=str(Path(result_json).resolve().parent)
+    )

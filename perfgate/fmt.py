@@ -1,0 +1,152 @@
+"""Numbers as people read them: the one place that decides how users, req/s, ms, rates, margins,
+changes and the saturation point are written, so the console, the report, the baseline commands
+and the verdict's reasons show the same number the same way.
+
+Pure functions of plain values, standard library only: every stage may import this module (it is
+not a stage). A missing value (``None`` or NaN) is always written ``MISSING``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = [
+    "MISSING",
+    "change",
+    "interval",
+    "margin",
+    "ms",
+    "percent",
+    "rate",
+    "rps",
+    "saturation",
+    "saturation_users",
+    "signed",
+    "users",
+    "value",
+]
+
+MISSING = "–"
+
+
+class SaturationLike(Protocol):
+    """What :func:`saturation_users` reads (``perfgate.models.Saturation`` has it)."""
+
+    @property
+    def users(self) -> float | None: ...
+    @property
+    def throughput_rps(self) -> float | None: ...
+    @property
+    def broken(self) -> bool: ...
+    @property
+    def censored(self) -> str: ...
+    @property
+    def users_ci(self) -> tuple[float, float] | None: ...
+
+
+def _missing(x: float | None) -> bool:
+    return x is None or x != x
+
+
+def value(x: float | None) -> str:
+    """A rule's value or threshold: integers as such, otherwise 4 significant digits."""
+    if x is None or x != x:
+        return MISSING
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    if abs(x) >= 1000:
+        return f"{x:.0f}"
+    return f"{x:.4g}"
+
+
+def signed(x: float | None, formatter: Callable[[float | None], str] = value) -> str:
+    """``x`` with its sign always shown (``+12``, ``-3.5``): a margin or a difference."""
+    if x is None or x != x:
+        return MISSING
+    return ("+" if x >= 0 else "-") + formatter(abs(x))
+
+
+def margin(x: float | None) -> str:
+    """A rule's margin with its sign: + is room left, - is by how much it was missed."""
+    return signed(x, value)
+
+
+def ms(x: float | None) -> str:
+    """Milliseconds: one decimal below 10 ms, none above (``3.2``, ``312``)."""
+    if x is None or x != x:
+        return MISSING
+    return f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
+
+
+def rps(x: float | None) -> str:
+    """Requests per second: one decimal below 100, none above (``42.5``, ``388``)."""
+    if x is None or x != x:
+        return MISSING
+    return f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def rate(x: float | None) -> str:
+    """An error rate (fraction) as a percentage with 3 significant digits: '1 %', '0.25 %'."""
+    if x is None or x != x:
+        return MISSING
+    pct = x * 100
+    if pct == 0:
+        return "0 %"
+    return f"{pct:.3g} %" if pct < 100 else f"{pct:.0f} %"
+
+
+def users(x: float | None) -> str:
+    """A users count: whole numbers as such, interpolated ones with one decimal (``114.2``)."""
+    if x is None or x != x:
+        return MISSING
+    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
+def percent(pct: float | None) -> str:
+    """An already computed relative change in percent, signed: ``+25.0 %``."""
+    if pct is None or pct != pct:
+        return MISSING
+    return f"{pct:+.1f} %"
+
+
+def change(new: float | None, old: float | None) -> str:
+    """Relative change of ``new`` against ``old``, e.g. '-12.3 %' (missing when old is 0)."""
+    if _missing(new) or _missing(old) or old == 0:
+        return MISSING
+    assert new is not None and old is not None
+    return percent((new / old - 1) * 100)
+
+
+def interval(
+    ci: tuple[float, float] | None,
+    formatter: Callable[[float | None], str] = users,
+    *,
+    ascii_only: bool = False,
+) -> str:
+    """A confidence interval as '110–118' ('' when absent)."""
+    if ci is None:
+        return ""
+    dash = "-" if ascii_only else "–"
+    return f"{formatter(ci[0])}{dash}{formatter(ci[1])}"
+
+
+def saturation_users(sat: SaturationLike, *, ascii_only: bool = False) -> str:
+    """The saturation point in users with its censoring: '114.2', '≥ 600' (the SLO never broke
+    up to 600 users), '< 10' (it was already broken at the first level)."""
+    if sat.users is None:
+        return MISSING
+    text = users(sat.users)
+    if sat.censored == "above_max" or not sat.broken:
+        return (">= " if ascii_only else "≥ ") + text
+    if sat.censored == "below_start":
+        return "< " + text
+    return text
+
+
+def saturation(sat: SaturationLike, *, with_ci: bool = False, ascii_only: bool = False) -> str:
+    """The whole saturation point in one phrase: '114.2 users (CI 110–118) at 388 req/s'."""
+    text = saturation_users(sat, ascii_only=ascii_only) + " users"
+    if with_ci and sat.users_ci:
+        text += f" (CI {interval(sat.users_ci, ascii_only=ascii_only)})"
+    return f"{text} at {rps(sat.throughput_rps)} req/s"

@@ -1,0 +1,125 @@
+"""summary.md: the verdict in GitHub-flavoured Markdown (PR comments, $GITHUB_STEP_SUMMARY)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from perfgate import fmt
+from perfgate.models import RunResult
+from perfgate.report.common import first_degraded, sorted_steps, verdict_word
+
+__all__ = ["md", "summary_md"]
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+
+
+def md(text: object) -> str:
+    """Escape text for a GFM table cell or line: no HTML, no markup, no line breaks."""
+    s = " ".join(str(text).split())
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def _code(text: str) -> str:
+    """A GFM code span (paths keep their underscores); falls back to escaped text."""
+    if "`" in text or "\n" in text:
+        return md(text)
+    return f"`{text}`"
+
+
+def summary_md(result: RunResult, report_dir: Path | None = None) -> str:
+    """summary.md: verdict, rules, saturation against the baseline, compact step table."""
+    lines = [
+        f"### perfgate: {md(result.scenario)} @ {md(result.release)} — **{verdict_word(result)}**",
+        "",
+    ]
+    if result.aborted:
+        reason = f": {md(result.abort_reason)}" if result.abort_reason else ""
+        lines += [f"**Aborted — partial result{reason}.** Verdict so far: {result.verdict}.", ""]
+    lines += [f"- {md(r)}" for r in result.reasons]
+    if result.reasons:
+        lines.append("")
+    lines += _rules(result)
+    lines += _saturation(result)
+    first = first_degraded(result)
+    if first:
+        lines += [f"{md(first.text)}.", ""]
+    lines += _steps(result)
+    if report_dir is not None:
+        lines.append(
+            f"Full report: {_code(str(report_dir / 'index.html'))} (in the report artifact)."
+        )
+    else:
+        lines.append("Full report: index.html in this folder.")
+    return "\n".join(lines) + "\n"
+
+
+def _rules(result: RunResult) -> list[str]:
+    if not result.rules:
+        return []
+    lines = [
+        "| Rule | Outcome | Value | Threshold | Margin | Message |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in result.rules:
+        lines.append(
+            f"| {md(r.name)} | {r.outcome.upper()} | {fmt.value(r.value)} | "
+            f"{fmt.value(r.threshold)} | {fmt.margin(r.margin)} | {md(r.message)} |"
+        )
+    return [*lines, ""]
+
+
+def _saturation(result: RunResult) -> list[str]:
+    """This run's saturation point against the baseline's, and the SLO it was measured with."""
+    sat, base = result.saturation, result.baseline
+    lines = [
+        f"| | This run ({md(result.release)}) |"
+        + (f" Baseline ({md(base.release)}) | Change |" if base else ""),
+        "|---|---:|" + ("---:|---:|" if base else ""),
+    ]
+    users_cell = fmt.saturation_users(sat) + (
+        f" (CI {fmt.interval(sat.users_ci)})" if sat.users_ci else ""
+    )
+    rps_cell = fmt.rps(sat.throughput_rps) + (
+        f" (CI {fmt.interval(sat.throughput_ci, fmt.rps)})" if sat.throughput_ci else ""
+    )
+    if base:
+        b = base.saturation
+        lines.append(
+            f"| Saturation users | {users_cell} | {fmt.saturation_users(b)} | "
+            f"{fmt.change(sat.users, b.users)} |"
+        )
+        lines.append(
+            f"| Throughput at SLO (req/s) | {rps_cell} | {fmt.rps(b.throughput_rps)} | "
+            f"{fmt.change(sat.throughput_rps, b.throughput_rps)} |"
+        )
+    else:
+        lines.append(f"| Saturation users | {users_cell} |")
+        lines.append(f"| Throughput at SLO (req/s) | {rps_cell} |")
+    lines.append("")
+    slo = f"SLO: p95 ≤ {fmt.ms(result.slo.p95_ms)} ms, errors ≤ {fmt.rate(result.slo.error_rate)}."
+    if sat.reason:
+        slo += f" {md(sat.reason)}."
+    if not base:
+        slo += " No baseline yet: the floor alone decides."
+    return [*lines, slo, ""]
+
+
+def _steps(result: RunResult) -> list[str]:
+    steps = sorted_steps(result.steps)
+    if not steps:
+        return []
+    lines = [
+        f"<details><summary>Steps ({len(steps)})</summary>",
+        "",
+        "| Users | req/s | p50 ms | p95 ms | p99 ms | Errors | SLO |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in steps:
+        lines.append(
+            f"| {s.users} | {fmt.rps(s.throughput_rps)} | {fmt.ms(s.p50_ms)} | "
+            f"{fmt.ms(s.p95_ms)} | {fmt.ms(s.p99_ms)} | {fmt.rate(s.error_rate)} | "
+            f"{'ok' if s.slo_ok else 'FAIL'} |"
+        )
+    return [*lines, "", "</details>", ""]

@@ -1,0 +1,298 @@
+"""perfgate's versioned JSON files — baselines, noise models, result.json — read and written here.
+
+Like asv's ``load_json(path, api_version)`` / ``write_json(path, data, api_version)``, one pair
+serves every file kind, so a file that is corrupt, too big, of the wrong kind or of a newer schema
+is refused in one place, with one message format: ``<label> <path>: <what is wrong>``, raised as
+the error class the caller names (:class:`~perfgate.errors.BaselineError` for baselines and noise
+models, :class:`~perfgate.errors.ResultFileError` for result.json; both exit 2). Reading never
+modifies a file.
+
+Writes are atomic: a temp file in the same folder, fsynced and renamed over the target, so a
+reader sees the old file or the new one, never half of one; any failure leaves the old file and
+no temp file behind and raises :class:`~perfgate.errors.OutputError` naming the path and why.
+Locking (several writers of one folder) is the caller's business; this module needs only the
+standard library and the records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import secrets
+import typing
+from pathlib import Path
+from typing import Any
+
+from perfgate._version import __version__
+from perfgate.errors import BaselineError, OutputError, PerfgateError, ResultFileError
+from perfgate.models import RESULT_SCHEMA, RunResult, from_jsonable
+
+__all__ = [
+    "LOCK_NAME",
+    "MAX_FILE_BYTES",
+    "MAX_NAME_CHARS",
+    "dumps",
+    "finite",
+    "json_type",
+    "load_json",
+    "load_result",
+    "safe_component",
+    "typed",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+
+LOCK_NAME = ".lock"  # the lock file every writer of a scenario's baseline folder takes
+MAX_FILE_BYTES = 64 * 1024 * 1024  # refuse to parse anything this big: no perfgate file is
+MAX_NAME_CHARS = 100
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
+# Advice when a file of another kind is given where ``kind`` is expected.
+_KIND_ADVICE = {"perfgate-baseline": ": store it with `perfgate baseline promote`"}
+
+Error = type[PerfgateError]
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+
+def safe_component(name: str, what: str) -> str:
+    """A single, safe file-name component for ``name`` (``what``: "release", "scenario").
+
+    Characters outside ``A-Z a-z 0-9 . _ + -`` become ``_`` (``feature/x`` → ``feature_x``).
+    Names that are empty, start with ``.``, contain ``..`` or exceed 100 characters are rejected
+    with a :class:`BaselineError`: they are path-traversal attempts or hidden files, never real
+    release or scenario names.
+    """
+    if not name or not name.strip():
+        raise BaselineError(f"{what} name is empty: cannot name a baseline file")
+    if name.startswith(".") or ".." in name:
+        raise BaselineError(
+            f"{what} name {name!r} is not allowed for a baseline file "
+            "(it must not start with '.' or contain '..')"
+        )
+    if len(name) > MAX_NAME_CHARS:
+        raise BaselineError(
+            f"{what} name {name[:20]!r}… is longer than {MAX_NAME_CHARS} characters"
+        )
+    return _UNSAFE_CHARS.sub("_", name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, in words, for "expected an object, found …" messages."""
+    if isinstance(value, dict):
+        return "an object"
+    names = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_object(path: Path, error: Error, label: str) -> dict[str, Any]:
+    """Parse ``path`` as a JSON object of at most MAX_FILE_BYTES; NaN/Infinity are refused."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise error(f"{label} {path}: {size} bytes is too large to be a perfgate file")
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise error(f"{label} {path}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise error(f"{label} {path}: is a directory, not a file") from exc
+    except OSError as exc:
+        raise error(f"{label} {path}: cannot read: {_why(exc)}") from exc
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise error(f"{label} {path}: not UTF-8 text (byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{label} {path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{label} {path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{label} {path}: not a JSON object (found {json_type(data)})")
+    return data
+
+
+def _check_kind(data: dict[str, Any], kind: str, prefix: str, label: str, error: Error) -> None:
+    found = data.get("kind")
+    if found == kind:
+        return
+    hint = ""
+    if "kind" not in data and "verdict" in data and "steps" in data:
+        hint = f" (it looks like a result.json{_KIND_ADVICE.get(kind, '')})"
+    what = f"kind {found!r}" if "kind" in data else "no 'kind' key"
+    raise error(f"{prefix}: not a perfgate {label} ({what}, expected {kind!r}){hint}")
+
+
+def _check_schema(data: dict[str, Any], prefix: str, error: Error, newest: int) -> int:
+    if "schema" not in data:
+        raise error(f"{prefix}: missing key 'schema'")
+    schema = data["schema"]
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise error(f"{prefix}: key 'schema': expected a positive integer, got {schema!r}")
+    if schema > newest:
+        raise error(
+            f"{prefix}: written by a newer perfgate (schema {schema}); perfgate {__version__} "
+            f"reads schema {newest}: upgrade perfgate to read it"
+        )
+    return schema
+
+
+def load_json(
+    path: Path, *, schema: int, label: str, error: Error, kind: str | None = None
+) -> dict[str, Any]:
+    """The JSON object in ``path``, checked to be of ``kind`` and of schema 1…``schema``.
+
+    ``label`` names the file kind in messages ("baseline", "noise model", "result file");
+    every defect raises ``error`` as one line ``<label> <path>: …``. ``kind`` None: the file
+    has no ``kind`` key (result.json predates it).
+    """
+    path = Path(path)
+    data = _read_object(path, error, label)
+    prefix = f"{label} {path}"
+    if kind is not None:
+        _check_kind(data, kind, prefix, label, error)
+    _check_schema(data, prefix, error, schema)
+    return data
+
+
+def typed(
+    data: dict[str, Any], key: str, tp: Any, *, prefix: str, error: Error, default: Any = ...
+) -> Any:
+    """``data[key]`` converted to ``tp``; a missing key gives ``default`` (``...`` = required).
+
+    Each key is converted on its own so that a message names the key that is wrong.
+    """
+    if key not in data:
+        if default is ...:
+            raise error(f"{prefix}: missing key {key!r}")
+        return default
+    try:
+        return from_jsonable(tp, data[key])
+    except (TypeError, ValueError) as exc:
+        raise error(f"{prefix}: key {key!r}: {exc}") from exc
+
+
+def load_result(path: Path) -> RunResult:
+    """Read a saved result.json (``perfgate report``, ``baseline promote``); every defect is a
+    one-line :class:`ResultFileError` (exit 2) naming the file and, where it can, the key."""
+    path = Path(path)
+    data = load_json(path, schema=RESULT_SCHEMA, label="result file", error=ResultFileError)
+    prefix = f"result file {path}"
+    hints = typing.get_type_hints(RunResult)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(RunResult):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name in data or required:
+            values[f.name] = typed(
+                data, f.name, hints[f.name], prefix=prefix, error=ResultFileError
+            )
+    return RunResult(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN or infinities: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(document: dict[str, Any]) -> bytes:
+    """A reviewable file: sorted keys, 2-space indent, UTF-8, trailing newline, no NaN."""
+    text = json.dumps(finite(document), indent=2, sort_keys=True, ensure_ascii=False)
+    return (text + "\n").encode("utf-8")
+
+
+def write_json(path: Path, document: dict[str, Any], *, what: str = "") -> None:
+    """Write ``document`` (with its ``kind`` and ``schema`` keys) atomically, as :func:`dumps`."""
+    write_bytes(path, dumps(document), what=what)
+
+
+def write_text(path: Path, text: str, *, what: str = "") -> None:
+    """Write ``text`` as UTF-8 atomically (no newline translation)."""
+    write_bytes(path, text.encode("utf-8"), what=what)
+
+
+def write_bytes(path: Path, payload: bytes, *, what: str = "") -> None:
+    """Replace ``path`` with ``payload`` atomically; OutputError ``cannot write <what> <path>``.
+
+    The temp file gets the umask's usual mode (mkstemp's 0600 would hide a committed baseline
+    from teammates), is written with ``os.write`` until complete (a filling disk gives short
+    writes), fsynced, renamed over ``path``, and removed on any failure or interrupt.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = _create_temp(path)
+    except OSError as exc:
+        raise _output_error(path, what, exc) from exc
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # the original error is what matters
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _output_error(path, what, exc) from exc
+        raise
+    _sync_folder(path.parent)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new hidden temp file next to ``path`` (``.<name>.<random>.tmp``), opened for writing."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name next to {path}")
+
+
+def _sync_folder(folder: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk; not every FS allows it.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _output_error(path: Path, what: str, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {what + ' ' if what else ''}{path}: {_why(exc)}")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
