@@ -262,36 +262,7 @@ def throughput_chart(
             )
         _mark_saturation(ax, saturation, with_label=True)
         _mark_knee(ax, knee_users)
-        if saturation.broken and saturation.users is not None and saturation.throughput_rps:
-            xerr = _err(saturation.users, saturation.users_ci)
-            yerr = _err(saturation.throughput_rps, saturation.throughput_ci)
-            ax.errorbar(
-                [saturation.users],
-                [saturation.throughput_rps],
-                xerr=xerr,
-                yerr=yerr,
-                fmt="D",
-                ms=6,
-                color=SAT,
-                mec="white",
-                capsize=3,
-                zorder=5,
-            )
-        if (
-            baseline is not None
-            and baseline.saturation.users
-            and baseline.saturation.throughput_rps
-        ):
-            ax.plot(
-                [baseline.saturation.users],
-                [baseline.saturation.throughput_rps],
-                ls="none",
-                marker="D",
-                ms=6,
-                mfc="white",
-                color=BASELINE,
-                label="baseline saturation",
-            )
+        _mark_saturation_points(ax, saturation, baseline)
         if not saturation.broken and x:
             ax.annotate(
                 "SLO held up to the highest level",
@@ -313,6 +284,36 @@ def throughput_chart(
         svg=svg,
         caption="Throughput flattens at the knee; the SLO boundary is marked in amber.",
     )
+
+
+def _mark_saturation_points(ax: Axes, saturation: Saturation, baseline: BaselineRef | None) -> None:
+    """This run's saturation point with its error bars, and the baseline's as a hollow diamond."""
+    if saturation.broken and saturation.users is not None and saturation.throughput_rps:
+        xerr = _err(saturation.users, saturation.users_ci)
+        yerr = _err(saturation.throughput_rps, saturation.throughput_ci)
+        ax.errorbar(
+            [saturation.users],
+            [saturation.throughput_rps],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="D",
+            ms=6,
+            color=SAT,
+            mec="white",
+            capsize=3,
+            zorder=5,
+        )
+    if baseline is not None and baseline.saturation.users and baseline.saturation.throughput_rps:
+        ax.plot(
+            [baseline.saturation.users],
+            [baseline.saturation.throughput_rps],
+            ls="none",
+            marker="D",
+            ms=6,
+            mfc="white",
+            color=BASELINE,
+            label="baseline saturation",
+        )
 
 
 def _err(center: float, ci: tuple[float, float] | None) -> list[list[float]] | None:

@@ -105,75 +105,39 @@ def render_html(result: RunResult, *, history: tuple[BaselineRef, ...] = ()) -> 
 
 
 def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, Any]:
+    """The template's variables: the headline numbers, the charts, then the detail tables."""
     steps = sorted_steps(result.steps)
-    base_steps = sorted_steps(result.baseline_steps)
-    sat = result.saturation
     base = result.baseline
     first = first_degraded(result)
-    knee_users = _knee_users(result.diagnostics)
     endpoint_keys = _endpoint_keys(steps)
+    return {
+        **_headline(result),
+        **_chart_context(result, history, steps, first, endpoint_keys),
+        "endpoint_more": max(0, len(endpoint_keys) - MAX_ENDPOINT_CHARTS),
+        "first": first.text if first else "",
+        "first_crossed": bool(first and first.users is not None),
+        "other_reasons": _other_reasons(result),
+        "endpoint_rows": _endpoint_rows(steps, endpoint_keys, result, first),
+        "endpoint_matrix": _endpoint_matrix(steps, endpoint_keys, result.slo.p95_ms),
+        "endpoint_keys": endpoint_keys,
+        "diagnostics": _diagnostics(result.diagnostics),
+        "generator_rows": _generator_rows(steps),
+        "generator_info": [(k, _plain(v)) for k, v in result.generator.items()],
+        "staging_info": _staging_info(result.diagnostics.get("staging")),
+        "fingerprint": _fingerprint_rows(result.fingerprint, base.fingerprint if base else None),
+        "fingerprint_note": _comparability_note(result, base),
+        "steps": [_step_row(s) for s in steps],
+        "has_generator": any(s.generator for s in steps),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "fmt_ms": fmt.ms,
+        "fmt_rps": fmt.rps,
+        "fmt_rate": fmt.rate,
+    }
 
-    chart_list: list[charts.Chart] = []
-    if steps:
-        chart_list += [
-            charts.throughput_chart(
-                steps,
-                saturation=sat,
-                baseline_steps=base_steps,
-                baseline=base,
-                knee_users=knee_users,
-            ),
-            charts.latency_chart(
-                steps,
-                slo_p95_ms=result.slo.p95_ms,
-                saturation=sat,
-                baseline_steps=base_steps,
-                baseline=base,
-                knee_users=knee_users,
-            ),
-            charts.latency_throughput_chart(
-                steps,
-                slo_p95_ms=result.slo.p95_ms,
-                saturation=sat,
-                baseline_steps=base_steps,
-                baseline=base,
-            ),
-            charts.error_chart(
-                steps,
-                slo_error_rate=result.slo.error_rate,
-                saturation=sat,
-                baseline_steps=base_steps,
-                baseline=base,
-            ),
-        ]
-    timeline = None
-    if result.timeline or steps:
-        timeline = charts.timeline_chart(
-            result.timeline,
-            sorted(result.steps, key=lambda s: s.started_s),
-            slo_p95_ms=result.slo.p95_ms,
-        )
-    endpoint_chart = None
-    if endpoint_keys:
-        endpoint_chart = charts.endpoint_chart(
-            steps,
-            endpoint_keys[:MAX_ENDPOINT_CHARTS],
-            slo_p95_ms=result.slo.p95_ms,
-            baseline_steps=base_steps,
-            first=(first.method, first.name) if first and first.name else None,
-        )
-    generator_chart = charts.generator_chart(steps)
-    hist = _history(history, result)
-    history_chart = None
-    if hist:
-        history_chart = charts.history_chart(
-            hist,
-            release=result.release,
-            saturation=sat,
-            min_users=result.gate.min_users,
-            current_color=VERDICT_COLORS[verdict_class(result)],
-        )
 
+def _headline(result: RunResult) -> dict[str, Any]:
+    """The banner: verdict, rules with their numbers, saturation against the baseline, the SLO."""
+    sat, base = result.saturation, result.baseline
     word = verdict_word(result)
     return {
         "r": result,
@@ -221,32 +185,86 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
         "slo_errors": f"errors ≤ {fmt.rate(result.slo.error_rate)}",
         "gate_text": _gate_text(result),
         "replicates": ", ".join(fmt.saturation_users(s) for s in result.replicates),
-        "charts": [_svg(c) for c in chart_list],
+    }
+
+
+def _chart_context(
+    result: RunResult,
+    history: tuple[BaselineRef, ...],
+    steps: tuple[StepStats, ...],
+    first: FirstDegraded | None,
+    endpoint_keys: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """Every chart as an inline SVG (None where there is nothing to draw)."""
+    base_steps = sorted_steps(result.baseline_steps)
+    timeline = None
+    if result.timeline or steps:
+        timeline = charts.timeline_chart(
+            result.timeline,
+            sorted(result.steps, key=lambda s: s.started_s),
+            slo_p95_ms=result.slo.p95_ms,
+        )
+    endpoint_chart = None
+    if endpoint_keys:
+        endpoint_chart = charts.endpoint_chart(
+            steps,
+            endpoint_keys[:MAX_ENDPOINT_CHARTS],
+            slo_p95_ms=result.slo.p95_ms,
+            baseline_steps=base_steps,
+            first=(first.method, first.name) if first and first.name else None,
+        )
+    generator_chart = charts.generator_chart(steps)
+    hist = _history(history, result)
+    history_chart = None
+    if hist:
+        history_chart = charts.history_chart(
+            hist,
+            release=result.release,
+            saturation=result.saturation,
+            min_users=result.gate.min_users,
+            current_color=VERDICT_COLORS[verdict_class(result)],
+        )
+    return {
+        "charts": [_svg(c) for c in _main_charts(result, steps, base_steps)],
         "timeline": _svg(timeline) if timeline else None,
         "endpoint_chart": _svg(endpoint_chart) if endpoint_chart else None,
-        "endpoint_more": max(0, len(endpoint_keys) - MAX_ENDPOINT_CHARTS),
-        "first": first.text if first else "",
-        "first_crossed": bool(first and first.users is not None),
-        "other_reasons": _other_reasons(result),
-        "endpoint_rows": _endpoint_rows(steps, endpoint_keys, result, first),
-        "endpoint_matrix": _endpoint_matrix(steps, endpoint_keys, result.slo.p95_ms),
-        "endpoint_keys": endpoint_keys,
-        "diagnostics": _diagnostics(result.diagnostics),
         "generator_chart": _svg(generator_chart) if generator_chart else None,
-        "generator_rows": _generator_rows(steps),
-        "generator_info": [(k, _plain(v)) for k, v in result.generator.items()],
-        "staging_info": _staging_info(result.diagnostics.get("staging")),
         "history_chart": _svg(history_chart) if history_chart else None,
         "history_count": len(hist),
-        "fingerprint": _fingerprint_rows(result.fingerprint, base.fingerprint if base else None),
-        "fingerprint_note": _comparability_note(result, base),
-        "steps": [_step_row(s) for s in steps],
-        "has_generator": any(s.generator for s in steps),
-        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "fmt_ms": fmt.ms,
-        "fmt_rps": fmt.rps,
-        "fmt_rate": fmt.rate,
     }
+
+
+def _main_charts(
+    result: RunResult, steps: tuple[StepStats, ...], base_steps: tuple[StepStats, ...]
+) -> list[charts.Chart]:
+    """Throughput, latency, latency against throughput and errors, each against users."""
+    if not steps:
+        return []
+    sat, base, slo = result.saturation, result.baseline, result.slo
+    knee = _knee_users(result.diagnostics)
+    return [
+        charts.throughput_chart(
+            steps, saturation=sat, baseline_steps=base_steps, baseline=base, knee_users=knee
+        ),
+        charts.latency_chart(
+            steps,
+            slo_p95_ms=slo.p95_ms,
+            saturation=sat,
+            baseline_steps=base_steps,
+            baseline=base,
+            knee_users=knee,
+        ),
+        charts.latency_throughput_chart(
+            steps, slo_p95_ms=slo.p95_ms, saturation=sat, baseline_steps=base_steps, baseline=base
+        ),
+        charts.error_chart(
+            steps,
+            slo_error_rate=slo.error_rate,
+            saturation=sat,
+            baseline_steps=base_steps,
+            baseline=base,
+        ),
+    ]
 
 
 def _svg(chart: charts.Chart) -> dict[str, Any]:
