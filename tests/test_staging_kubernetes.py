@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -1103,6 +1105,146 @@ def test_yaml_is_not_what_the_fake_sees_it_is_json(tmp_path: Path, fake: FakeKub
             "version": "1.10",
         }
     assert yaml.safe_load(yes)["data"]["version"] == "1.10"
+
+
+# ---------------------------------------------------------------------------------------------
+# the previous release side by side (StagingOptions.recipe)
+# ---------------------------------------------------------------------------------------------
+
+PREVIOUS_IMAGE = "example.test/web:0.9"
+
+
+def previous_options(kubeconfig: str | Path, logs: list[str], recipe: Any) -> StagingOptions:
+    """How the pipeline stages the previous release: its name, another run id, its recipe."""
+    return dataclasses.replace(options(kubeconfig, logs), release="v1.2.2", recipe=recipe)
+
+
+def image_of(fake: FakeKube, namespace: str) -> tuple[str, int]:
+    deployment = fake.get("Deployment", namespace, "web")
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container["image"], deployment["spec"]["replicas"]
+
+
+@pytest.mark.parametrize("ending", ["normal", "exception", "interrupt"])
+def test_the_previous_release_is_staged_side_by_side_and_both_namespaces_go(
+    tmp_path: Path, fake: FakeKube, ending: str
+) -> None:
+    scen = scenario(tmp_path)
+    logs: list[str] = []
+    recipe = {
+        "image": PREVIOUS_IMAGE,
+        "variables": {"replicas": 1},
+        "manifests_digest": "sha256:" + "0" * 64,  # recorded with other manifests
+    }
+    raised = {"normal": None, "exception": RuntimeError, "interrupt": KeyboardInterrupt}[ending]
+    names: list[str] = []
+    with contextlib.ExitStack() as stack:
+        if raised is not None:
+            stack.enter_context(pytest.raises(raised))
+        candidate = stack.enter_context(
+            provision_kubernetes(scen, options(kubeconfig(tmp_path), logs))
+        )
+        previous = stack.enter_context(
+            provision_kubernetes(scen, previous_options(kubeconfig(tmp_path), logs, recipe))
+        )
+        assert candidate.namespace and previous.namespace
+        names += [candidate.namespace, previous.namespace]
+        assert previous.namespace.startswith("perfgate-web-v1-2-2-")
+        assert candidate.namespace != previous.namespace
+        assert all(fake.get("Namespace", "", ns) is not None for ns in names)
+        assert image_of(fake, candidate.namespace) == ("example.test/web:1", 2)
+        assert image_of(fake, previous.namespace) == (PREVIOUS_IMAGE, 1)
+        config = fake.get("ConfigMap", previous.namespace, "web-config")
+        assert config is not None and config["data"] == {"release": "v1.2.2"}
+        if ending == "exception":
+            raise RuntimeError("the ramp failed")
+        if ending == "interrupt":
+            raise KeyboardInterrupt
+    assert fake.wait_for(lambda: all(fake.get("Namespace", "", ns) is None for ns in names))
+    digest = hashlib.sha256((tmp_path / "manifests" / "app.yaml").read_bytes()).hexdigest()
+    variables = {"replicas": 2, "container_port": 8080, "service_type": "NodePort", "node_port": 0}
+    assert candidate.recipe == {
+        "image": "example.test/web:1",
+        "variables": variables,
+        "manifests_digest": f"sha256:{digest}",
+    }
+    assert previous.recipe == {
+        "image": PREVIOUS_IMAGE,
+        "variables": {**variables, "replicas": 1},
+        "manifests_digest": f"sha256:{digest}",
+    }
+    assert json.loads(json.dumps(previous.recipe)) == previous.recipe  # result.json material
+    assert any("release v1.2.2 was recorded with other manifests" in line for line in logs)
+
+
+def test_a_recorded_recipe_stages_that_release_again(tmp_path: Path, fake: FakeKube) -> None:
+    scen = scenario(tmp_path, variables={"replicas": 3})
+    with provision_kubernetes(scen, options(kubeconfig(tmp_path), [])) as first:
+        recorded = first.recipe
+    later = scenario(tmp_path, image="example.test/web:2", variables={"replicas": 1})
+    opts = previous_options(kubeconfig(tmp_path), [], recorded)
+    with provision_kubernetes(later, opts) as again:
+        assert again.namespace is not None
+        assert image_of(fake, again.namespace) == ("example.test/web:1", 3)
+    assert again.recipe == recorded
+
+
+def test_a_previous_release_whose_image_cannot_be_pulled_fails_at_once_naming_it(
+    tmp_path: Path, fake: FakeKube
+) -> None:
+    fake.broken_images.add(BROKEN_IMAGE)
+    scen = scenario(tmp_path, ready_timeout_s=30.0)
+    opts = previous_options(kubeconfig(tmp_path), [], {"image": BROKEN_IMAGE})
+    started = time.monotonic()
+    with pytest.raises(StagingError) as info, provision_kubernetes(scen, opts):
+        pytest.fail("the previous release never ran")
+    message = str(info.value)
+    assert f"image {BROKEN_IMAGE} cannot be pulled" in message, message
+    assert "ImagePullBackOff" in message and "\n" not in message
+    assert time.monotonic() - started < 15.0, "not after the 30 s readiness timeout"
+    assert fake.wait_for(lambda: fake.names("Namespace") == [])
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        ({"variables": {"replicas": 1}}, "names no image"),
+        ({"image": ""}, "names no image"),
+        ({"image": "  "}, "names no image"),
+        ({"image": 7}, "names no image"),
+        ({"image": "web 1"}, "'web 1' is not an image reference"),
+        ({"image": PREVIOUS_IMAGE, "variables": ["replicas"]}, "variables: expected a mapping"),
+        ({"image": PREVIOUS_IMAGE, "variables": {"image": "x"}}, "'image' is a name perfgate"),
+        (["image"], "expected a mapping, got list"),
+    ],
+)
+def test_an_unusable_recipe_fails_before_any_request(
+    tmp_path: Path, fake: FakeKube, recipe: Any, expected: str
+) -> None:
+    opts = previous_options(kubeconfig(tmp_path), [], recipe)
+    with (
+        pytest.raises(
+            StagingError, match=rf"^cannot stage release v1\.2\.2 from its recipe: .*{expected}"
+        ),
+        provision_kubernetes(scenario(tmp_path), opts),
+    ):
+        pytest.fail("refused")
+    assert fake.writes() == []
+
+
+def test_a_recipe_image_no_container_uses_is_refused(tmp_path: Path, fake: FakeKube) -> None:
+    """Manifests with a fixed image would stage the candidate twice and compare it with itself."""
+    fixed = APP.replace('"{{ image }}"', '"example.test/web:1"')
+    opts = previous_options(kubeconfig(tmp_path), [], {"image": PREVIOUS_IMAGE})
+    with (
+        pytest.raises(
+            StagingError, match=f"no container of the manifests uses its image {PREVIOUS_IMAGE}"
+        ),
+        provision_kubernetes(scenario(tmp_path, text=fixed), opts),
+    ):
+        pytest.fail("refused")
+    assert fake.writes() == []
 
 
 # ---------------------------------------------------------------------------------------------
