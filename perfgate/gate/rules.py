@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from scipy import stats
 
@@ -55,12 +56,22 @@ from perfgate.models import (
     Saturation,
     StepStats,
 )
+from perfgate.steps import LITTLE_RATIO_MIN
 
-__all__ = ["CONFIDENCE", "NOISE_TEST_LEVEL", "decide", "plan_looks"]
+__all__ = [
+    "CONFIDENCE",
+    "NOISE_TEST_LEVEL",
+    "combine",
+    "comparability_rule",
+    "decide",
+    "default_noise",
+    "floor_rule",
+    "generator_rule",
+    "plan_looks",
+]
 
 CONFIDENCE = 0.98  # two-sided, per look: 1 % per side (Kayenta's judge uses 0.98 too)
 NOISE_TEST_LEVEL = 0.99  # F-test quantile above which the replicates are "noisier than calibrated"
-GENERATOR_CPU_LIMIT = 95.0  # % of one core: above this the generator, not the target, sets the pace
 
 
 def plan_looks(repeat: int) -> tuple[int, ...]:
@@ -77,7 +88,7 @@ def plan_looks(repeat: int) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _floor(candidate: Saturation, gate: GateSpec) -> RuleResult:
+def floor_rule(candidate: Saturation, gate: GateSpec) -> RuleResult:
     floor = gate.min_users
     if floor is None:
         return RuleResult(name="floor", outcome="skipped", message="floor: no gate.min_users set")
@@ -176,7 +187,7 @@ def _failed_by_errors(step: StepStats) -> bool:
     return not step.slo_ok and step.requests > 0 and step.failures / step.requests >= 0.5
 
 
-def _generator(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
+def generator_rule(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
     checked = [
         s
         for s in _near_boundary(candidate, steps)
@@ -188,11 +199,7 @@ def _generator(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
             outcome="skipped",
             message="generator: no generator health was recorded for the boundary levels",
         )
-    bad = [
-        s
-        for s in checked
-        if s.generator.limited or s.generator.cpu_percent >= GENERATOR_CPU_LIMIT  # type: ignore[union-attr]
-    ]
+    bad = [s for s in checked if s.generator.limited]  # type: ignore[union-attr]
     ratios = [s.generator.little_ratio for s in checked if s.generator.little_ratio is not None]  # type: ignore[union-attr]
     worst = min(ratios) if ratios else None
     if bad:
@@ -209,8 +216,8 @@ def _generator(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
                 "the boundary measured the generator, not the service — add workers"
             ),
             value=worst,
-            threshold=0.9,
-            margin=(worst - 0.9) if worst is not None else None,
+            threshold=LITTLE_RATIO_MIN,
+            margin=(worst - LITTLE_RATIO_MIN) if worst is not None else None,
         )
     return RuleResult(
         name="generator",
@@ -220,12 +227,12 @@ def _generator(candidate: Saturation, steps: Sequence[StepStats]) -> RuleResult:
             + (f" (Little's law X·R/N ≥ {worst:.2f})" if worst is not None else "")
         ),
         value=worst,
-        threshold=0.9,
-        margin=(worst - 0.9) if worst is not None else None,
+        threshold=LITTLE_RATIO_MIN,
+        margin=(worst - LITTLE_RATIO_MIN) if worst is not None else None,
     )
 
 
-def _comparability(baseline: BaselineRef | None, comparable: bool, note: str) -> RuleResult:
+def comparability_rule(baseline: BaselineRef | None, comparable: bool, note: str) -> RuleResult:
     if baseline is None:
         return RuleResult(
             name="comparability", outcome="skipped", message="comparability: no baseline"
@@ -281,6 +288,7 @@ def _estimate(
     *,
     paired: bool,
     noise: NoiseModel | None,
+    fixed_sd: float = 0.0,
 ) -> tuple[_Estimate, RuleResult]:
     """The log-ratio estimate and the noise-consistency rule."""
     prior = noise if noise is not None else default_noise()
@@ -309,15 +317,6 @@ def _estimate(
         s0, nu0 = prior.sd_log, prior.df
         factor = 1.0 / len(yc) + 1.0 / len(yb)
         how = f"{_runs(len(yc), 'candidate')} vs {_runs(len(yb), 'baseline')}"
-    if noise is None and own_df == 0:
-        return _Estimate(m, None, None, how), RuleResult(
-            name="noise",
-            outcome="skipped",
-            message=(
-                "noise: no noise information (one run each, no calibration): "
-                "run `perfgate calibrate` or use --repeat for a verdict that knows its noise"
-            ),
-        )
     noise_rule = RuleResult(
         name="noise",
         outcome="skipped",
@@ -366,7 +365,13 @@ def _estimate(
             )
     df = nu0 + own_df
     s2 = (nu0 * s0 * s0 + own_ss) / df
-    return _Estimate(m, math.sqrt(s2 * factor), df, how), noise_rule
+    within = s2 * factor
+    fixed = fixed_sd * fixed_sd
+    # Welch–Satterthwaite: the fixed part (a prior, taken as known) adds variance, not df
+    df_total = df * (within + fixed) ** 2 / (within * within) if within > 0 else 1e6
+    if fixed > 0:
+        how += f", fixed SD {fixed_sd:.1%} between the two sides"
+    return _Estimate(m, math.sqrt(within + fixed), min(df_total, 1e6), how), noise_rule
 
 
 def _regression(
@@ -377,6 +382,7 @@ def _regression(
     baseline_replicates: Sequence[Saturation],
     noise: NoiseModel | None,
     paired: bool,
+    fixed_sd: float = 0.0,
 ) -> tuple[RuleResult, RuleResult, float | None, tuple[float, float] | None]:
     """(regression rule, noise rule, ratio, ratio CI)."""
     allowed = math.log(1.0 - gate.max_regression)
@@ -413,37 +419,11 @@ def _regression(
         reg_rule, noise_rule = _censored(candidate, base, gate, rule)
         return reg_rule, noise_rule, None, None
 
-    est, noise_rule = _estimate(usable_c, usable_b, paired=paired, noise=noise)
+    est, noise_rule = _estimate(usable_c, usable_b, paired=paired, noise=noise, fixed_sd=fixed_sd)
     ratio = math.exp(est.m)
     numbers = f"throughput at the SLO {x_c:.0f} req/s vs {x_b:.0f} req/s (ratio {_fmt_ratio(ratio)}"
     interval = est.interval()
-    if interval is None:
-        # no noise information: the foundation issue's simple rule
-        if est.m < allowed:
-            return (
-                rule(
-                    "fail",
-                    f"{numbers}) is more than {gate.max_regression:.0%} below the baseline "
-                    "(simple rule: one run each, no noise information)",
-                    ratio,
-                    ratio,
-                ),
-                noise_rule,
-                ratio,
-                None,
-            )
-        return (
-            rule(
-                "pass",
-                f"{numbers}) is within the allowed {gate.max_regression:.0%} regression "
-                "(simple rule: one run each, no noise information)",
-                ratio,
-                ratio,
-            ),
-            noise_rule,
-            ratio,
-            None,
-        )
+    assert interval is not None  # a prior is always pooled: no coin flips
     lo, hi = interval
     ci = (math.exp(lo), math.exp(hi))
     numbers += f", {CONFIDENCE:.0%} CI {_fmt_ratio(ci[0])}–{_fmt_ratio(ci[1])}, {est.how})"
@@ -618,11 +598,16 @@ def decide(
     comparable: bool = True,
     comparability_note: str = "",
     paired: bool | None = None,
+    fixed_sd: float = 0.0,
 ) -> GateResult:
-    """Apply every gate rule; ``paired`` None infers it from equally long replicate lists."""
+    """Apply every gate rule; ``paired`` None infers it from equally long replicate lists.
+
+    ``fixed_sd``: SD of the log ratio that more replicates cannot shrink (two deployments side
+    by side, or two sessions against a stored baseline); added to the interval's variance.
+    """
     if paired is None:
         paired = bool(baseline_replicates) and len(baseline_replicates) == len(replicates)
-    rules: list[RuleResult] = [_floor(candidate, gate), _generator(candidate, steps)]
+    rules: list[RuleResult] = [floor_rule(candidate, gate), generator_rule(candidate, steps)]
     ratio: float | None = None
     ratio_ci: tuple[float, float] | None = None
     if baseline is None:
@@ -651,18 +636,35 @@ def decide(
                 )
             )
     else:
-        rules.append(_comparability(baseline, comparable, comparability_note))
+        rules.append(comparability_rule(baseline, comparable, comparability_note))
         reg, noise_rule, ratio, ratio_ci = _regression(
-            candidate, baseline, gate, replicates, baseline_replicates, noise, paired
+            candidate, baseline, gate, replicates, baseline_replicates, noise, paired, fixed_sd
         )
         rules.extend((noise_rule, reg))
-    outcomes = {r.name: r.outcome for r in rules}
+    return replace(combine(rules), ratio=ratio, ratio_ci=ratio_ci)
+
+
+def combine(rules: Sequence[RuleResult]) -> GateResult:
+    """The verdict from evaluated rules (one place for the order of precedence).
+
+    Inconclusive when the generator limited the load (nothing measured the service); else block
+    on a failed floor; else inconclusive when the comparison is invalid (another environment,
+    noisier than calibrated); else block on any failed rule; else inconclusive on any
+    inconclusive rule; else pass.
+    """
+    outcomes: dict[str, list[str]] = {}
+    for r in rules:
+        outcomes.setdefault(r.name, []).append(r.outcome)
+
+    def has(name: str, outcome: str) -> bool:
+        return outcome in outcomes.get(name, ())
+
     verdict: str
-    if outcomes.get("generator") == "inconclusive":
+    if has("generator", "inconclusive"):
         verdict = "inconclusive"
-    elif outcomes["floor"] == "fail":
+    elif has("floor", "fail"):
         verdict = "block"
-    elif outcomes.get("comparability") == "inconclusive" or outcomes.get("noise") == "inconclusive":
+    elif has("comparability", "inconclusive") or has("noise", "inconclusive"):
         verdict = "inconclusive"
     elif any(r.outcome == "fail" for r in rules):
         verdict = "block"
@@ -674,6 +676,4 @@ def decide(
         verdict=verdict,  # type: ignore[arg-type]
         reasons=tuple(r.message for r in rules),
         rules=tuple(rules),
-        ratio=ratio,
-        ratio_ci=ratio_ci,
     )

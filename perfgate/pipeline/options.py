@@ -1,0 +1,124 @@
+"""What a run was asked to do, and the scenario it will run: built once, read everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perfgate.errors import InputError, ScenarioError
+from perfgate.events import EventSink, Log
+from perfgate.load import templates
+from perfgate.models import Scenario
+from perfgate.scenario import check_ramp, load_scenario
+from perfgate.staging import StagingOptions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """What `perfgate run` / `perfgate ramp` / `perfgate calibrate` were asked to do."""
+
+    scenario: Path
+    target: str | None = None
+    provider: str | None = None
+    release: str = "dev"
+    baseline_dir: Path = Path("baselines")
+    report_dir: Path = Path("reports")
+    promote: bool = False
+    force: bool = False
+    gate: bool = True  # False: `perfgate ramp` (no baseline, no verdict)
+    repeat: int = 1
+    max_users: int | None = None
+    step_users: int | None = None
+    step_seconds: float | None = None
+    strategy: str | None = None
+    workers: int | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    keep_namespace: bool = False
+    baseline_target: str | None = None  # the previous release's URL, measured side by side
+    baseline_release: str | None = None  # judge against this stored release (default: newest)
+    baseline_image: str | None = None  # stage the previous release from this image (kubernetes)
+    side_by_side: bool = True  # False: judge against the stored numbers only
+    command: str = ""
+    seed: int | None = None
+
+
+def default_release() -> str:
+    """``PERFGATE_RELEASE``, else ``git describe --tags --always --dirty``, else ``dev``."""
+    env = os.environ.get("PERFGATE_RELEASE")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--tags", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "dev"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "dev"
+
+
+def prepare_scenario(opts: RunOptions) -> Scenario:
+    """Load the scenario, apply CLI overrides, and check its request templates."""
+    scen = load_scenario(opts.scenario)
+    changes: dict[str, Any] = {}
+    for name in ("max_users", "step_users", "step_seconds", "strategy"):
+        value = getattr(opts, name)
+        if value is not None:
+            changes[name] = value
+    if changes:
+        ramp = dataclasses.replace(scen.ramp, **changes)
+        if ramp.max_users < ramp.start_users:
+            ramp = dataclasses.replace(ramp, start_users=ramp.max_users)
+        check_ramp(
+            ramp, lambda key, msg: ScenarioError(f"--{key.split('.')[-1]}: {msg}".replace("_", "-"))
+        )
+        scen = dataclasses.replace(scen, ramp=ramp)
+    if opts.workers is not None:
+        scen = dataclasses.replace(scen, load=dataclasses.replace(scen.load, workers=opts.workers))
+    if scen.staging.embedded:
+        # the reference exchange's options: checked here, so `validate` catches them too
+        from perfgate.staging.embedded import exchange_config
+
+        exchange_config(scen)
+    try:
+        templates.compile_requests(scen.users.requests)
+    except ValueError as exc:
+        message = f"{opts.scenario}: {exc}"
+        for secret in sorted(scen.users.secret_values, key=len, reverse=True):
+            message = message.replace(secret, "***")  # a template may hold a ${VAR} value
+        raise ScenarioError(message) from None
+    return scen
+
+
+def local_load_only(scen: Scenario, what: str) -> None:
+    """InputError when ``what`` needs the load generator here but the scenario puts it in pods."""
+    if scen.load.placement == "kubernetes":
+        raise InputError(
+            f"{what} needs the load generator on this machine; the scenario has "
+            "load.placement: kubernetes"
+        )
+
+
+def staging_options(
+    opts: RunOptions, on_event: EventSink, *, run_id: str | None = None, **changes: Any
+) -> StagingOptions:
+    """The one place StagingOptions are built from RunOptions (``changes`` override fields)."""
+    fields: dict[str, Any] = {
+        "release": opts.release,
+        "run_id": run_id or uuid.uuid4().hex[:6],
+        "kubeconfig": opts.kubeconfig,
+        "context": opts.context,
+        "keep_namespace": opts.keep_namespace,
+        "log": lambda msg: on_event(Log(message=msg)),
+    }
+    fields.update(changes)
+    return StagingOptions(**fields)

@@ -1,0 +1,571 @@
+"""``perfgate run`` / ``perfgate ramp`` as a short story: preflight → stage → measure → judge →
+publish. Each phase takes and returns plain data; only this package composes the stages.
+
+What was measured is kept when a later phase fails or a signal arrives: a partial report, marked
+aborted. Exit codes are the CLI's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from perfgate import analysis, baseline, calibration, gate, report
+from perfgate._version import __version__
+from perfgate.errors import (
+    BaselineError,
+    Interrupted,
+    LoadError,
+    OutputError,
+    PerfgateError,
+    ScenarioError,
+    StagingError,
+)
+from perfgate.events import EventSink, Log, Look, StageChanged, StepMeasured, Window
+from perfgate.load.runner import LocustRunner
+from perfgate.models import (
+    BaselineRef,
+    GateResult,
+    LookRecord,
+    RunResult,
+    Saturation,
+    Scenario,
+    StepStats,
+    WindowStats,
+)
+from perfgate.pipeline.options import (
+    RunOptions,
+    local_load_only,
+    prepare_scenario,
+    staging_options,
+)
+from perfgate.pipeline.sides import LiveSides, Place, locked
+from perfgate.staging import StagingOptions, provision, redact_url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    result: RunResult
+    report: report.ReportFiles
+    promoted: Path | None = None
+    interrupted: Interrupted | None = None
+    failure: PerfgateError | None = None  # an infrastructure failure after load had started
+    promote_error: PerfgateError | None = None  # --promote could not store the (passing) run
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """What preflight settled before any load: the scenario, the baseline and how to judge."""
+
+    opts: RunOptions
+    scen: Scenario
+    secrets: tuple[str, ...] = field(repr=False)
+    prev: baseline.StoredBaseline | None
+    history: tuple[BaselineRef, ...]
+    noise: calibration.NoiseModel | None
+    mode: gate.design.Mode
+    recipe: dict[str, Any] | None  # how to stage the previous release next to the candidate
+    provider: str
+    run_id: str
+    started_at: str
+
+
+@dataclass(slots=True)
+class Evidence:
+    """What the measurement phase gathered so far (kept when it is cut short)."""
+
+    steps: list[StepStats] = field(default_factory=list)
+    base_steps: list[StepStats] = field(default_factory=list)
+    windows: list[WindowStats] = field(default_factory=list)
+    looks: list[LookRecord] = field(default_factory=list)
+    outcome: gate.GateOutcome | None = None
+    target_url: str = ""
+    staging: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    mode: gate.design.Mode = "none"
+    fallback: str = ""  # why the previous release was not staged side by side
+    timeline: tuple[Any, ...] = ()
+    interrupted: Interrupted | None = None
+    failure: PerfgateError | None = None
+
+
+def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcome:
+    """Run the whole pipeline once; raise only for failures before any load was measured."""
+    plan = preflight(opts)
+    evidence = measure(plan, on_event)
+    result = judge(plan, evidence, on_event)
+    return publish(plan, result, evidence, on_event)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# preflight: everything that can fail before minutes of load are spent
+# ---------------------------------------------------------------------------------------------
+
+
+def preflight(opts: RunOptions) -> Plan:
+    scen = prepare_scenario(opts)
+    if opts.baseline_target:
+        local_load_only(scen, "--baseline-target")
+    check_writable(opts.report_dir, "reports")
+    prev, history, noise = None, (), None
+    if opts.gate:
+        if opts.promote:
+            check_writable(opts.baseline_dir, "baselines")
+        # read the baseline before spending minutes on load: a corrupt one is bad input (exit 2)
+        prev = _previous(opts, scen)
+        history = tuple(b.ref() for b in baseline.list_baselines(opts.baseline_dir, scen.name))
+        noise = calibration.load_noise(opts.baseline_dir, scen.name)
+        if opts.promote:
+            # refuse a clash now rather than after minutes of load
+            baseline.check_can_store(opts.baseline_dir, scen.name, opts.release, force=opts.force)
+    provider = opts.provider or ("none" if opts.target else scen.staging.provider)
+    mode, recipe = _mode(opts, prev, provider)
+    return Plan(
+        opts=opts,
+        scen=scen,
+        secrets=scen.users.secret_values + tuple(scen.users.headers.values()),
+        prev=prev,
+        history=history,
+        noise=noise,
+        mode=mode,
+        recipe=recipe,
+        provider=provider,
+        run_id=uuid.uuid4().hex[:6],
+        started_at=_now(),
+    )
+
+
+def _previous(opts: RunOptions, scen: Scenario) -> baseline.StoredBaseline | None:
+    if opts.baseline_release:
+        return baseline.resolve_baseline(opts.baseline_dir, scen.name, opts.baseline_release)
+    return baseline.previous_baseline(opts.baseline_dir, scen.name, opts.release)
+
+
+def _mode(
+    opts: RunOptions, prev: baseline.StoredBaseline | None, provider: str
+) -> tuple[gate.design.Mode, dict[str, Any] | None]:
+    """Side by side whenever the previous release can be staged; else its stored numbers."""
+    if not opts.gate:
+        return "none", None
+    if opts.baseline_target:
+        return "side-by-side", None
+    if prev is None:
+        return "none", None
+    recipe = dict(getattr(prev, "recipe", {}) or {})
+    if opts.baseline_image:
+        recipe["image"] = opts.baseline_image
+    stageable = (provider == "embedded" and "exchange" in recipe) or (
+        provider == "kubernetes" and bool(recipe.get("image"))
+    )
+    if opts.side_by_side and stageable:
+        return "side-by-side", recipe
+    return "stored", None
+
+
+# ---------------------------------------------------------------------------------------------
+# stage + measure
+# ---------------------------------------------------------------------------------------------
+
+
+def measure(plan: Plan, on_event: EventSink) -> Evidence:
+    """Stage the candidate (and the previous release), run the gate; keep what was measured."""
+    ev = Evidence(mode=plan.mode)
+    try:
+        with contextlib.ExitStack() as stack:
+            sides = _stage(plan, stack, ev, on_event)
+            try:
+                ev.outcome = gate.run_gate(sides, _inputs(plan, ev), _progress(ev, on_event))
+            finally:
+                ev.timeline = sides.places[0].runner.timeline
+    except (KeyboardInterrupt, Interrupted) as exc:
+        ev.interrupted = _interrupted(exc)
+    except LoadError as exc:
+        ev.failure = exc
+    if ev.failure is not None and not ev.steps:
+        raise ev.failure  # nothing was measured: a plain infrastructure error, no report
+    if ev.steps and not any(s.requests for s in ev.steps) and not (ev.interrupted or ev.failure):
+        ev.failure = _no_requests(plan.opts.scenario, plan.scen, ev.steps)
+    return ev
+
+
+def _stage(plan: Plan, stack: contextlib.ExitStack, ev: Evidence, on_event: EventSink) -> LiveSides:
+    opts, scen = plan.opts, plan.scen
+    options = staging_options(opts, on_event, run_id=plan.run_id)
+    on_event(StageChanged(stage="staging", detail=plan.provider))
+    staged = stack.enter_context(
+        provision(scen, provider=opts.provider, target=opts.target, options=options)
+    )
+    ev.target_url, ev.recipe = staged.url, dict(staged.recipe)
+    ev.staging = {"description": staged.description, **staged.details}
+    if staged.namespace:
+        ev.staging["namespace"] = staged.namespace
+    on_event(StageChanged(stage="load", detail=redact_url(staged.url)))
+    places = [
+        Place(
+            staged=staged,
+            runner=_runner(plan, stack, staged, options, on_event),
+            recipe=dict(staged.recipe),
+        )
+    ]
+    if plan.mode == "side-by-side":
+        other = _stage_previous(plan, stack, ev, options, on_event)
+        if other is not None:
+            places.append(other)
+    return LiveSides(places)
+
+
+def _stage_previous(
+    plan: Plan,
+    stack: contextlib.ExitStack,
+    ev: Evidence,
+    options: StagingOptions,
+    on_event: EventSink,
+) -> Place | None:
+    """The previous release next to the candidate; None (stored numbers) if it cannot be staged."""
+    opts = plan.opts
+    name = _baseline_name(plan)
+    if opts.baseline_target:
+        staged = stack.enter_context(
+            provision(plan.scen, target=opts.baseline_target, options=options)
+        )
+    else:
+        base_options = dataclasses.replace(
+            options, release=name, run_id=f"{plan.run_id}b", recipe=plan.recipe
+        )
+        try:
+            staged = stack.enter_context(
+                provision(plan.scen, provider=opts.provider, options=base_options)
+            )
+        except StagingError as exc:
+            ev.mode = "stored" if plan.prev is not None else "none"
+            ev.fallback = f"the previous release {name} could not be staged ({exc})"
+            on_event(Log(message=f"{ev.fallback}: judging against its stored numbers"))
+            return None
+    on_event(Log(message=f"previous release {name} side by side on {redact_url(staged.url)}"))
+    ev.staging["baseline"] = {"description": staged.description, "release": name}
+    runner = _runner(plan, stack, staged, options, on_event)
+    return Place(staged=staged, runner=runner, recipe=dict(staged.recipe))
+
+
+def _runner(
+    plan: Plan,
+    stack: contextlib.ExitStack,
+    staged: Any,
+    options: StagingOptions,
+    on_event: EventSink,
+) -> LocustRunner:
+    scen = plan.scen
+    engine: dict[str, Any] = {}
+    if scen.load.placement == "kubernetes":
+        # Locust master + workers as pods; the engine command relays to the master
+        from perfgate.load.runner import pod_files, relay_command
+        from perfgate.staging import load_generators
+
+        pod_data, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
+        host, port = stack.enter_context(
+            load_generators(scen, staged, options, files=pod_data, secret_files=secret_files)
+        )
+        engine["engine_command"] = relay_command(host, port)
+    sink = locked(on_event) if plan.mode == "side-by-side" else on_event
+    return stack.enter_context(
+        LocustRunner(staged.url, scen.users, scen.slo, scen.load, on_event=sink, **engine)
+    )
+
+
+def _baseline_name(plan: Plan) -> str:
+    if plan.opts.baseline_release:
+        return plan.opts.baseline_release
+    if plan.prev is not None:
+        return plan.prev.release
+    return "previous release"
+
+
+def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
+    prev, scen = plan.prev, plan.scen
+    ref = prev.ref() if prev is not None else None
+    if ref is None and ev.mode == "side-by-side":
+        empty = Saturation(users=None, throughput_rps=None, broken=False, reason="not stored")
+        ref = BaselineRef(release=_baseline_name(plan), saturation=empty)
+    comparable, note = True, ""
+    if ev.mode == "stored" and prev is not None:
+        fp = baseline.fingerprint(scen, provider=plan.provider, target=ev.target_url)
+        comparable, note = baseline.comparability(fp, prev.fingerprint)
+    noise = plan.noise
+    return gate.GateInputs(
+        slo=scen.slo,
+        ramp=scen.ramp,
+        gate=scen.gate,
+        mode=ev.mode,
+        baseline=ref,
+        baseline_windows=getattr(prev, "windows", ()) if prev is not None else (),
+        baseline_replicates=prev.replicates if prev is not None else (),
+        comparable=comparable,
+        comparability_note=note,
+        priors=gate.Priors(
+            noise=noise,
+            between_sd=noise.sd_log
+            if noise is not None and noise.source == "calibrated"
+            else gate.DEFAULT_BETWEEN_SD,
+        ),
+        repeat=plan.opts.repeat,
+        seed=plan.opts.seed,
+        gate_enabled=plan.opts.gate,
+        interleave=scen.gate.interleave,
+    )
+
+
+def _progress(ev: Evidence, on_event: EventSink) -> gate.Progress:
+    def on_step(step: StepStats, build: str) -> None:
+        (ev.steps if build == "candidate" else ev.base_steps).append(step)
+        on_event(StepMeasured(step=step, build=build))
+
+    def on_window(w: WindowStats) -> None:
+        ev.windows.append(w)
+        on_event(
+            Window(
+                build=w.build,
+                index=w.pair,
+                users=w.users,
+                throughput_rps=w.goodput_rps,
+                p95_ms=w.p95_ms,
+            )
+        )
+
+    def on_look(look: LookRecord) -> None:
+        ev.looks.append(look)
+        on_event(
+            Look(
+                index=look.index,
+                pairs=look.pairs,
+                verdict=look.outcome,
+                ratio=look.ratio,
+                ratio_ci=(look.ratio_lo, look.ratio_hi),
+                elapsed_s=look.elapsed_s,
+            )
+        )
+
+    return gate.Progress(on_step=on_step, on_window=on_window, on_look=on_look)
+
+
+# ---------------------------------------------------------------------------------------------
+# judge: the result record (the gate decided; an aborted run is inconclusive)
+# ---------------------------------------------------------------------------------------------
+
+
+def judge(plan: Plan, ev: Evidence, on_event: EventSink) -> RunResult:
+    on_event(StageChanged(stage="analysis"))
+    scen = plan.scen
+    steps = tuple(ev.steps)
+    out = ev.outcome
+    stopped = ev.interrupted or ev.failure
+    try:
+        if out is not None and stopped is None:
+            sat, verdict, base = out.saturation, out.result, out.baseline
+        else:
+            sat = analysis.saturation(steps, scen.slo, max_users=scen.ramp.max_users)
+            verdict = GateResult(verdict="inconclusive", reasons=())
+            base = plan.prev.ref() if plan.prev is not None else None
+        diagnostics = {**analysis.diagnostics(steps, scen.slo), "staging": ev.staging}
+    except (KeyboardInterrupt, Interrupted) as exc:
+        stopped = ev.interrupted = ev.interrupted or _interrupted(exc)
+        sat = Saturation(
+            users=None,
+            throughput_rps=None,
+            broken=False,
+            reason="not analysed: the run was interrupted during the analysis",
+        )
+        verdict, base, diagnostics = GateResult(verdict="inconclusive", reasons=()), None, {}
+    if verdict.ratio is not None:
+        diagnostics.update(gate_ratio=verdict.ratio, gate_ratio_ci=verdict.ratio_ci)
+    if ev.fallback:
+        verdict = dataclasses.replace(
+            verdict,
+            reasons=(
+                f"baseline: {ev.fallback}; judged against its stored numbers",
+                *verdict.reasons,
+            ),
+        )
+    if stopped is not None:
+        verdict = GateResult(
+            verdict="inconclusive",
+            reasons=(_abort_reason(stopped), *verdict.reasons),
+            rules=verdict.rules,
+        )
+    return _result(plan, ev, sat, verdict, base, diagnostics)
+
+
+def _result(
+    plan: Plan,
+    ev: Evidence,
+    sat: Saturation,
+    verdict: GateResult,
+    base: BaselineRef | None,
+    diagnostics: dict[str, Any],
+) -> RunResult:
+    opts, scen, out = plan.opts, plan.scen, ev.outcome
+    if base is not None and ev.mode in ("side-by-side", "stored"):
+        base = dataclasses.replace(base, mode=ev.mode)  # type: ignore[arg-type]
+    base_steps = tuple(ev.base_steps) or (plan.prev.steps if plan.prev is not None else ())
+    stopped = ev.interrupted or ev.failure
+    return RunResult(
+        scenario=scen.name,
+        release=opts.release,
+        verdict=verdict.verdict,
+        reasons=verdict.reasons,
+        rules=verdict.rules,
+        saturation=sat,
+        baseline=base,
+        baseline_steps=base_steps,
+        steps=tuple(ev.steps),
+        generator=_generator_summary(tuple(ev.steps), scen),
+        started_at=plan.started_at,
+        finished_at=_now(),
+        perfgate_version=__version__,
+        slo=scen.slo,
+        gate=scen.gate,
+        target=ev.target_url,
+        strategy=scen.ramp.strategy,
+        fingerprint=baseline.fingerprint(scen, provider=plan.provider, target=ev.target_url),
+        timeline=ev.timeline,
+        replicates=out.replicates if out is not None and len(out.replicates) > 1 else (),
+        diagnostics=diagnostics,
+        mode="run" if opts.gate else "ramp",
+        aborted=stopped is not None,
+        abort_reason=str(stopped or ""),
+        command=opts.command,
+        windows=tuple(ev.windows),
+        looks=tuple(ev.looks),
+        staging_recipe=ev.recipe,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# publish: report, baseline
+# ---------------------------------------------------------------------------------------------
+
+
+def publish(plan: Plan, result: RunResult, ev: Evidence, on_event: EventSink) -> Outcome:
+    opts = plan.opts
+    secrets = plan.secrets + _url_passwords(ev.target_url, opts.target, opts.baseline_target)
+    # Everything that leaves this function (report, baseline, console) carries no secret.
+    result = report.redact_result(result, secrets)
+    on_event(StageChanged(stage="report"))
+    out_dir = run_folder(opts.report_dir, plan.scen.name, opts.release)
+    interrupted = ev.interrupted
+    try:
+        files = report.write_report(result, out_dir, history=plan.history, secrets=secrets)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        if result.aborted:
+            raise  # a second signal: stop trying
+        interrupted = _interrupted(exc)
+        result = dataclasses.replace(
+            result,
+            verdict="inconclusive",
+            reasons=(_abort_reason(interrupted), *result.reasons),
+            aborted=True,
+            abort_reason=str(interrupted),
+        )
+        # Rewritten whole, so no file of the folder claims a verdict the run did not reach.
+        files = report.write_report(result, out_dir, history=plan.history, secrets=secrets)
+    promoted, promote_error = None, None
+    if opts.gate and opts.promote and result.verdict == "pass" and not result.aborted:
+        try:
+            promoted = baseline.store_baseline(
+                result, opts.baseline_dir, force=opts.force, source=str(files.dir)
+            )
+        except (BaselineError, OutputError) as exc:
+            promote_error = exc  # the report is written: say so, then fail
+    return Outcome(
+        result=result,
+        report=files,
+        promoted=promoted,
+        interrupted=interrupted,
+        failure=ev.failure,
+        promote_error=promote_error,
+        secrets=secrets,
+    )
+
+
+def _url_passwords(*urls: str | None) -> tuple[str, ...]:
+    found: list[str] = []
+    for url in urls:
+        with contextlib.suppress(ValueError):  # a malformed URL failed earlier, loudly
+            password = urllib.parse.urlsplit(url or "").password
+            if password:
+                found.append(password)  # it is in the command line and the target field
+    return tuple(found)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """OutputError unless ``folder`` exists as a writable folder or could be created as one."""
+    import os
+
+    existing = Path(folder)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {what} to {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {what} to {folder}: {existing} is not writable")
+
+
+def _interrupted(exc: BaseException) -> Interrupted:
+    return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+
+
+def _abort_reason(why: PerfgateError) -> str:
+    return f"run aborted ({why}): the report holds the steps measured so far"
+
+
+def _no_requests(path: Path, scen: Scenario, steps: list[StepStats]) -> ScenarioError:
+    """The users never sent a request: the scenario (often a locustfile) is broken."""
+    errors: dict[str, int] = {}
+    for s in steps:
+        for message, n in s.errors:
+            errors[message] = errors.get(message, 0) + n
+    top = max(errors, key=lambda m: errors[m]) if errors else ""
+    where = f"users.locustfile {scen.users.locustfile}" if scen.users.locustfile else "users"
+    levels = ", ".join(str(s.users) for s in steps)
+    return ScenarioError(
+        f"{path}: {where}: the virtual users sent no request at any load level ({levels} users)"
+        + (f"; most frequent error: {top}" if top else "")
+    )
+
+
+def run_folder(report_dir: Path, scenario: str, release: str) -> Path:
+    """``<report_dir>/<scenario>/<release>-<UTC timestamp>``, unique even within one second."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    safe_release = "".join(c if c.isalnum() or c in "._-" else "_" for c in release)[:60] or "dev"
+    base = report_dir / scenario / f"{safe_release}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def _generator_summary(steps: tuple[StepStats, ...], scen: Scenario) -> dict[str, Any]:
+    import os
+
+    gens = [s.generator for s in steps if s.generator is not None]
+    limited = [s.users for s in steps if s.generator is not None and s.generator.limited]
+    return {
+        "engine": "locust",
+        "workers": scen.load.workers,
+        "max_cpu_percent": max((g.cpu_percent for g in gens), default=None),
+        "limited_at_users": limited,
+        "request_timeout_s": scen.load.request_timeout_s,
+        "cpu_count": os.cpu_count(),
+    }
