@@ -207,7 +207,7 @@ def run(
     repeat: Annotated[
         int,
         typer.Option(
-            help="Measure the saturation point K times (replicates) for a firmer verdict.",
+            help="Replicate design: K full searches per build instead of the side-by-side windows.",
             min=1,
             max=50,
         ),
@@ -215,15 +215,32 @@ def run(
     baseline_target: Annotated[
         str | None,
         typer.Option(
-            help="Paired mode: URL of the previous release, measured interleaved with the candidate in random order."
+            help="URL of the previous release, measured side by side with the candidate (for --target runs)."
         ),
     ] = None,
+    baseline_release: Annotated[
+        str | None,
+        typer.Option(help="Judge against this stored release (default: the newest other one)."),
+    ] = None,
+    baseline_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Kubernetes: stage the previous release from this image (default: the one its baseline recorded)."
+        ),
+    ] = None,
+    side_by_side: Annotated[
+        bool,
+        typer.Option(
+            "--side-by-side/--no-side-by-side",
+            help="Stage the previous release next to the candidate when its baseline says how (default), or judge against the stored numbers only.",
+        ),
+    ] = True,
     workers: WorkersOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     keep_namespace: KeepNsOpt = False,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for the paired mode's random order.")
+        int | None, typer.Option(help="Seed for the gate's random order (reproducible runs).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
 ) -> int:
@@ -249,6 +266,9 @@ def run(
         context=context,
         keep_namespace=keep_namespace,
         baseline_target=baseline_target,
+        baseline_release=baseline_release,
+        baseline_image=baseline_image,
+        side_by_side=side_by_side,
         command=_command_line(),
         seed=seed,
     )
@@ -419,12 +439,22 @@ def simulate(
     ] = 0.0,
     trials: Annotated[int, typer.Option(help="Number of simulated gates.", min=1)] = 200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same figures).")] = 1,
+    mode: Annotated[
+        str,
+        typer.Option(help="side-by-side (what `perfgate run` does by default) or stored."),
+    ] = "side-by-side",
+    noise: Annotated[
+        str | None,
+        typer.Option(
+            help="Noise profile: shared (default), quiet, none, or a held-out one: heavy-tail, step-change, throttled, deploy-offset, proc-drift, generator-cost."
+        ),
+    ] = None,
     repeat: Annotated[
-        int, typer.Option(help="Replicates per build (--repeat of the gate).", min=1, max=50)
+        int,
+        typer.Option(
+            help="Replicate design with K searches per build (--repeat of the gate).", min=1, max=50
+        ),
     ] = 1,
-    paired: Annotated[
-        bool, typer.Option(help="Paired mode: baseline and candidate measured interleaved.")
-    ] = False,
     calibrated: Annotated[
         bool, typer.Option(help="Use a noise model calibrated by simulated A/A runs.")
     ] = False,
@@ -444,16 +474,16 @@ def simulate(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
-    """Benchmark the verdict: full gates on a simulated closed queue with known capacity and noise."""
+    """Benchmark the verdict: whole gates (the same code as `perfgate run`) on simulated targets with known capacity and noise."""
     from perfgate import simulate as sim
 
     if search:
         print(json.dumps(sim.compare_search(seed=seed), indent=2))
         return EXIT_PASS
-
     options: dict[str, Any] = {
+        "mode": _choice(mode, "--mode", ("side-by-side", "stored")),
+        "noise": _choice(noise, "--noise", tuple(sim.NOISE_PROFILES)),
         "repeat": repeat,
-        "paired": paired,
         "calibrated": calibrated,
         "strategy": _choice(strategy, "--strategy", STRATEGIES),
         "workers": workers,
@@ -463,15 +493,7 @@ def simulate(
         print(json.dumps(out, indent=2) if as_json else sim.format_table(out))
         return EXIT_PASS
     out = sim.simulate(regression, trials, seed, **options)
-    if as_json:
-        print(json.dumps(out, indent=2))
-    else:
-        ci = out.get("block_ci", [0, 0])
-        print(
-            f"regression {regression:.1%}, {out['trials']} trials: block {out['block']:.1%} "
-            f"(95 % CI {ci[0]:.1%}–{ci[1]:.1%}), pass {out['pass']:.1%}, "
-            f"inconclusive {out['inconclusive']:.1%}"
-        )
+    print(json.dumps(out, indent=2) if as_json else sim.format_result(out))
     return EXIT_PASS
 
 

@@ -91,6 +91,8 @@ class GateSpec:
     min_users: int | None = None
     max_regression: float = 0.10
     block_min_regression: float = 0.05  # practical size: never block for less than this
+    budget_minutes: float = 8.0  # load-time budget of the sequential decision (then inconclusive)
+    interleave: Literal["simultaneous", "alternate"] = "simultaneous"  # side-by-side windows
 
 
 @dataclass(**_FROZEN)
@@ -239,6 +241,41 @@ class BaselineRef:
     created_at: str = ""
     path: str = ""
     fingerprint: Fingerprint | None = None
+    mode: Literal["side-by-side", "stored"] = "stored"  # measured now next to the candidate, or not
+
+
+@dataclass(**_FROZEN)
+class WindowStats:
+    """One short measurement window of the side-by-side gate (one build, one load level)."""
+
+    build: Literal["candidate", "baseline"]
+    pair: int  # 1-based index of the window pair it belongs to
+    users: int
+    duration_s: float
+    requests: int
+    failures: int
+    goodput_rps: float  # successful requests per second: what the gate compares
+    p95_ms: float | None
+    arrangement: int = 1  # +1: builds on their first deployments; -1: swapped (cross-over)
+    started_s: float = 0.0  # seconds since the gate's first window
+    generator_limited: bool = False
+
+
+@dataclass(**_FROZEN)
+class LookRecord:
+    """One planned look of the sequential decision: the estimate and what it decided."""
+
+    index: int
+    pairs: int  # window pairs (or candidate windows, stored mode) judged at this look
+    ratio: float  # candidate / baseline goodput at the window level
+    ratio_lo: float  # lower bound at this look's pass level
+    ratio_hi: float  # upper bound at this look's block level
+    se_log: float
+    df: float
+    alpha_block: float
+    alpha_pass: float
+    outcome: Literal["block", "pass", "continue", "inconclusive"]
+    elapsed_s: float
 
 
 @dataclass(**_FROZEN)
@@ -292,6 +329,9 @@ class RunResult:
     abort_reason: str = ""
     command: str = ""
     baseline_steps: tuple[StepStats, ...] = ()
+    windows: tuple[WindowStats, ...] = ()  # the side-by-side (or stored-mode) gate's windows
+    looks: tuple[LookRecord, ...] = ()
+    staging_recipe: dict[str, Any] = field(default_factory=dict)  # how this release was staged
 
 
 # ---------------------------------------------------------------------------------------------

@@ -512,7 +512,11 @@ class _Validator:
         return Slo(p95_ms=p95, error_rate=self.number(s, "slo.error_rate", 0.01, hi=1))
 
     def gate(self, data: dict[str, Any]) -> GateSpec:
-        g = self.section(data, "gate", {"min_users", "max_regression", "block_min_regression"})
+        g = self.section(
+            data,
+            "gate",
+            {"min_users", "max_regression", "block_min_regression", "budget_minutes", "interleave"},
+        )
         max_reg = self.number(g, "gate.max_regression", 0.10, hi=1)
         block_min = self.number(g, "gate.block_min_regression", min(0.05, max_reg), hi=1)
         if block_min > max_reg:
@@ -524,6 +528,10 @@ class _Validator:
             min_users=self.integer(g, "gate.min_users", None),
             max_regression=max_reg,
             block_min_regression=block_min,
+            budget_minutes=self.number(g, "gate.budget_minutes", 8.0, lo=0.5, hi=240),
+            interleave=self.choice(  # type: ignore[arg-type]
+                g, "gate.interleave", "simultaneous", ("simultaneous", "alternate")
+            ),
         )
 
     def load(self, data: dict[str, Any]) -> LoadSpec:

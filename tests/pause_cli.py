@@ -61,11 +61,13 @@ def install(stage: str) -> None:
 
             analysis.saturation = buggy  # called once the ramp ends, children still running
 
+        from perfgate.events import StepMeasured
+
         real_call = Progress.__call__
 
-        def on_event(self: Progress, event: dict[str, Any]) -> None:
+        def on_event(self: Progress, event: Any) -> None:
             real_call(self, event)
-            if event.get("event") == "step":  # the pipeline has recorded the level by now
+            if isinstance(event, StepMeasured):  # the pipeline has recorded the level by now
                 print(f"PAUSED {stage}", file=sys.stderr, flush=True)
 
         Progress.__call__ = on_event  # type: ignore[method-assign]

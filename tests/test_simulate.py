@@ -12,9 +12,11 @@ import pytest
 
 from perfgate.models import Slo
 from perfgate.simulate import (
+    HELD_OUT,
     NOISE_PROFILES,
-    Environment,
+    PRESETS,
     NoiseProfile,
+    Timeline,
     SimulatedRunner,
     TargetModel,
     clopper_pearson,
@@ -113,7 +115,7 @@ def test_a_capped_generator_fails_littles_law() -> None:
     assert s.throughput_rps == pytest.approx(100.0, rel=0.05)
     assert s.generator.limited
     assert s.generator.little_ratio < 0.9
-    assert "Little" in s.generator.reason
+    assert "users waited on the generator" in s.generator.reason
 
 
 def test_regression_scales_capacity() -> None:
@@ -126,23 +128,56 @@ def test_regression_scales_capacity() -> None:
 def test_noise_slows_the_target_down() -> None:
     model = TargetModel(servers=4, service_ms=20.0, service_cv=0.0)
     loud = NoiseProfile(neighbour_per_s=0.5, neighbour_mean_s=1.0, neighbour_slowdown=2.0)
-    quiet = measure(SimulatedRunner(model, SLO, seed=8), 80, 60.0)
-    noisy = measure(SimulatedRunner(model, SLO, seed=8, noise=loud), 80, 60.0)
-    # episodes (Poisson 0.5/s, 1 s each) cover 1 − e^−0.5 of the time, at half speed there
-    busy = 1 - math.exp(-0.5)
+    quiet = measure(SimulatedRunner(model, SLO, seed=8), 80, 300.0)
+    noisy = measure(SimulatedRunner(model, SLO, seed=8, noise=loud), 80, 300.0)
+    # episodes (1 s on average, then 2 s on average until the next one) cover 1/3 of the time,
+    # at half speed there
+    busy = 1 / 3
     assert noisy.throughput_rps == pytest.approx(quiet.throughput_rps * (1 - busy / 2), rel=0.06)
     stalls = NoiseProfile(stall_per_s=1.0, stall_s=0.5)
     stalled = measure(SimulatedRunner(model, SLO, seed=8, noise=stalls), 80, 60.0)
     assert stalled.throughput_rps == pytest.approx(quiet.throughput_rps * 0.5, rel=0.12)
 
 
-def test_environment_drift_has_the_documented_spread() -> None:
-    noise = NoiseProfile(drift_sd=0.04, drift_rho=0.7, run_sd=0.02)
-    env = Environment(noise, random.Random(1))
-    logs = [math.log(env.next_factor()) for _ in range(4000)]
-    assert statistics.stdev(logs) == pytest.approx(math.hypot(0.04, 0.02), rel=0.1)
-    lag1 = statistics.correlation(logs[:-1], logs[1:])
-    assert lag1 == pytest.approx(0.7 * 0.04**2 / (0.04**2 + 0.02**2), abs=0.06)
+def test_machine_drift_has_the_documented_spread_and_memory() -> None:
+    noise = NoiseProfile(drift_sd=0.04, drift_tau_s=300.0)
+    line = Timeline(noise, random.Random(1))
+    logs = [-math.log(line.factor(float(t))[0]) for t in range(0, 400_000, 50)]
+    assert statistics.stdev(logs) == pytest.approx(0.04, rel=0.15)
+    lag = statistics.correlation(logs[:-1], logs[1:])  # 50 s apart: exp(-50/300)
+    assert lag == pytest.approx(math.exp(-50 / 300), abs=0.05)
+
+
+def test_a_deployment_offset_scales_capacity() -> None:
+    model = TargetModel(servers=4, service_ms=20.0, service_cv=0.0)
+    slow = NoiseProfile(name="offset", candidate_offset=math.log(0.9))
+    from perfgate.simulate import Deployment
+
+    dep = Deployment(slow, random.Random(1), started_s=0.0, offset=slow.candidate_offset)
+    s = measure(SimulatedRunner(model, SLO, seed=9, noise=slow, deployment=dep), 80, 20.0)
+    assert s.throughput_rps == pytest.approx(model.capacity_rps * 0.9, rel=0.01)
+
+
+def test_held_out_profiles_are_named_and_differ_from_the_tuning_profile() -> None:
+    shared = NOISE_PROFILES["shared"]
+    for name in HELD_OUT:
+        profile = NOISE_PROFILES[name]
+        assert profile.name == name and profile != shared
+
+
+def test_the_exchange_preset_is_the_default_scenario() -> None:
+    from perfgate.scenario import load_scenario
+
+    scen = load_scenario("scenarios/exchange.yaml")
+    pre = PRESETS["exchange"]
+    assert pre.ramp == scen.ramp and pre.slo == scen.slo
+    assert (pre.gate.max_regression, pre.gate.block_min_regression) == (
+        scen.gate.max_regression,
+        scen.gate.block_min_regression,
+    )
+    assert pre.gate.budget_minutes == scen.gate.budget_minutes
+    knobs = scen.staging.embedded
+    assert (pre.model.servers, pre.model.service_ms) == (knobs["slots"], knobs["service_ms"])
 
 
 def test_clopper_pearson() -> None:
@@ -174,7 +209,7 @@ def test_harness_smoke_run() -> None:
     assert out["block_ci"][0] <= out["block"] <= out["block_ci"][1]
     assert out["block"] >= 0.5  # a 20 % capacity loss is obvious even to a single run
     assert 20 < out["mean_simulated_seconds"] < 600
-    assert out["noise"]["name"] == "shared"
+    assert out["noise"]["name"] == "shared" and out["mode"] == "side-by-side"
     json.dumps(out, allow_nan=False)
     assert "6 simulated gates, capacity loss 20.0%" in format_result(out)
     # the same seed gives the same answer

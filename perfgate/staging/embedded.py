@@ -15,10 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -53,22 +53,65 @@ def exchange_config(scenario: Scenario) -> ExchangeConfig:
         raise ScenarioError(f"{where}: staging.embedded.{exc.key}: {exc.problem}") from exc
 
 
+def _recipe_config(scenario: Scenario, recipe: Mapping[str, Any] | None) -> ExchangeConfig:
+    """The scenario's exchange, or the one a previous release was staged with (its recipe)."""
+    if not recipe:
+        return exchange_config(scenario)
+    try:
+        return ExchangeConfig.from_dict(dict(recipe.get("exchange") or {}))
+    except ConfigError as exc:
+        raise StagingError(
+            f"the previous release's recorded exchange options are unusable: "
+            f"staging.embedded.{exc.key}: {exc.problem}"
+        ) from exc
+
+
+class _Place:
+    """One exchange process at a fixed URL, restartable with other options (cross-over)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.stack = contextlib.ExitStack()
+        self.running: RunningExchange | None = None
+
+    def start(self, config: ExchangeConfig, port: int = 0) -> RunningExchange:
+        cache = "on" if config.cache else "off"
+        self.log(
+            f"starting reference exchange ({config.slots} slots × {config.service_ms:g} ms, "
+            f"cache {cache})"
+        )
+        self.running = self.stack.enter_context(run_exchange(config, port=port, log=self.log))
+        self.log(f"reference exchange ready: pid {self.running.pid}, {self.running.url}")
+        return self.running
+
+    def restage(self, recipe: Mapping[str, Any]) -> None:
+        assert self.running is not None
+        port = int(self.running.url.rsplit(":", 1)[1])
+        config = ExchangeConfig.from_dict(dict(recipe.get("exchange") or {}))
+        self.stack.close()
+        self.stack = contextlib.ExitStack()
+        self.start(config, port)
+
+
 @contextlib.contextmanager
 def provision_embedded(scenario: Scenario, options: StagingOptions) -> Iterator[StagedTarget]:
-    """Start the reference exchange with the scenario's options; stop it on exit."""
-    config = exchange_config(scenario)  # before anything starts
-    cache = "on" if config.cache else "off"
-    options.log(
-        f"starting reference exchange ({config.slots} slots × {config.service_ms:g} ms, "
-        f"cache {cache})"
-    )
-    with run_exchange(config, log=options.log) as running:
-        options.log(f"reference exchange ready: pid {running.pid}, {running.url}")
+    """Start the reference exchange with the scenario's options (or ``options.recipe``'s).
+
+    The target can be restaged at its URL with another release's options: the gate's
+    cross-over swaps the two builds' exchanges that way. Stopped on exit, whatever the exit.
+    """
+    config = _recipe_config(scenario, options.recipe)  # before anything starts
+    place = _Place(options.log)
+    with contextlib.ExitStack() as outer:
+        outer.callback(lambda: place.stack.close())  # whichever process runs at the end
+        running = place.start(config)
         yield StagedTarget(
             url=running.url,
             provider="embedded",
             description=f"reference exchange (pid {running.pid}) on {running.url}",
             details={"exchange": config.to_dict(), "pid": running.pid},
+            recipe={"exchange": config.to_dict()},
+            restage=place.restage,
         )
 
 
@@ -78,9 +121,13 @@ def _no_log(msg: str) -> None:
 
 @contextlib.contextmanager
 def run_exchange(
-    config: ExchangeConfig, *, host: str = HOST, log: Callable[[str], None] = _no_log
+    config: ExchangeConfig,
+    *,
+    host: str = HOST,
+    port: int = 0,
+    log: Callable[[str], None] = _no_log,
 ) -> Iterator[RunningExchange]:
-    """Run ``python -m perfgate.exchange`` on a free port of ``host`` for the ``with`` block."""
+    """Run ``python -m perfgate.exchange`` on ``port`` (0: a free one) of ``host`` for the block."""
     cmd = [
         sys.executable,
         "-m",
@@ -88,7 +135,7 @@ def run_exchange(
         "--host",
         host,
         "--port",
-        "0",
+        str(port),
         "--config-json",
         json.dumps(config.to_dict()),
         "--exit-with-parent",
