@@ -114,6 +114,7 @@ def _in_cluster_config(context: str | None) -> ClusterConfig:
 
 
 def safe_url(url: str) -> str:
+    """``url`` without user and password, for messages and the report."""
     parts = urllib.parse.urlsplit(url)
     if parts.username or parts.password:
         host = parts.hostname or ""

@@ -172,6 +172,7 @@ class PortForwarder:
 
 
 def close_ws(ws: Any) -> None:
+    """Release a websocket and its socket, whoever closed first."""
     # close() skips the socket when the peer closed first; shutdown() always releases it
     with contextlib.suppress(Exception):
         ws.close(timeout=0.1)

@@ -275,6 +275,7 @@ def _staged(
 
 
 def create_namespace(api: Api, ns: RunNamespace, *, scenario: Scenario, release: str) -> str:
+    """Create this run's namespace, labelled and stamped with the run id; return its UID."""
     body = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -306,6 +307,7 @@ def create_namespace(api: Api, ns: RunNamespace, *, scenario: Scenario, release:
 def apply_documents(
     api: Api, docs: Sequence[RenderedDoc], namespace: str, log: Callable[[str], None]
 ) -> None:
+    """Server-side apply each object into ``namespace``; a rejected manifest is bad input."""
     for doc in docs:
         prefix, plural, namespaced = api.resource(doc.api_version, doc.kind, where=doc.where)
         if not namespaced:

@@ -328,6 +328,7 @@ def _pending(api: Api, wanted: dict[tuple[str, str], list[str]], namespace: str)
 def _raise_on_pull_failure(
     pods: Sequence[dict[str, Any]], images: Collection[str], namespace: str
 ) -> None:
+    """A StagingError naming the image when a container of ``images`` cannot be pulled."""
     for pod in pods:
         spec = pod.get("spec") or {}
         declared = {

@@ -161,6 +161,7 @@ class Api:
 
 
 def transport_reason(detail: str) -> str:
+    """A transport failure in a few words (the client's messages run to several lines)."""
     text = detail.replace("\n", " ")
     for pattern, reason in (
         (r"(?i)connection refused", "connection refused"),
@@ -180,6 +181,7 @@ def transport_reason(detail: str) -> str:
 def list_items(
     api: Api, path: str, *, action: str, query: Sequence[tuple[str, Any]] = ()
 ) -> list[dict[str, Any]]:
+    """The objects of a list answer (``items``), anything that is not an object skipped."""
     _, data = api.request("GET", path, action=action, query=query)
     items = (data or {}).get("items") if isinstance(data, dict) else None
     return [i for i in items or () if isinstance(i, dict)]

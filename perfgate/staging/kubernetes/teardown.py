@@ -36,6 +36,7 @@ __all__ = ["gc_namespaces", "parse_age", "teardown"]
 
 
 def kubectl_hint(cluster: ClusterConfig, namespace: str) -> str:
+    """The kubectl command that deletes ``namespace`` by hand, for warnings."""
     flags = ""
     if not cluster.in_cluster:
         flags += f" --kubeconfig {cluster.source}" if os.pathsep not in cluster.source else ""
