@@ -391,13 +391,7 @@ def combine_replicates(runs: Sequence[Saturation]) -> Saturation:
 
 
 def _short(r: Saturation) -> str:
-    if r.users is None:
-        return "n/a"
-    if r.censored == "above_max":
-        return f"≥{r.users:.0f}"
-    if r.censored == "below_start":
-        return f"<{r.users:.0f}"
-    return f"{r.users:.0f}"
+    return fmt.saturation_users(r)
 
 
 # ---------------------------------------------------------------------------------------------

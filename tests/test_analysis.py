@@ -268,7 +268,7 @@ def test_replicates_with_a_censored_run() -> None:
     c = combine_replicates([sat(100, 1000), sat(600, 2000, "above_max"), sat(90, 900)])
     assert c.censored == "no" and c.users == 100
     assert c.users_ci is None  # a censored run leaves no honest interval
-    assert "≥600" in c.reason
+    assert "≥ 600" in c.reason
     c2 = combine_replicates(
         [sat(600, 2000, "above_max"), sat(600, 2100, "above_max"), sat(90, 900)]
     )

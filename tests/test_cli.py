@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import perfgate.staging as staging
+import perfgate.pipeline.run as pipeline_run
 from perfgate import analysis, pipeline
 from perfgate.cli import _main
 from perfgate.models import LoadSpec, Slo, StepStats, TimelinePoint, UsersSpec
@@ -150,7 +151,7 @@ def env(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Iterator[Env]:
-    monkeypatch.setattr(pipeline, "LocustRunner", FakeRunner)
+    monkeypatch.setattr(pipeline_run, "LocustRunner", FakeRunner)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     monkeypatch.delenv("PERFGATE_DEBUG", raising=False)
     FakeRunner.created = 0
@@ -669,7 +670,8 @@ def test_disk_full_while_storing_the_baseline_exits_3_after_the_report(
     _stored(env, "r1")
     before = _digest(env.baselines)
     hits = _fail_under(monkeypatch, "fsync", env.baselines, errno.ENOSPC)
-    ran = env.gate("--promote")
+    # the previous release side by side (the same target): a pass, so --promote stores it
+    ran = env.gate("--promote", "--baseline-target", env.target)
     assert hits
     assert ran.code == 3
     assert "PASS" in ran.err, "the verdict is still shown"
@@ -690,7 +692,7 @@ def test_baseline_folder_not_writable_exits_3_and_keeps_baselines(
     _stored(env, "r1")
     before = _digest(env.baselines)
     hits = _fail_under(monkeypatch, "open", env.baselines, errno.EACCES)
-    ran = env.gate("--promote")
+    ran = env.gate("--promote", "--baseline-target", env.target)
     assert hits
     assert ran.code == 3
     assert ran.error.endswith(": Permission denied")

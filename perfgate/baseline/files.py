@@ -11,7 +11,7 @@ the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from perfgate.models import (
     Saturation,
     Slo,
     StepStats,
+    WindowStats,
     to_jsonable,
 )
 
@@ -80,6 +81,9 @@ class StoredBaseline:
     measured_at: str = ""  # the run's finished_at
     slo: Slo | None = None
     replicates: tuple[Saturation, ...] = ()
+    # how the release was staged, so a later run can stage it again side by side
+    recipe: dict[str, Any] = field(default_factory=dict)
+    windows: tuple[WindowStats, ...] = ()  # its gate's windows: stored-mode comparisons use them
 
     def ref(self) -> BaselineRef:
         """The reference a RunResult carries to this baseline."""
@@ -173,6 +177,8 @@ def load_baseline(path: Path, *, scenario: str | None = None) -> StoredBaseline:
         measured_at=get("measured_at", str, ""),
         slo=get("slo", Slo | None, None),
         replicates=get("replicates", tuple[Saturation, ...], ()),
+        recipe=get("recipe", dict, {}),
+        windows=get("windows", tuple[WindowStats, ...], ()),
     )
 
 
@@ -280,6 +286,8 @@ def _document(result: RunResult, *, created_at: str, source: str) -> dict[str, A
         "fingerprint": to_jsonable(result.fingerprint),
         "slo": to_jsonable(result.slo),
         "steps": steps,
+        "recipe": to_jsonable(result.staging_recipe),
+        "windows": to_jsonable(result.windows),
     }
 
 

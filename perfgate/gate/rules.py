@@ -47,6 +47,7 @@ from dataclasses import replace
 
 from scipy import stats
 
+from perfgate import fmt
 from perfgate.calibration import NoiseModel, default_noise
 from perfgate.models import (
     BaselineRef,
@@ -572,13 +573,7 @@ def _runs(k: int, what: str) -> str:
 
 
 def _users(s: Saturation) -> str:
-    if s.users is None:
-        return "n/a"
-    if s.censored == "above_max":
-        return f"≥ {s.users:.0f} users"
-    if s.censored == "below_start":
-        return f"< {s.users:.0f} users"
-    return f"{s.users:.0f} users"
+    return f"{fmt.saturation_users(s)} users"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,3 +122,12 @@ def staging_options(
     }
     fields.update(changes)
     return StagingOptions(**fields)
+
+
+def reserved_prefix(scen: Scenario) -> str | None:
+    """Names the load generator's pods use, refused in the scenario's own manifests."""
+    if scen.load.placement != "kubernetes":
+        return None
+    from perfgate.load.pods import LOAD_NAME_PREFIX
+
+    return LOAD_NAME_PREFIX

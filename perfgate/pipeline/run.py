@@ -39,11 +39,13 @@ from perfgate.models import (
     Scenario,
     StepStats,
     WindowStats,
+    to_jsonable,
 )
 from perfgate.pipeline.options import (
     RunOptions,
     local_load_only,
     prepare_scenario,
+    reserved_prefix,
     staging_options,
 )
 from perfgate.pipeline.sides import LiveSides, Place, locked
@@ -119,7 +121,9 @@ def preflight(opts: RunOptions) -> Plan:
     if opts.baseline_target:
         local_load_only(scen, "--baseline-target")
     check_writable(opts.report_dir, "reports")
-    prev, history, noise = None, (), None
+    prev: baseline.StoredBaseline | None = None
+    history: tuple[BaselineRef, ...] = ()
+    noise: calibration.NoiseModel | None = None
     if opts.gate:
         if opts.promote:
             check_writable(opts.baseline_dir, "baselines")
@@ -163,7 +167,7 @@ def _mode(
         return "side-by-side", None
     if prev is None:
         return "none", None
-    recipe = dict(getattr(prev, "recipe", {}) or {})
+    recipe = dict(prev.recipe)
     if opts.baseline_image:
         recipe["image"] = opts.baseline_image
     stageable = (provider == "embedded" and "exchange" in recipe) or (
@@ -202,7 +206,9 @@ def measure(plan: Plan, on_event: EventSink) -> Evidence:
 
 def _stage(plan: Plan, stack: contextlib.ExitStack, ev: Evidence, on_event: EventSink) -> LiveSides:
     opts, scen = plan.opts, plan.scen
-    options = staging_options(opts, on_event, run_id=plan.run_id)
+    options = staging_options(
+        opts, on_event, run_id=plan.run_id, reserved_prefix=reserved_prefix(scen)
+    )
     on_event(StageChanged(stage="staging", detail=plan.provider))
     staged = stack.enter_context(
         provision(scen, provider=opts.provider, target=opts.target, options=options)
@@ -270,12 +276,16 @@ def _runner(
     engine: dict[str, Any] = {}
     if scen.load.placement == "kubernetes":
         # Locust master + workers as pods; the engine command relays to the master
+        from perfgate.load.pods import LOAD_MASTER_NAME, load_generator_documents
+        from perfgate.load.protocol import CONTROL_PORT
         from perfgate.load.runner import pod_files, relay_command
         from perfgate.staging import load_generators
 
         pod_data, secret_files = pod_files(staged.url, scen.users, scen.slo, scen.load)
+        documents = load_generator_documents(scen.load, files=pod_data, secret_files=secret_files)
+        master = (LOAD_MASTER_NAME, CONTROL_PORT)  # the pod the relay talks to
         host, port = stack.enter_context(
-            load_generators(scen, staged, options, files=pod_data, secret_files=secret_files)
+            load_generators(scen, staged, options, documents=documents, master=master)
         )
         engine["engine_command"] = relay_command(host, port)
     sink = locked(on_event) if plan.mode == "side-by-side" else on_event
@@ -309,7 +319,7 @@ def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
         gate=scen.gate,
         mode=ev.mode,
         baseline=ref,
-        baseline_windows=getattr(prev, "windows", ()) if prev is not None else (),
+        baseline_windows=prev.windows if prev is not None else (),
         baseline_replicates=prev.replicates if prev is not None else (),
         comparable=comparable,
         comparability_note=note,
@@ -377,7 +387,11 @@ def judge(plan: Plan, ev: Evidence, on_event: EventSink) -> RunResult:
             sat = analysis.saturation(steps, scen.slo, max_users=scen.ramp.max_users)
             verdict = GateResult(verdict="inconclusive", reasons=())
             base = plan.prev.ref() if plan.prev is not None else None
-        diagnostics = {**analysis.diagnostics(steps, scen.slo), "staging": ev.staging}
+        diagnostics = {
+            **analysis.diagnostics(steps, scen.slo),
+            "staging": ev.staging,
+            "degraded_first": to_jsonable(analysis.degraded_first(steps, scen.slo.p95_ms)),
+        }
     except (KeyboardInterrupt, Interrupted) as exc:
         stopped = ev.interrupted = ev.interrupted or _interrupted(exc)
         sat = Saturation(
@@ -416,7 +430,7 @@ def _result(
 ) -> RunResult:
     opts, scen, out = plan.opts, plan.scen, ev.outcome
     if base is not None and ev.mode in ("side-by-side", "stored"):
-        base = dataclasses.replace(base, mode=ev.mode)  # type: ignore[arg-type]
+        base = dataclasses.replace(base, mode=ev.mode)
     base_steps = tuple(ev.base_steps) or (plan.prev.steps if plan.prev is not None else ())
     stopped = ev.interrupted or ev.failure
     return RunResult(

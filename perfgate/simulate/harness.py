@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from perfgate._version import __version__
 from perfgate import gate
+from perfgate._version import __version__
 from perfgate.gate import GateInputs, Priors
 from perfgate.gate.design import Build
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
@@ -169,7 +169,7 @@ class SimSides:
         for build in ("candidate", "baseline"):
             self.clock = start
             got.append(
-                self.runner(build).measure(  # type: ignore[arg-type]
+                self.runner(build).measure(
                     users,
                     settle_s=settle_s,
                     min_s=window_s,

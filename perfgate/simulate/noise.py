@@ -92,39 +92,39 @@ NOISE_PROFILES: dict[str, NoiseProfile] = {
         warmup_extra=0.3,
     ),
     # A shared CI machine (the research note's model). The gate's defaults were chosen on it.
-    "shared": NoiseProfile(name="shared", **_SHARED),  # type: ignore[arg-type]
+    "shared": NoiseProfile(name="shared", **_SHARED),
     # Held out: the method was not tuned on these (docs/verdict.md publishes each).
     "heavy-tail": NoiseProfile(
         name="heavy-tail",
-        **{**_SHARED, "neighbour_tail": 1.5, "stall_s": 0.3},  # type: ignore[arg-type]
+        **{**_SHARED, "neighbour_tail": 1.5, "stall_s": 0.3},
     ),
     "step-change": NoiseProfile(
         name="step-change",
         **_SHARED,
         step_per_s=1 / 300,
-        step_sd=0.05,  # type: ignore[arg-type]
+        step_sd=0.05,
     ),
     "throttled": NoiseProfile(
         name="throttled",
         **_SHARED,
         throttle_per_s=2.0,
-        throttle_s=0.1,  # type: ignore[arg-type]
+        throttle_s=0.1,
     ),
     "deploy-offset": NoiseProfile(
         name="deploy-offset",
         **_SHARED,
-        candidate_offset=math.log(0.95),  # type: ignore[arg-type]
+        candidate_offset=math.log(0.95),
     ),
     "proc-drift": NoiseProfile(
         name="proc-drift",
         **_SHARED,
         proc_drift_sd=0.03,
-        proc_drift_tau_s=120.0,  # type: ignore[arg-type]
+        proc_drift_tau_s=120.0,
     ),
     "generator-cost": NoiseProfile(
         name="generator-cost",
         **_SHARED,
-        generator_ms=0.4,  # type: ignore[arg-type]
+        generator_ms=0.4,
     ),
 }
 HELD_OUT = (
