@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ from perfgate.exchange.book import (
     UnknownMarket,
     UnknownOrder,
 )
+from perfgate.exchange.noise import CapacityNoise
 from perfgate.staging.embedded import run_exchange
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,6 +275,13 @@ def test_config_defaults_round_trip_and_capacity() -> None:
         ({"markets": ["BTC-USDT", "BTC-USDT"]}, "markets", "duplicates"),
         ({"seed_orders": 10, "max_resting_orders": 5}, "seed_orders", "max_resting_orders"),
         ({"rebuild_ms": float("inf")}, "rebuild_ms", "finite"),
+        ({"drift_sd": 1.5}, "drift_sd", "between 0 and 1"),
+        ({"drift_tau_s": 0}, "drift_tau_s", ">= 0.001"),
+        ({"episode_per_s": -0.1}, "episode_per_s", ">= 0"),
+        ({"episode_per_s": 1000}, "episode_per_s", "<= 100"),
+        ({"episode_mean_s": 0}, "episode_mean_s", ">= 0.001"),
+        ({"episode_slowdown": 0.5}, "episode_slowdown", ">= 1"),
+        ({"episode_slowdown": "2"}, "episode_slowdown", "number"),
     ],
 )
 def test_config_errors_name_the_key(options: dict[str, object], key: str, message: str) -> None:
@@ -303,6 +313,63 @@ def test_capacity_model_jitter_keeps_the_mean() -> None:
         end = new_end
     assert min(costs) >= 0.005 - 1e-12 and max(costs) <= 0.015 + 1e-12
     assert sum(costs) / len(costs) == pytest.approx(0.010, rel=0.02)
+
+
+# -- capacity noise (pure) ----------------------------------------------------------------------
+
+
+def test_noise_is_off_by_default_and_the_model_unchanged() -> None:
+    assert CapacityNoise.from_config(ExchangeConfig()) is None
+    # Shape knobs alone, or a slowdown of 1, add no noise.
+    quiet = {"drift_tau_s": 5.0, "episode_mean_s": 9.0, "episode_slowdown": 3.0}
+    assert CapacityNoise.from_config(ExchangeConfig.from_dict(quiet)) is None
+    unit = {"episode_per_s": 1.0, "episode_slowdown": 1.0}
+    assert CapacityNoise.from_config(ExchangeConfig.from_dict(unit)) is None
+    defaults = ExchangeConfig().to_dict()
+    assert (defaults["drift_sd"], defaults["episode_per_s"]) == (0.0, 0.0)
+
+
+def _log_factors(noise: CapacityNoise, times: list[float]) -> list[float]:
+    return [math.log(noise.factor(t)) for t in times]
+
+
+def test_drift_has_its_sd_and_correlation_time_and_is_per_process() -> None:
+    knobs = {"drift_sd": 0.03, "drift_tau_s": 10.0}
+    noise = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "random_seed": 3}))
+    assert noise is not None
+    times = [float(t) for t in range(40_000)]
+    xs = _log_factors(noise, times)
+    assert statistics.pstdev(xs) == pytest.approx(0.03, rel=0.1)
+    lag = 10  # one correlation time: exp(-1) ≈ 0.37
+    assert statistics.correlation(xs[:-lag], xs[lag:]) == pytest.approx(math.exp(-1), abs=0.08)
+    # Another seed is another process: an independent path; the same seed repeats it.
+    other = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "random_seed": 4}))
+    same = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "random_seed": 3}))
+    assert other is not None and same is not None
+    assert abs(statistics.correlation(xs, _log_factors(other, times))) < 0.1
+    assert _log_factors(same, times) == xs
+
+
+def test_episodes_cover_their_share_of_time_with_their_slowdown() -> None:
+    knobs = {"episode_per_s": 0.05, "episode_mean_s": 2.0, "episode_slowdown": 1.5}
+    noise = CapacityNoise.from_config(ExchangeConfig.from_dict(knobs))
+    assert noise is not None
+    times = [t * 0.25 for t in range(800_000)]  # 200,000 s: about 10,000 episodes
+    factors = [noise.factor(t) for t in times]
+    assert set(factors) == {1.0, 1.5}  # no drift: nominal, or slowed by exactly the knob
+    share = factors.count(1.5) / len(factors)
+    assert share == pytest.approx(1 - math.exp(-0.05 * 2.0), rel=0.08)  # ≈ 9.5 %
+    assert noise.in_episode(times[-1]) == (factors[-1] == 1.5)
+
+
+def test_capacity_model_scales_slot_time_by_the_noise_at_service_start() -> None:
+    forced = {"episode_per_s": 100.0, "episode_mean_s": 3600.0, "episode_slowdown": 2.0}
+    noise = CapacityNoise.from_config(ExchangeConfig.from_dict(forced))
+    model = CapacityModel(1, noise=noise)
+    model.reserve(0.0, 0.010)  # the first episode starts within ~10 ms and lasts an hour
+    assert noise is not None and noise.in_episode(1.0)
+    assert model.reserve(1.0, 0.010) == pytest.approx(1.020)
+    assert model.reserve(1.0, 0.010) == pytest.approx(1.040)  # queued: starts at 1.020
 
 
 # -- HTTP API (the real process) -----------------------------------------------------------------
@@ -602,3 +669,39 @@ def test_orderbook_reads_are_slower_without_cache() -> None:
     assert len(cached[0]["bids"]) == 20  # type: ignore[index]
     assert cached_ms < 8
     assert rebuilt_ms >= cached_ms + 25
+
+
+# -- capacity noise, end to end --------------------------------------------------------------------
+
+_SMALL = {"slots": 4, "service_ms": 10.0, "seed_orders": 0}  # 400 req/s
+
+
+def _throughput(options: dict[str, object]) -> float:
+    with run_exchange(ExchangeConfig.from_dict({**_SMALL, **options})) as running:
+        throughput, _ = asyncio.run(_closed_loop(running.url, 24, 0.5, 2.0))
+    return throughput
+
+
+def test_a_forced_episode_halves_throughput_and_noise_off_changes_nothing() -> None:
+    # An episode a few ms after start-up that lasts an hour: the whole measurement is slowed.
+    forced = {"episode_per_s": 100.0, "episode_mean_s": 3600.0, "episode_slowdown": 2.0}
+    slowed = _throughput(forced)
+    # The shape knobs without a drift SD or an episode rate: the exact model.
+    off = _throughput({"drift_tau_s": 5.0, "episode_mean_s": 9.0, "episode_slowdown": 3.0})
+    print(f"forced episode ×2: {slowed:.1f} req/s (theory 200); noise off: {off:.1f} (400)")
+    assert slowed == pytest.approx(200, rel=0.05)
+    assert off == pytest.approx(400, rel=0.05)
+
+
+def test_drift_gives_each_process_its_own_capacity() -> None:
+    # A slow drift (1 h) with a large SD: each process serves at its own start-up capacity,
+    # which its seed fixes (seed 2: slot time × 1.30, seed 8: × 0.76).
+    knobs = {"drift_sd": 0.3, "drift_tau_s": 3600.0}
+    for seed in (2, 8):
+        config = ExchangeConfig.from_dict({**_SMALL, **knobs, "random_seed": seed})
+        noise = CapacityNoise.from_config(config)
+        assert noise is not None
+        expected = 400 / noise.factor(0.0)
+        measured = _throughput({**knobs, "random_seed": seed})
+        print(f"seed {seed}: {measured:.1f} req/s (expected {expected:.1f})")
+        assert measured == pytest.approx(expected, rel=0.05)

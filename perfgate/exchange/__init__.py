@@ -3,8 +3,8 @@
 A small real exchange (limit orders matched by price-time priority per market, partial fills,
 trades, per-account balances with reservations) behind an aiohttp JSON API, whose capacity is set
 by an exact queueing model so that its saturation point is known analytically. ``book.py`` is the
-pure matching engine, ``app.py`` the HTTP layer and capacity model, ``__main__.py`` the process
-entry point (``python -m perfgate.exchange``).
+pure matching engine, ``app.py`` the HTTP layer and capacity model, ``noise.py`` the optional
+capacity noise, ``__main__.py`` the process entry point (``python -m perfgate.exchange``).
 
 Capacity knobs (:class:`ExchangeConfig`; the defaults model a healthy release):
 
@@ -37,7 +37,26 @@ Capacity knobs (:class:`ExchangeConfig`; the defaults model a healthy release):
 ``max_depth`` (int, 100)
     Largest ``depth`` a client may ask of ``GET /orderbook``.
 ``random_seed`` (int, 1)
-    Seeds start-up orders and jitter, so runs are repeatable.
+    Seeds start-up orders and jitter, so runs are repeatable, and (through a separate stream)
+    the noise below: give two processes different seeds and they drift independently.
+
+Noise knobs (off by default; with them off the exchange is the exact model below). They model a
+real machine's run-to-run and within-run capacity changes (the simulator's ``shared`` profile,
+docs/verdict.md §4) and multiply the slot time of each request at the moment its service starts
+(``noise.py``):
+
+``drift_sd`` (float, 0.0) / ``drift_tau_s`` (float, 60.0)
+    Per-process capacity drift: log capacity is an Ornstein–Uhlenbeck process with stationary SD
+    ``drift_sd`` (0 … 1) and correlation time ``drift_tau_s`` seconds, started from its
+    stationary law, so each process also starts at its own capacity (median: the nominal one).
+``episode_per_s`` (float, 0.0) / ``episode_mean_s`` (float, 2.0) / ``episode_slowdown``
+(float, 1.5)
+    Noisy-neighbour episodes: they start as a Poisson process of rate ``episode_per_s`` (at most
+    100 per second), last an exponential time of mean ``episode_mean_s`` seconds, and while one
+    lasts every slot time is ``episode_slowdown`` (≥ 1) times longer. Overlapping episodes merge,
+    so a share ``p = 1 − exp(−episode_per_s × episode_mean_s)`` of the time is slowed and mean
+    capacity falls by ``p × (1 − 1/episode_slowdown)`` (1/20 s, 2 s, ×1.5: 9.5 % of the time,
+    −3.2 %).
 
 Ground truth. Slots are reserved first-come first-served on a virtual clock: an arriving request
 takes the slot that frees earliest, its service starts at ``max(now, free_at)`` and ends
@@ -103,6 +122,11 @@ class ExchangeConfig:
     markets: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")
     max_depth: int = 100
     random_seed: int = 1
+    drift_sd: float = 0.0
+    drift_tau_s: float = 60.0
+    episode_per_s: float = 0.0
+    episode_mean_s: float = 2.0
+    episode_slowdown: float = 1.5
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -123,6 +147,12 @@ class ExchangeConfig:
                 "initial_balance", f"must be > 0 and <= 1e15, got {self.initial_balance}"
             )
         _at_least("max_depth", self.max_depth, 1)
+        if not 0 <= self.drift_sd <= 1:
+            raise ConfigError("drift_sd", f"must be between 0 and 1, got {self.drift_sd}")
+        _at_least("drift_tau_s", self.drift_tau_s, 0.001)
+        _at_least("episode_per_s", self.episode_per_s, 0)
+        _at_least("episode_mean_s", self.episode_mean_s, 0.001)
+        _at_least("episode_slowdown", self.episode_slowdown, 1)
         if not self.markets:
             raise ConfigError("markets", "must name at least one market")
         if len(set(self.markets)) != len(self.markets):
@@ -181,6 +211,10 @@ _MAXIMA: dict[str, float] = {
     "max_depth": 100_000,
     "markets": 100,
     "random_seed": 2**63,
+    "drift_tau_s": 86_400,
+    "episode_per_s": 100,  # each start costs a few RNG draws on the request path
+    "episode_mean_s": 86_400,
+    "episode_slowdown": 1_000,
 }
 
 _CHECKS: dict[str, Callable[[Any], bool]] = {

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from perfgate.exchange import ExchangeConfig
 from perfgate.exchange.book import BookError, Exchange
+from perfgate.exchange.noise import CapacityNoise
 
 DEFAULT_DEPTH = 20
 DEFAULT_TRADES = 50
@@ -36,22 +37,32 @@ class CapacityModel:
     An arriving request takes the slot that frees earliest; its service starts at
     ``max(now, free_at)`` and ends ``cost`` later, when it is answered. Slots never idle while a
     request waits, so capacity is exactly ``slots / cost`` however late the loop's timers fire.
+    Optional ``noise`` scales each cost by the machine's state when its service starts.
     """
 
-    __slots__ = ("_free", "_jitter", "_rng")
+    __slots__ = ("_free", "_jitter", "_noise", "_rng")
 
     def __init__(
-        self, slots: int, *, jitter: float = 0.0, rng: random.Random | None = None
+        self,
+        slots: int,
+        *,
+        jitter: float = 0.0,
+        rng: random.Random | None = None,
+        noise: CapacityNoise | None = None,
     ) -> None:
         self._free = [0.0] * slots  # min-heap of the loop time at which each slot frees
         self._jitter = jitter
         self._rng = rng or random.Random(1)
+        self._noise = noise
 
     def reserve(self, now: float, cost_s: float) -> float:
         """Reserve the earliest-free slot for ``cost_s`` seconds; return when service ends."""
         if self._jitter:
             cost_s *= 1.0 + self._jitter * self._rng.uniform(-1.0, 1.0)
         start = max(now, self._free[0])
+        if self._noise is not None:
+            # The machine as it is when service starts (start never decreases: see the heap).
+            cost_s *= self._noise.factor(start)
         end = start + cost_s
         heapq.heapreplace(self._free, end)
         return end
@@ -91,7 +102,12 @@ class _State:
             initial_balance=config.initial_balance,
         )
         self.exchange.seed(config.seed_orders, rng)
-        self.capacity = CapacityModel(config.slots, jitter=config.jitter, rng=rng)
+        self.capacity = CapacityModel(
+            config.slots,
+            jitter=config.jitter,
+            rng=rng,
+            noise=CapacityNoise.from_config(config),
+        )
         self.service_s = config.service_ms / 1000.0
         self.rebuild_s = config.rebuild_ms / 1000.0
         self.stale_s = config.cache_stale_ms / 1000.0
