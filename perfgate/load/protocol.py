@@ -387,7 +387,8 @@ def read_pod_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     config_path = Path(path)
     folder = config_path.parent
     try:
-        config = decode(config_path.read_text(encoding="utf-8"), kinds=COMMANDS)
+        # declared: the JSON walk _unmask below returns Any
+        config: dict[str, Any] = decode(config_path.read_text(encoding="utf-8"), kinds=COMMANDS)
     except OSError as exc:
         raise ProtocolError(f"{config_path}: cannot read: {exc.strerror or exc}") from exc
     except (ProtocolError, UnicodeDecodeError) as exc:

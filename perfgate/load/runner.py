@@ -74,7 +74,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress as _suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
@@ -101,6 +101,14 @@ STDERR_LINES = 50
 # itself and this runner); until it takes perfgate.events.Event, accept any one-argument
 # callable. It is only ever called with perfgate.events records.
 LegacyOrEventSink = EventSink | Callable[[Any], None]
+
+# What the reader threads queue for _next: a decoded engine message, an undecodable line's
+# error, or the end of the engine's stdout.
+_Incoming = (
+    tuple[Literal["msg"], dict[str, Any]]
+    | tuple[Literal["garbage"], str]
+    | tuple[Literal["eof"], None]
+)
 
 
 def step_stats_from_message(
@@ -220,7 +228,7 @@ class LocustRunner:
         self._secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
         self._proc: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None
-        self._messages: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._messages: queue.Queue[_Incoming] = queue.Queue()
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._threads: list[threading.Thread] = []
         self._timeline: list[TimelinePoint] = []
@@ -621,20 +629,23 @@ class LocustRunner:
     def _next(self, deadline: float, *, what: str) -> dict[str, Any]:
         remaining = deadline - time.monotonic()
         try:
-            kind, payload = self._messages.get(timeout=max(0.0, remaining))
+            incoming = self._messages.get(timeout=max(0.0, remaining))
         except queue.Empty:
             self._broken = True
             raise LoadError(f"the load engine did not {what}{self._last_words()}") from None
-        if kind == "msg":
+        if incoming[0] == "msg":
+            payload = incoming[1]
             if payload["type"] == protocol.ERROR:
                 message = self._redact(str(payload.get("message", "")))
                 if payload.get("kind") == "scenario":
                     raise ScenarioError(message)
                 raise LoadError(f"the load engine failed: {message}")
             return payload
-        if kind == "garbage":
+        if incoming[0] == "garbage":
             self._broken = True
-            raise LoadError(f"the load engine sent an unreadable line ({self._redact(payload)})")
+            raise LoadError(
+                f"the load engine sent an unreadable line ({self._redact(incoming[1])})"
+            )
         # EOF: the engine is gone.
         self._wait_exit(2.0)
         code = self._exit_code()
