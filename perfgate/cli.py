@@ -458,6 +458,10 @@ def simulate(
     calibrated: Annotated[
         bool, typer.Option(help="Use a noise model calibrated by simulated A/A runs.")
     ] = False,
+    interleave: Annotated[
+        str,
+        typer.Option(help="Side by side: simultaneous (default) or alternate windows."),
+    ] = "simultaneous",
     strategy: StrategyOpt = None,
     table: Annotated[
         bool,
@@ -485,6 +489,7 @@ def simulate(
         "noise": _choice(noise, "--noise", tuple(sim.NOISE_PROFILES)),
         "repeat": repeat,
         "calibrated": calibrated,
+        "interleave": _choice(interleave, "--interleave", ("simultaneous", "alternate")),
         "strategy": _choice(strategy, "--strategy", STRATEGIES),
         "workers": workers,
     }

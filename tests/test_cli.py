@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-import perfgate.staging as staging
 import perfgate.pipeline.run as pipeline_run
-from perfgate import analysis, pipeline
+import perfgate.staging as staging
+from perfgate import analysis
 from perfgate.cli import _main
 from perfgate.models import LoadSpec, Slo, StepStats, TimelinePoint, UsersSpec
 from perfgate.simulate import SimulatedRunner, TargetModel

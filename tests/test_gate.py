@@ -12,7 +12,7 @@ import pytest
 from perfgate import gate
 from perfgate.errors import LoadError
 from perfgate.gate import sequential
-from perfgate.gate.design import GateInputs, Priors, run_gate
+from perfgate.gate.design import GateInputs, run_gate
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 
 # ---------------------------------------------------------------------------------------------
@@ -300,3 +300,18 @@ def test_simulator_and_pipeline_call_the_same_gate(monkeypatch: pytest.MonkeyPat
     assert pipeline_run.gate is gate  # the pipeline reaches it through the same attribute
     source = Path(pipeline_run.__file__).read_text(encoding="utf-8")
     assert "gate.run_gate(" in source
+
+
+def test_the_floor_decides_on_the_windows_interval() -> None:
+    # N* ≈ 500 users (1000 req/s × 0.5 s / 1.1): a floor far below passes, far above fails,
+    # and a floor inside the windows' interval is not decided on the bare point
+    def floor_of(min_users: int, sd: float) -> str:
+        spec = GateSpec(min_users=min_users, max_regression=0.1, block_min_regression=0.05)
+        sides = ScriptedSides({"candidate": 1000.0, "baseline": 1000.0}, sd=sd)
+        out = run_gate(sides, _inputs(gate=spec))
+        assert out.saturation.users_ci is not None
+        return next(r for r in out.result.rules if r.name == "floor").outcome
+
+    assert floor_of(300, 0.01) == "pass"
+    assert floor_of(700, 0.01) == "fail"
+    assert floor_of(450, 0.08) == "inconclusive"

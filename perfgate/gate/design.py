@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
+from scipy import stats
+
 from perfgate import adaptive, analysis, search
 from perfgate.calibration import NoiseModel
 from perfgate.errors import LoadError
@@ -68,7 +70,8 @@ DEFAULT_DEPLOY_SD = 0.02  # SD of a fixed capacity difference between two deploy
 DEFAULT_BETWEEN_SD = 0.04  # SD of drift between sessions (a stored baseline's day and today)
 LOOK_PAIRS = (6, 10, 14, 20, 26, 32)  # planned looks, in window pairs (the last: budget)
 MIN_PAIRS = 6  # fewer pairs cannot estimate their own spread (and a cross-over's offset)
-SWAP_EVERY = 2  # cross-over: swap the deployments after this many pairs
+SWAP_EVERY = 1  # cross-over: swap the deployments after every pair (a transient on one
+# deployment cannot then pass for a fixed offset: measured on the process-episodes profile)
 SWITCH_S = 1.0  # allowance per window for stopping and starting users (budget planning)
 WINDOW_S = 10.0  # measured seconds per window: the least variance per second of load on the
 # shared-machine profile (4 s: 0.178, 6 s: 0.180, 10 s: 0.130, 20 s: 0.141 — pair variance ×
@@ -514,10 +517,40 @@ def _what_would_resolve(inputs: GateInputs, est: sequential.Estimate, crossover:
     return f"raise gate.budget_minutes (now {inputs.gate.budget_minutes:g}) for more window pairs"
 
 
+def users_interval(
+    sat: Saturation, slo: Slo, records: list[WindowStats]
+) -> tuple[float, float] | None:
+    """A 95 % interval of the users at the SLO from the candidate's windows at ``N_w``.
+
+    Past the knee p95 grows in proportion to the users (``R = N / X``), so each window at ``N_w``
+    says where the SLO is crossed: ``N_w · L / p95``. The spread of those, with the windows'
+    autocorrelation allowed for, is an interval one run can honestly claim — unlike order
+    statistics of autocorrelated latencies, which are far too narrow. The interval is centred on
+    the search's point: the proportional model is only the yardstick of the spread.
+    """
+    logs = [
+        math.log(r.users * slo.p95_ms / r.p95_ms)
+        for r in records
+        if r.build == "candidate" and r.p95_ms and r.goodput_rps > 0
+    ]
+    if len(logs) < 3 or sat.censored != "no":
+        return None
+    m = statistics.fmean(logs)
+    se2, df, _ = sequential._within([x - m for x in logs], 1)
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
+    assert sat.users is not None
+    return sat.users * math.exp(-half), sat.users * math.exp(half)
+
+
 def _validity_rules(
     inputs: GateInputs, sat: Saturation, steps: tuple[StepStats, ...], w: _Windows | None
 ) -> list[RuleResult]:
-    found = [rules.floor_rule(sat, inputs.gate), rules.generator_rule(sat, steps)]
+    ci = users_interval(sat, inputs.slo, w.records) if w is not None else None
+    floor_sat = replace(sat, users_ci=ci) if ci is not None else sat
+    found = [
+        rules.floor_rule(floor_sat, inputs.gate, on_interval=ci is not None),
+        rules.generator_rule(sat, steps),
+    ]
     if w is not None and w.records:
         limited = [r for r in w.records if r.generator_limited]
         if len(limited) * 4 > len(w.records):
@@ -573,9 +606,10 @@ def _finish(
         ratio=math.exp(est.m),
         ratio_ci=(math.exp(decision.lo), math.exp(decision.hi)),
     )
+    ci = users_interval(sat, inputs.slo, w.records)
     return GateOutcome(
         result=result,
-        saturation=sat,
+        saturation=replace(sat, users_ci=ci) if ci is not None else sat,
         steps=steps,
         baseline=_judged_against(inputs, w),
         windows=tuple(w.records),

@@ -89,7 +89,10 @@ def plan_looks(repeat: int) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def floor_rule(candidate: Saturation, gate: GateSpec) -> RuleResult:
+def floor_rule(candidate: Saturation, gate: GateSpec, *, on_interval: bool = False) -> RuleResult:
+    """The absolute floor. ``on_interval``: ``candidate.users_ci`` is an honest interval (from
+    repeated windows, autocorrelation allowed for), and the rule decides on it rather than on
+    the point: a floor inside the interval is inconclusive."""
     floor = gate.min_users
     if floor is None:
         return RuleResult(name="floor", outcome="skipped", message="floor: no gate.min_users set")
@@ -152,6 +155,8 @@ def floor_rule(candidate: Saturation, gate: GateSpec) -> RuleResult:
             threshold=float(floor),
             margin=margin,
         )
+    if on_interval and candidate.users_ci and candidate.censored == "no":
+        return _floor_on_interval(users, candidate.users_ci, floor)
     if users < floor:
         return RuleResult(
             name="floor",
@@ -168,6 +173,29 @@ def floor_rule(candidate: Saturation, gate: GateSpec) -> RuleResult:
         value=users,
         threshold=float(floor),
         margin=margin,
+    )
+
+
+def _floor_on_interval(users: float, ci: tuple[float, float], floor: int) -> RuleResult:
+    lo, hi = ci
+    text = f"saturation {users:.0f} users (95 % interval {lo:.0f}–{hi:.0f}, from the windows)"
+    common = {"value": users, "threshold": float(floor), "margin": lo - floor}
+    if hi < floor:
+        return RuleResult(
+            name="floor", outcome="fail", message=f"floor: {text} < floor {floor} users", **common
+        )
+    if lo >= floor:
+        return RuleResult(
+            name="floor", outcome="pass", message=f"floor: {text} ≥ floor {floor} users", **common
+        )
+    return RuleResult(
+        name="floor",
+        outcome="inconclusive",
+        message=(
+            f"floor: {text} contains the floor {floor} users: raise gate.budget_minutes for more "
+            "windows, or ramp.step_seconds for steadier ones"
+        ),
+        **common,
     )
 
 

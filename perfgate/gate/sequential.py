@@ -50,6 +50,7 @@ __all__ = [
 ALPHA_BLOCK = 0.01  # one-sided false-block budget over all looks of one gate
 ALPHA_PASS = 0.01  # one-sided budget for passing a regression beyond max_regression
 MAX_RHO = 0.8  # lag-1 autocorrelation is clipped here: beyond it k_eff says nothing useful
+MIN_PER_ARRANGEMENT = 3  # fewer pairs on one side of a cross-over cannot tell an offset from luck
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -131,7 +132,8 @@ def estimate_pairs(d: Sequence[float], arrangement: Sequence[int], *, deploy_sd:
         raise ValueError(f"need at least 3 window pairs, got {k}")
     a_mean = statistics.fmean(arrangement)
     sxx = sum((a - a_mean) ** 2 for a in arrangement)
-    if sxx > 0 and k >= 4:
+    fewest = min(sum(1 for a in arrangement if a > 0), sum(1 for a in arrangement if a < 0))
+    if fewest >= MIN_PER_ARRANGEMENT:
         d_mean = statistics.fmean(d)
         offset = sum((a - a_mean) * (x - d_mean) for a, x in zip(arrangement, d, strict=True)) / sxx
         m = d_mean - offset * a_mean

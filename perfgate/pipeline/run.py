@@ -21,6 +21,7 @@ from perfgate import analysis, baseline, calibration, gate, report
 from perfgate._version import __version__
 from perfgate.errors import (
     BaselineError,
+    InputError,
     Interrupted,
     LoadError,
     OutputError,
@@ -163,6 +164,7 @@ def _mode(
     """Side by side whenever the previous release can be staged; else its stored numbers."""
     if not opts.gate:
         return "none", None
+    _check_baseline_image(opts, prev, provider)
     if opts.baseline_target:
         return "side-by-side", None
     if prev is None:
@@ -176,6 +178,25 @@ def _mode(
     if opts.side_by_side and stageable:
         return "side-by-side", recipe
     return "stored", None
+
+
+def _check_baseline_image(
+    opts: RunOptions, prev: baseline.StoredBaseline | None, provider: str
+) -> None:
+    """InputError where --baseline-image would be ignored (a pass with no comparison asked for)."""
+    if not opts.baseline_image:
+        return
+    why = ""
+    if provider != "kubernetes":
+        why = f"it needs --staging kubernetes (staging here: {provider})"
+    elif opts.baseline_target:
+        why = "it contradicts --baseline-target"
+    elif not opts.side_by_side:
+        why = "it contradicts --no-side-by-side"
+    elif prev is None:
+        why = f"no baseline of this scenario is stored in {opts.baseline_dir} to stage from it"
+    if why:
+        raise InputError(f"--baseline-image {opts.baseline_image}: {why}")
 
 
 # ---------------------------------------------------------------------------------------------

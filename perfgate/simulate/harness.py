@@ -275,6 +275,7 @@ class Config:
     mode: Mode
     repeat: int
     calibrated: bool
+    interleave: str = "simultaneous"
 
 
 def _calibrate(cfg: Config, rng: random.Random) -> Any:
@@ -314,6 +315,7 @@ def trial(cfg: Config, index: int) -> Trial:
         priors=Priors(noise=noise_model),
         repeat=cfg.repeat,
         seed=rng.getrandbits(32),
+        interleave=cfg.interleave,  # type: ignore[arg-type]
     )
     out = gate.run_gate(sides, inputs)
     return Trial(
@@ -374,6 +376,7 @@ def _config(
     preset: str,
     noise: str | None,
     strategy: str | None,
+    interleave: str = "simultaneous",
 ) -> Config:
     if not 0.0 <= regression < 1.0:
         raise ValueError(f"regression must be in [0, 1), got {regression}")
@@ -387,6 +390,8 @@ def _config(
         raise ValueError(f"unknown strategy {strategy!r} (adaptive or linear)")
     if repeat < 1:
         raise ValueError(f"repeat must be ≥ 1, got {repeat}")
+    if interleave not in ("simultaneous", "alternate"):
+        raise ValueError(f"unknown interleave {interleave!r} (simultaneous or alternate)")
     pre = PRESETS[preset]
     ramp = pre.ramp if strategy is None else dataclasses.replace(pre.ramp, strategy=strategy)  # type: ignore[arg-type]
     return Config(
@@ -398,6 +403,7 @@ def _config(
         mode=mode,  # type: ignore[arg-type]
         repeat=repeat,
         calibrated=calibrated,
+        interleave=interleave,
     )
 
 
@@ -412,6 +418,7 @@ def simulate(
     preset: str = "exchange",
     noise: str | None = None,
     strategy: str | None = None,
+    interleave: str = "simultaneous",
     workers: int = 1,
 ) -> dict[str, Any]:
     """Run ``trials`` whole gates for a candidate with a capacity loss of ``regression``.
@@ -431,6 +438,7 @@ def simulate(
         preset=preset,
         noise=noise,
         strategy=strategy,
+        interleave=interleave,
     )
     started = time.perf_counter()
     results = _run_trials(cfg, trials, workers)
@@ -461,6 +469,7 @@ def _summary(cfg: Config, results: list[Trial], wall_s: float) -> dict[str, Any]
         "mean_log_ratio": statistics.fmean(ratios) if ratios else None,
         "sd_log_ratio": statistics.stdev(ratios) if len(ratios) > 1 else None,
         "mode": cfg.mode,
+        "interleave": cfg.interleave,
         "repeat": cfg.repeat,
         "calibrated": cfg.calibrated,
         "strategy": cfg.ramp.strategy,

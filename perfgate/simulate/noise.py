@@ -20,7 +20,8 @@ Deployment (:class:`Deployment`, one per staged copy of a build):
 
 * a capacity offset drawn when deployed, N(0, ``deploy_sd``) on the log scale, plus
   ``candidate_offset`` for the candidate's first deployment (held-out: a fixed difference);
-* its own drift (held-out ``proc_drift_sd``/``proc_drift_tau_s``);
+* its own drift (held-out ``proc_drift_sd``/``proc_drift_tau_s``) and its own noisy-neighbour
+  episodes (held-out ``proc_episode_*``: what a node's neighbours do to one pod, not the other);
 * load-dependent freezes (held-out, CPU throttling): rate ``throttle_per_s`` × utilisation²,
   each ``throttle_s`` long;
 * warm-up: service × ``1 + warmup_extra · exp(−age / warmup_tau_s)``.
@@ -57,6 +58,9 @@ class NoiseProfile:
     candidate_offset: float = 0.0
     proc_drift_sd: float = 0.0
     proc_drift_tau_s: float = 120.0
+    proc_episode_per_s: float = 0.0  # episodes of one deployment's own (not the machine's)
+    proc_episode_mean_s: float = 2.0
+    proc_episode_slowdown: float = 1.5
     throttle_per_s: float = 0.0
     throttle_s: float = 0.1
     warmup_extra: float = 0.0
@@ -126,8 +130,15 @@ NOISE_PROFILES: dict[str, NoiseProfile] = {
         **_SHARED,
         generator_ms=0.4,
     ),
+    "process-episodes": NoiseProfile(
+        name="process-episodes",
+        **_SHARED,
+        proc_episode_per_s=1 / 20,
+        proc_episode_mean_s=2.0,
+    ),
 }
 HELD_OUT = (
+    "process-episodes",
     "heavy-tail",
     "step-change",
     "throttled",
@@ -235,11 +246,18 @@ class Deployment:
         self.log_offset = drawn + offset
         self.drift = _OU(noise.proc_drift_sd, noise.proc_drift_tau_s, rng)
         self.rng = rng
+        own = NoiseProfile(
+            neighbour_per_s=noise.proc_episode_per_s,
+            neighbour_mean_s=noise.proc_episode_mean_s,
+            neighbour_slowdown=noise.proc_episode_slowdown,
+        )
+        self.episodes = Timeline(own, rng) if noise.proc_episode_per_s > 0 else None
 
     def redeployed(self, started_s: float) -> Deployment:
         """The same place (offset, drift) with a fresh process: warm-up starts again."""
         again = Deployment.__new__(Deployment)
         again.noise, again.rng, again.drift = self.noise, self.rng, self.drift
+        again.episodes = self.episodes
         again.log_offset, again.started_s = self.log_offset, started_s
         return again
 
@@ -247,7 +265,12 @@ class Deployment:
         """Service-time multiplier at global ``t`` (without warm-up) and until when it holds."""
         log_capacity = self.log_offset + self.drift.at(t)
         until = (math.floor(t / GRID_S) + 1) * GRID_S if self.noise.proc_drift_sd > 0 else math.inf
-        return math.exp(-log_capacity), until
+        mult = math.exp(-log_capacity)
+        if self.episodes is not None:
+            self.episodes.extend(t)
+            own, own_until = self.episodes.factor(t)
+            mult, until = mult * own, min(until, own_until)
+        return mult, until
 
     def warmup(self, t: float) -> float:
         n = self.noise

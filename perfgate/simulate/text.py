@@ -16,7 +16,7 @@ def format_result(out: dict[str, Any]) -> str:
     cal = "calibrated" if out["calibrated"] else "no calibration"
     return (
         f"{out['trials']} simulated gates, capacity loss {out['regression']:.1%} "
-        f"({out['mode']}, {design}, {cal}, {out['strategy']} search, "
+        f"({out['mode']}, {design}, {out['interleave']}, {cal}, {out['strategy']} search, "
         f"{out['noise']['name']} noise, seed {out['seed']}): "
         f"{_part(out, 'block')}, {_part(out, 'pass')}, {_part(out, 'inconclusive')} "
         f"(95 % Clopper-Pearson); load per gate: mean {out['mean_simulated_seconds'] / 60:.1f} "

@@ -1,0 +1,96 @@
+"""The verdict's published error rates: every figure docs/verdict.md and the README quote.
+
+Each arm is ``perfgate.simulate.simulate`` — whole gates through ``perfgate.gate.run_gate``, the
+function ``perfgate run`` calls — on the simulated default scenario. Arms:
+
+* the default (side by side, windows together, shared-machine noise, the profile the defaults
+  were chosen on): the operating characteristic from no change to a 20 % capacity loss;
+* the same on the quiet profile, and on every held-out profile the method was not tuned on;
+* the alternatives the default was chosen against: alternating windows; a stored baseline only;
+  the replicate design (``--repeat 3``).
+
+    python benchmarks/verdict_figures.py               # ~4,000 gates; ~20 min on 2 free cores
+    python benchmarks/verdict_figures.py --quick       # 20 gates per arm, a smoke test
+
+Writes benchmarks/results/verdict_figures.json (each arm's full ``simulate`` output) and prints
+the Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from perfgate.simulate import HELD_OUT, format_table, simulate
+
+OUT = Path(__file__).resolve().parent / "results" / "verdict_figures.json"
+LOSSES = (0.0, 0.025, 0.05, 0.075, 0.10, 0.15, 0.20)
+
+
+def arms(n: int) -> list[tuple[str, float, int, dict[str, Any]]]:
+    """(group, capacity loss, trials, simulate options) for every published figure."""
+    out: list[tuple[str, float, int, dict[str, Any]]] = []
+    for loss in LOSSES:
+        big = loss in (0.0, 0.10)
+        out.append(("default", loss, 2 * n if big else n, {}))
+    for profile in ("quiet", *HELD_OUT):
+        for loss in (0.0, 0.10):
+            out.append((profile, loss, n, {"noise": profile}))
+    for loss in (0.0, 0.10):
+        out.append(("alternate", loss, max(10, n * 2 // 3), {"interleave": "alternate"}))
+    for loss in (0.0, 0.10, 0.30):
+        out.append(("stored", loss, max(10, n * 2 // 3), {"mode": "stored"}))
+    for loss in (0.0, 0.10):
+        out.append(("repeat 3", loss, max(10, n // 3), {"repeat": 3}))
+    return out
+
+
+def _line(group: str, r: dict[str, Any]) -> str:
+    def cell(name: str) -> str:
+        lo, hi = r[f"{name}_ci"]
+        return f"{r[name]:.1%} [{lo:.1%}, {hi:.1%}]"
+
+    return (
+        f"| {group} | {r['regression']:.1%} | {r['trials']} | {cell('block')} | {cell('pass')} | "
+        f"{r['inconclusive']:.1%} | {r['mean_simulated_seconds'] / 60:.1f} | "
+        f"{r['p90_simulated_seconds'] / 60:.1f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=150, help="gates per arm (A/A and 10 %: 2×)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    n = 10 if args.quick else args.trials
+    started = time.perf_counter()
+    results = []
+    print("| arm | capacity loss | gates | block | pass | inconclusive | mean min | p90 min |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for i, (group, loss, trials, options) in enumerate(arms(n)):
+        r = simulate(loss, trials, args.seed + i, workers=args.workers, **options)
+        results.append({"arm": group, **r})
+        print(_line(group, r), flush=True)
+    out = {
+        "command": " ".join(["python", "benchmarks/verdict_figures.py", *sys.argv[1:]]),
+        "load_average": os.getloadavg(),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "arms": results,
+    }
+    if not args.quick:
+        args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    default = {"rows": [r for r in results if r["arm"] == "default"]}
+    print("\n" + format_table(default))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
