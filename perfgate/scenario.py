@@ -50,8 +50,7 @@ _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _TOP_KEYS = {"schema", "name", "description", "staging", "users", "ramp", "slo", "gate", "load"}
 
 
-# PyYAML ships no annotations (types-PyYAML is not a dependency), so SafeLoader is Any here.
-class _Loader(yaml.SafeLoader):  # type: ignore[misc]
+class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses alias bombs and duplicate keys."""
 
     def get_single_node(self) -> Any:
