@@ -105,6 +105,54 @@ KeepNsOpt = Annotated[
         help="Keep the staging namespace after the run (prints how to delete it).",
     ),
 ]
+ReleaseOpt = Annotated[
+    str | None,
+    typer.Option(help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."),
+]
+GateBaselineDirOpt = Annotated[
+    Path, typer.Option(help="Where baselines are stored.", show_default=True)
+]
+PromoteOpt = Annotated[
+    bool, typer.Option(help="On a pass, store this run as the scenario's newest baseline.")
+]
+ForceOpt = Annotated[
+    bool, typer.Option(help="With --promote: overwrite an existing baseline of this release.")
+]
+RepeatOpt = Annotated[
+    int,
+    typer.Option(
+        help="Replicate design: K full searches per build instead of the side-by-side windows.",
+        min=1,
+        max=50,
+    ),
+]
+BaselineTargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="URL of the previous release, measured side by side with the candidate (for --target runs)."
+    ),
+]
+BaselineReleaseOpt = Annotated[
+    str | None,
+    typer.Option(help="Judge against this stored release (default: the newest other one)."),
+]
+BaselineImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Kubernetes: stage the previous release from this image (default: the one its baseline recorded)."
+    ),
+]
+SideBySideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--side-by-side/--no-side-by-side",
+        help="Stage the previous release next to the candidate when its baseline says how (default), or judge against the stored numbers only.",
+    ),
+]
+SeedOpt = Annotated[
+    int | None, typer.Option(help="Seed for the gate's random order (reproducible runs).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 
 
@@ -184,65 +232,26 @@ def run(
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
     target: TargetOpt = None,
     staging: StagingOpt = None,
-    release: Annotated[
-        str | None,
-        typer.Option(
-            help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."
-        ),
-    ] = None,
-    baseline_dir: Annotated[
-        Path, typer.Option(help="Where baselines are stored.", show_default=True)
-    ] = Path("baselines"),
+    release: ReleaseOpt = None,
+    baseline_dir: GateBaselineDirOpt = Path("baselines"),
     report_dir: ReportDirOpt = Path("reports"),
-    promote: Annotated[
-        bool, typer.Option(help="On a pass, store this run as the scenario's newest baseline.")
-    ] = False,
-    force: Annotated[
-        bool, typer.Option(help="With --promote: overwrite an existing baseline of this release.")
-    ] = False,
+    promote: PromoteOpt = False,
+    force: ForceOpt = False,
     max_users: MaxUsersOpt = None,
     step_users: StepUsersOpt = None,
     step_seconds: StepSecondsOpt = None,
     strategy: StrategyOpt = None,
-    repeat: Annotated[
-        int,
-        typer.Option(
-            help="Replicate design: K full searches per build instead of the side-by-side windows.",
-            min=1,
-            max=50,
-        ),
-    ] = 1,
-    baseline_target: Annotated[
-        str | None,
-        typer.Option(
-            help="URL of the previous release, measured side by side with the candidate (for --target runs)."
-        ),
-    ] = None,
-    baseline_release: Annotated[
-        str | None,
-        typer.Option(help="Judge against this stored release (default: the newest other one)."),
-    ] = None,
-    baseline_image: Annotated[
-        str | None,
-        typer.Option(
-            help="Kubernetes: stage the previous release from this image (default: the one its baseline recorded)."
-        ),
-    ] = None,
-    side_by_side: Annotated[
-        bool,
-        typer.Option(
-            "--side-by-side/--no-side-by-side",
-            help="Stage the previous release next to the candidate when its baseline says how (default), or judge against the stored numbers only.",
-        ),
-    ] = True,
+    repeat: RepeatOpt = 1,
+    baseline_target: BaselineTargetOpt = None,
+    baseline_release: BaselineReleaseOpt = None,
+    baseline_image: BaselineImageOpt = None,
+    side_by_side: SideBySideOpt = True,
     workers: WorkersOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     keep_namespace: KeepNsOpt = False,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed for the gate's random order (reproducible runs).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
+    seed: SeedOpt = None,
+    as_json: JsonOpt = False,
 ) -> int:
     """The gate: provision staging, ramp until the SLO breaks, compare with the baseline, exit with the verdict."""
     from perfgate.pipeline import RunOptions, default_release

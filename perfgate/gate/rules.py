@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from scipy import stats
 
@@ -104,98 +104,79 @@ def floor_rule(candidate: Saturation, gate: GateSpec, *, on_interval: bool = Fal
             message=f"floor: no saturation point was measured to hold against {floor} users",
             threshold=float(floor),
         )
-    margin = users - floor
+    if candidate.censored != "no":
+        return _floor_censored(candidate.censored, users, floor)
+    if on_interval and candidate.users_ci:
+        return _floor_on_interval(users, candidate.users_ci, floor)
     ci = (
         f" (95 % interval {candidate.users_ci[0]:.0f}–{candidate.users_ci[1]:.0f})"
-        if candidate.users_ci and candidate.censored == "no"
+        if candidate.users_ci
         else ""
     )
-    if candidate.censored == "above_max":
-        if users >= floor:
-            return RuleResult(
-                name="floor",
-                outcome="pass",
-                message=f"floor: the SLO held up to {users:.0f} users ≥ floor {floor}",
-                value=users,
-                threshold=float(floor),
-                margin=margin,
-            )
-        return RuleResult(
-            name="floor",
-            outcome="inconclusive",
-            message=(
-                f"floor: the SLO held up to {users:.0f} users, the last level measured, below "
-                f"the floor {floor}: raise max_users to test the floor"
-            ),
-            value=users,
-            threshold=float(floor),
-            margin=margin,
-        )
-    if candidate.censored == "below_start":
-        if users <= floor:
-            return RuleResult(
-                name="floor",
-                outcome="fail",
-                message=(
-                    f"floor: the SLO broke at the first level ({users:.0f} users), "
-                    f"below the floor {floor}"
-                ),
-                value=users,
-                threshold=float(floor),
-                margin=margin,
-            )
-        return RuleResult(
-            name="floor",
-            outcome="inconclusive",
-            message=(
-                f"floor: the SLO broke at the first level ({users:.0f} users), above the floor "
-                f"{floor}: lower start_users to test the floor"
-            ),
-            value=users,
-            threshold=float(floor),
-            margin=margin,
-        )
-    if on_interval and candidate.users_ci and candidate.censored == "no":
-        return _floor_on_interval(users, candidate.users_ci, floor)
     if users < floor:
-        return RuleResult(
-            name="floor",
-            outcome="fail",
-            message=f"floor: saturation {users:.0f} users{ci} < floor {floor} users",
-            value=users,
-            threshold=float(floor),
-            margin=margin,
+        return _floor(
+            "fail", f"saturation {users:.0f} users{ci} < floor {floor} users", users, floor
         )
+    return _floor("pass", f"saturation {users:.0f} users{ci} ≥ floor {floor} users", users, floor)
+
+
+def _floor(
+    outcome: str, text: str, users: float, floor: int, margin: float | None = None
+) -> RuleResult:
     return RuleResult(
         name="floor",
-        outcome="pass",
-        message=f"floor: saturation {users:.0f} users{ci} ≥ floor {floor} users",
+        outcome=outcome,  # type: ignore[arg-type]
+        message=f"floor: {text}",
         value=users,
         threshold=float(floor),
-        margin=margin,
+        margin=users - floor if margin is None else margin,
+    )
+
+
+def _floor_censored(censored: str, users: float, floor: int) -> RuleResult:
+    """A run that never broke, or broke at once: the floor is judged on the bound it gives."""
+    if censored == "above_max":
+        if users >= floor:
+            return _floor(
+                "pass", f"the SLO held up to {users:.0f} users ≥ floor {floor}", users, floor
+            )
+        return _floor(
+            "inconclusive",
+            f"the SLO held up to {users:.0f} users, the last level measured, below the floor "
+            f"{floor}: raise max_users to test the floor",
+            users,
+            floor,
+        )
+    if users <= floor:
+        return _floor(
+            "fail",
+            f"the SLO broke at the first level ({users:.0f} users), below the floor {floor}",
+            users,
+            floor,
+        )
+    return _floor(
+        "inconclusive",
+        f"the SLO broke at the first level ({users:.0f} users), above the floor {floor}: lower "
+        "start_users to test the floor",
+        users,
+        floor,
     )
 
 
 def _floor_on_interval(users: float, ci: tuple[float, float], floor: int) -> RuleResult:
     lo, hi = ci
     text = f"saturation {users:.0f} users (95 % interval {lo:.0f}–{hi:.0f}, from the windows)"
-    common = {"value": users, "threshold": float(floor), "margin": lo - floor}
     if hi < floor:
-        return RuleResult(
-            name="floor", outcome="fail", message=f"floor: {text} < floor {floor} users", **common
-        )
+        return _floor("fail", f"{text} < floor {floor} users", users, floor, lo - floor)
     if lo >= floor:
-        return RuleResult(
-            name="floor", outcome="pass", message=f"floor: {text} ≥ floor {floor} users", **common
-        )
-    return RuleResult(
-        name="floor",
-        outcome="inconclusive",
-        message=(
-            f"floor: {text} contains the floor {floor} users: raise gate.budget_minutes for more "
-            "windows, or ramp.step_seconds for steadier ones"
-        ),
-        **common,
+        return _floor("pass", f"{text} ≥ floor {floor} users", users, floor, lo - floor)
+    return _floor(
+        "inconclusive",
+        f"{text} contains the floor {floor} users: raise gate.budget_minutes for more windows, "
+        "or ramp.step_seconds for steadier ones",
+        users,
+        floor,
+        lo - floor,
     )
 
 
@@ -311,6 +292,93 @@ class _Estimate:
         return self.m - t * self.se, self.m + t * self.se
 
 
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """The replicates' own contribution to the log-ratio estimate, and the prior to pool with."""
+
+    m: float
+    own_df: int
+    own_ss: float
+    s0: float
+    nu0: float
+    factor: float  # se² = s² · factor
+    how: str
+
+
+def _terms(
+    cand: Sequence[Saturation], base: Sequence[Saturation], paired: bool, prior: NoiseModel
+) -> _Terms:
+    if paired:
+        d = [
+            lc - lb
+            for c, b in zip(cand, base, strict=False)
+            if (lc := _log_x(c)) is not None and (lb := _log_x(b)) is not None
+        ]
+        m = statistics.fmean(d)
+        return _Terms(
+            m=m,
+            own_df=len(d) - 1,
+            own_ss=sum((x - m) ** 2 for x in d),
+            s0=prior.pair_sd_log,
+            nu0=prior.pair_df,
+            factor=1.0 / len(d),
+            how=f"{len(d)} interleaved pair{'s' if len(d) > 1 else ''}",
+        )
+    yc = [v for c in cand if (v := _log_x(c)) is not None]
+    yb = [v for b in base if (v := _log_x(b)) is not None]
+    mc, mb = statistics.fmean(yc), statistics.fmean(yb)
+    return _Terms(
+        m=mc - mb,
+        own_df=(len(yc) - 1) + (len(yb) - 1),
+        own_ss=sum((v - mc) ** 2 for v in yc) + sum((v - mb) ** 2 for v in yb),
+        s0=prior.sd_log,
+        nu0=prior.df,
+        factor=1.0 / len(yc) + 1.0 / len(yb),
+        how=f"{_runs(len(yc), 'candidate')} vs {_runs(len(yb), 'baseline')}",
+    )
+
+
+def _noise_rule(t: _Terms, prior: NoiseModel) -> RuleResult:
+    """Are the replicates as noisy as calibrated? (F-test; without calibration: pooled only)."""
+    if t.own_df < 1:
+        return RuleResult(
+            name="noise",
+            outcome="skipped",
+            message=f"noise: {prior.describe()}; too few replicates to test it",
+        )
+    sd_own = math.sqrt(t.own_ss / t.own_df)
+    if prior.source != "calibrated" or t.s0 <= 0:
+        return RuleResult(
+            name="noise",
+            outcome="pass",
+            message=(
+                f"noise: the replicates spread {sd_own:.1%}; pooled with the {prior.describe()}"
+            ),
+            value=sd_own,
+        )
+    f = sd_own**2 / t.s0**2
+    limit = float(stats.f.ppf(NOISE_TEST_LEVEL, t.own_df, t.nu0))
+    bound = t.s0 * math.sqrt(limit)
+    if f > limit:
+        message = (
+            f"noise: the replicates spread {sd_own:.1%} (SD of log throughput), above the "
+            f"calibrated {t.s0:.1%} (F = {f:.1f} > {limit:.1f}): this environment is noisier "
+            "than when it was calibrated"
+        )
+    else:
+        message = (
+            f"noise: the replicates spread {sd_own:.1%}, consistent with the calibrated {t.s0:.1%}"
+        )
+    return RuleResult(
+        name="noise",
+        outcome="inconclusive" if f > limit else "pass",
+        message=message,
+        value=sd_own,
+        threshold=bound,
+        margin=bound - sd_own,
+    )
+
+
 def _estimate(
     cand: Sequence[Saturation],
     base: Sequence[Saturation],
@@ -319,88 +387,36 @@ def _estimate(
     noise: NoiseModel | None,
     fixed_sd: float = 0.0,
 ) -> tuple[_Estimate, RuleResult]:
-    """The log-ratio estimate and the noise-consistency rule."""
+    """The log-ratio estimate (moderated variance plus the fixed part) and the noise rule."""
     prior = noise if noise is not None else default_noise()
-    calibrated = noise is not None and noise.source == "calibrated"
-    prior_text = prior.describe()
-    if paired:
-        d = [
-            lc - lb
-            for c, b in zip(cand, base, strict=False)
-            if (lc := _log_x(c)) is not None and (lb := _log_x(b)) is not None
-        ]
-        k = len(d)
-        m = statistics.fmean(d)
-        own_df = k - 1
-        own_ss = sum((x - m) ** 2 for x in d)
-        s0, nu0 = prior.pair_sd_log, prior.pair_df
-        factor = 1.0 / k
-        how = f"{k} interleaved pair{'s' if k > 1 else ''}"
-    else:
-        yc = [v for c in cand if (v := _log_x(c)) is not None]
-        yb = [v for b in base if (v := _log_x(b)) is not None]
-        mc, mb = statistics.fmean(yc), statistics.fmean(yb)
-        m = mc - mb
-        own_df = (len(yc) - 1) + (len(yb) - 1)
-        own_ss = sum((v - mc) ** 2 for v in yc) + sum((v - mb) ** 2 for v in yb)
-        s0, nu0 = prior.sd_log, prior.df
-        factor = 1.0 / len(yc) + 1.0 / len(yb)
-        how = f"{_runs(len(yc), 'candidate')} vs {_runs(len(yb), 'baseline')}"
-    noise_rule = RuleResult(
-        name="noise",
-        outcome="skipped",
-        message=f"noise: {prior_text}; too few replicates to test it",
-    )
-    if own_df >= 1:
-        s2_own = own_ss / own_df
-        if calibrated and s0 > 0:
-            f = s2_own / (s0 * s0)
-            limit = float(stats.f.ppf(NOISE_TEST_LEVEL, own_df, nu0))
-            sd_own = math.sqrt(s2_own)
-            if f > limit:
-                noise_rule = RuleResult(
-                    name="noise",
-                    outcome="inconclusive",
-                    message=(
-                        f"noise: the replicates spread {sd_own:.1%} (SD of log throughput), above "
-                        f"the calibrated {s0:.1%} (F = {f:.1f} > {limit:.1f}): this environment "
-                        "is noisier than when it was calibrated"
-                    ),
-                    value=sd_own,
-                    threshold=s0 * math.sqrt(limit),
-                    margin=s0 * math.sqrt(limit) - sd_own,
-                )
-            else:
-                noise_rule = RuleResult(
-                    name="noise",
-                    outcome="pass",
-                    message=(
-                        f"noise: the replicates spread {sd_own:.1%}, consistent with the "
-                        f"calibrated {s0:.1%}"
-                    ),
-                    value=sd_own,
-                    threshold=s0 * math.sqrt(limit),
-                    margin=s0 * math.sqrt(limit) - sd_own,
-                )
-        else:
-            noise_rule = RuleResult(
-                name="noise",
-                outcome="pass",
-                message=(
-                    f"noise: the replicates spread {math.sqrt(s2_own):.1%}; "
-                    f"pooled with the {prior_text}"
-                ),
-                value=math.sqrt(s2_own),
-            )
-    df = nu0 + own_df
-    s2 = (nu0 * s0 * s0 + own_ss) / df
-    within = s2 * factor
+    t = _terms(cand, base, paired, prior)
+    df = t.nu0 + t.own_df
+    within = (t.nu0 * t.s0 * t.s0 + t.own_ss) / df * t.factor
     fixed = fixed_sd * fixed_sd
     # Welch–Satterthwaite: the fixed part (a prior, taken as known) adds variance, not df
     df_total = df * (within + fixed) ** 2 / (within * within) if within > 0 else 1e6
-    if fixed > 0:
-        how += f", fixed SD {fixed_sd:.1%} between the two sides"
-    return _Estimate(m, math.sqrt(within + fixed), min(df_total, 1e6), how), noise_rule
+    how = t.how + (f", fixed SD {fixed_sd:.1%} between the two sides" if fixed > 0 else "")
+    estimate = _Estimate(t.m, math.sqrt(within + fixed), min(df_total, 1e6), how)
+    return estimate, _noise_rule(t, prior)
+
+
+def _usable(
+    cand_runs: list[Saturation], base_runs: list[Saturation], paired: bool
+) -> tuple[list[Saturation], list[Saturation]]:
+    """The replicates that found the boundary (pairs in which both did, when paired)."""
+    if paired:
+        pairs = [
+            (c, b)
+            for c, b in zip(cand_runs, base_runs, strict=False)
+            if c.censored == b.censored == "no"
+        ]
+        return [c for c, _ in pairs], [b for _, b in pairs]
+    return [c for c in cand_runs if c.censored == "no"], [
+        b for b in base_runs if b.censored == "no"
+    ]
+
+
+Make = Callable[[str, str, float | None, float | None], RuleResult]
 
 
 def _regression(
@@ -414,25 +430,12 @@ def _regression(
     fixed_sd: float = 0.0,
 ) -> tuple[RuleResult, RuleResult, float | None, tuple[float, float] | None]:
     """(regression rule, noise rule, ratio, ratio CI)."""
-    allowed = math.log(1.0 - gate.max_regression)
-    practical = math.log(1.0 - gate.block_min_regression)
     base = baseline.saturation
-    cand_runs = list(replicates) or [candidate]
-    base_runs = list(baseline_replicates) or [base]
-    if paired:
-        pairs = [
-            (c, b)
-            for c, b in zip(cand_runs, base_runs, strict=False)
-            if c.censored == b.censored == "no"
-        ]
-        usable_c = [c for c, _ in pairs]
-        usable_b = [b for _, b in pairs]
-    else:
-        usable_c = [c for c in cand_runs if c.censored == "no"]
-        usable_b = [b for b in base_runs if b.censored == "no"]
+    usable_c, usable_b = _usable(
+        list(replicates) or [candidate], list(baseline_replicates) or [base], paired
+    )
     threshold = 1.0 - gate.max_regression
     name = f"regression vs {baseline.release}"
-    x_c, x_b = candidate.throughput_rps, base.throughput_rps
 
     def rule(outcome: str, message: str, ratio: float | None, lo: float | None) -> RuleResult:
         return RuleResult(
@@ -447,39 +450,28 @@ def _regression(
     if candidate.censored != "no" or base.censored != "no" or not usable_c or not usable_b:
         reg_rule, noise_rule = _censored(candidate, base, gate, rule)
         return reg_rule, noise_rule, None, None
-
     est, noise_rule = _estimate(usable_c, usable_b, paired=paired, noise=noise, fixed_sd=fixed_sd)
-    ratio = math.exp(est.m)
-    numbers = f"throughput at the SLO {x_c:.0f} req/s vs {x_b:.0f} req/s (ratio {_fmt_ratio(ratio)}"
     interval = est.interval()
     assert interval is not None  # a prior is always pooled: no coin flips
+    ratio, ci = math.exp(est.m), (math.exp(interval[0]), math.exp(interval[1]))
+    numbers = (
+        f"throughput at the SLO {candidate.throughput_rps:.0f} req/s vs "
+        f"{base.throughput_rps:.0f} req/s (ratio {_fmt_ratio(ratio)}, {CONFIDENCE:.0%} CI "
+        f"{_fmt_ratio(ci[0])}–{_fmt_ratio(ci[1])}, {est.how})"
+    )
+    outcome, why = _interval_outcome(est.m, interval, gate, noise)
+    return rule(outcome, f"{numbers}: {why}", ratio, ci[0]), noise_rule, ratio, ci
+
+
+def _interval_outcome(
+    m: float, interval: tuple[float, float], gate: GateSpec, noise: NoiseModel | None
+) -> tuple[str, str]:
+    """Pass when credibly within the allowance, block when credibly and practically worse."""
     lo, hi = interval
-    ci = (math.exp(lo), math.exp(hi))
-    numbers += f", {CONFIDENCE:.0%} CI {_fmt_ratio(ci[0])}–{_fmt_ratio(ci[1])}, {est.how})"
-    if lo > allowed:
-        return (
-            rule(
-                "pass",
-                f"{numbers}: credibly within the allowed {gate.max_regression:.0%} regression",
-                ratio,
-                ci[0],
-            ),
-            noise_rule,
-            ratio,
-            ci,
-        )
-    if hi < 0 and est.m <= practical:
-        return (
-            rule(
-                "fail",
-                f"{numbers}: credibly worse, and by more than {gate.block_min_regression:.0%}",
-                ratio,
-                ci[0],
-            ),
-            noise_rule,
-            ratio,
-            ci,
-        )
+    if lo > math.log(1.0 - gate.max_regression):
+        return "pass", f"credibly within the allowed {gate.max_regression:.0%} regression"
+    if hi < 0 and m <= math.log(1.0 - gate.block_min_regression):
+        return "fail", f"credibly worse, and by more than {gate.block_min_regression:.0%}"
     if hi < 0:
         why = (
             f"credibly worse but by less than the practical size {gate.block_min_regression:.0%}, "
@@ -491,18 +483,16 @@ def _regression(
             f"{gate.max_regression:.0%}: the noise hides the answer"
         )
     hint = (
-        "run `perfgate calibrate` for a measured noise prior or use --repeat"
+        "run `perfgate calibrate` for a measured noise prior, use --repeat, or stage the "
+        "previous release side by side"
         if noise is None or noise.source != "calibrated"
-        else "use --repeat (more replicates) or a paired run with --baseline-target"
+        else "use --repeat (more replicates) or stage the previous release side by side"
     )
-    return rule("inconclusive", f"{numbers}: {why}; {hint}", ratio, ci[0]), noise_rule, ratio, ci
+    return "inconclusive", f"{why}; {hint}"
 
 
 def _censored(
-    candidate: Saturation,
-    base: Saturation,
-    gate: GateSpec,
-    make: Callable[[str, str, float | None, float | None], RuleResult],
+    candidate: Saturation, base: Saturation, gate: GateSpec, make: Make
 ) -> tuple[RuleResult, RuleResult]:
     """Regression judged from bounds when a boundary was not found (or only censored runs)."""
     noise = RuleResult(name="noise", outcome="skipped", message="noise: not tested (censored runs)")
@@ -511,89 +501,64 @@ def _censored(
     if cu is None or bu is None or xc is None or xb is None or xb <= 0:
         return make("inconclusive", "a saturation point is missing on one side", None, None), noise
     ratio = xc / xb
-    allowed = 1.0 - gate.max_regression
-    practical = 1.0 - gate.block_min_regression
+    worse = ratio < 1.0 - gate.max_regression and ratio < 1.0 - gate.block_min_regression
+    if candidate.censored != "no":
+        outcome, text = _candidate_censored(candidate, base, worse, ratio)
+    else:
+        outcome, text = _baseline_censored(candidate, base, gate, worse, ratio)
+    return make(outcome, text, ratio, None), noise
+
+
+def _candidate_censored(
+    candidate: Saturation, base: Saturation, worse: bool, ratio: float
+) -> tuple[str, str]:
+    cu, xc, xb = candidate.users or 0.0, candidate.throughput_rps or 0.0, base.throughput_rps
     if candidate.censored == "above_max":
-        if cu >= bu:
-            return make(
-                "pass",
-                (
-                    f"the candidate held the SLO up to {cu:.0f} users, at or beyond the "
-                    f"baseline's boundary ({_users(base)}): not a regression"
-                ),
-                ratio,
-                None,
-            ), noise
-        return make(
-            "inconclusive",
-            (
-                f"the candidate held the SLO up to {cu:.0f} users (its max_users) but the baseline "
-                f"reached {_users(base)}: the break was not found — raise max_users"
-            ),
-            ratio,
-            None,
-        ), noise
-    if candidate.censored == "below_start":
-        # the candidate's throughput at the SLO is at most its first level's
-        if base.censored != "below_start" and ratio < practical and ratio < allowed:
-            return make(
-                "fail",
-                (
-                    f"the candidate broke the SLO at its first level ({cu:.0f} users, "
-                    f"≤ {xc:.0f} req/s) while the baseline held to {_users(base)} "
-                    f"({xb:.0f} req/s): at least {1 - ratio:.0%} worse"
-                ),
-                ratio,
-                None,
-            ), noise
-        return make(
-            "inconclusive",
-            (
-                f"the candidate broke the SLO at its first level ({cu:.0f} users): lower "
-                "start_users to measure its boundary"
-            ),
-            ratio,
-            None,
-        ), noise
-    # the candidate found its boundary; the baseline did not
+        if cu >= (base.users or 0.0):
+            return "pass", (
+                f"the candidate held the SLO up to {cu:.0f} users, at or beyond the baseline's "
+                f"boundary ({_users(base)}): not a regression"
+            )
+        return "inconclusive", (
+            f"the candidate held the SLO up to {cu:.0f} users (its max_users) but the baseline "
+            f"reached {_users(base)}: the break was not found — raise max_users"
+        )
+    # broke at its first level: its throughput at the SLO is at most that level's
+    if base.censored != "below_start" and worse:
+        return "fail", (
+            f"the candidate broke the SLO at its first level ({cu:.0f} users, ≤ {xc:.0f} "
+            f"req/s) while the baseline held to {_users(base)} ({xb:.0f} req/s): at least "
+            f"{1 - ratio:.0%} worse"
+        )
+    return "inconclusive", (
+        f"the candidate broke the SLO at its first level ({cu:.0f} users): lower start_users to "
+        "measure its boundary"
+    )
+
+
+def _baseline_censored(
+    candidate: Saturation, base: Saturation, gate: GateSpec, worse: bool, ratio: float
+) -> tuple[str, str]:
+    """The candidate found its boundary; the baseline did not."""
+    xc, xb, bu = candidate.throughput_rps or 0.0, base.throughput_rps or 0.0, base.users or 0.0
     if base.censored == "above_max":
-        # the baseline's throughput at the SLO is at least what it reached: ratio is an upper bound
-        if ratio < allowed and ratio < practical:
-            return make(
-                "fail",
-                (
-                    f"throughput at the SLO {xc:.0f} req/s, while the baseline held the SLO up to "
-                    f"{bu:.0f} users at ≥ {xb:.0f} req/s: at least {1 - ratio:.0%} worse"
-                ),
-                ratio,
-                None,
-            ), noise
-        return make(
-            "inconclusive",
-            (
-                f"the baseline never broke the SLO (≥ {bu:.0f} users, ≥ {xb:.0f} req/s): the "
-                f"candidate's {xc:.0f} req/s cannot be compared with a lower bound"
-            ),
-            ratio,
-            None,
-        ), noise
-    if base.censored == "below_start" and ratio >= allowed:
-        # the baseline's throughput at the SLO is at most xb: ratio is a lower bound
-        return make(
-            "pass",
-            (
-                f"the baseline broke the SLO at its first level (≤ {xb:.0f} req/s); the "
-                f"candidate reached {xc:.0f} req/s: not a regression"
-            ),
-            ratio,
-            None,
-        ), noise
-    return make(
-        "inconclusive",
-        "replicates that did not find the boundary leave too few to compare",
-        ratio,
-        None,
-    ), noise
+        # the baseline's throughput at the SLO is at least what it reached: an upper bound
+        if worse:
+            return "fail", (
+                f"throughput at the SLO {xc:.0f} req/s, while the baseline held the SLO up to "
+                f"{bu:.0f} users at ≥ {xb:.0f} req/s: at least {1 - ratio:.0%} worse"
+            )
+        return "inconclusive", (
+            f"the baseline never broke the SLO (≥ {bu:.0f} users, ≥ {xb:.0f} req/s): the "
+            f"candidate's {xc:.0f} req/s cannot be compared with a lower bound"
+        )
+    if base.censored == "below_start" and ratio >= 1.0 - gate.max_regression:
+        # the baseline's throughput at the SLO is at most xb: a lower bound
+        return "pass", (
+            f"the baseline broke the SLO at its first level (≤ {xb:.0f} req/s); the candidate "
+            f"reached {xc:.0f} req/s: not a regression"
+        )
+    return "inconclusive", "replicates that did not find the boundary leave too few to compare"
 
 
 def _runs(k: int, what: str) -> str:
