@@ -29,9 +29,11 @@ Emulated:
   kubernetes-validate, selector not matching the template labels, Job restartPolicy);
 - ``pods/portforward`` over a websocket (``v4.channel.k8s.io``), connecting to
   ``127.0.0.1:<containerPort>`` (or ``port_map[containerPort]``), like kubelet would to the pod;
+  a pod running an image in ``image_ports`` is served at ``127.0.0.1:image_ports[image]``
+  instead (different images serve differently, e.g. two releases side by side);
 - ``tcpSocket`` readiness probes: a running pod whose container has one becomes Ready only once
-  ``127.0.0.1:<port>`` (or ``port_map[port]``; a named port is looked up in the container's
-  ports) accepts a connection, probed every 0.1 s (other probes: ready at once).
+  ``127.0.0.1:<port>`` (the same mapping as the port-forward; a named port is looked up in the
+  container's ports) accepts a connection, probed every 0.1 s (other probes: ready at once).
 
 Not emulated (kept out on purpose): RBAC rules beyond ``forbid``, admission, managedFields and
 apply conflicts (server-side apply is a merge here), ReplicaSets, pod logs, 410 Gone, TLS.
@@ -248,6 +250,7 @@ class FakeKube:
         self.failing_images: set[str] = set()
         self.forbid: set[tuple[str, str]] = set()  # (verb, resource) or ("*", resource) → 403
         self.port_map: dict[int, int] = {}  # containerPort → 127.0.0.1 port for port-forwards
+        self.image_ports: dict[str, int] = {}  # image → 127.0.0.1 port its pods serve on
         self.requests: list[Request] = []
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (qualified, ns, name)
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, type, qualified, obj)
@@ -915,6 +918,13 @@ class FakeKube:
         self._bump(_BY_KIND["Pod"], pod, "MODIFIED")
         return outcome
 
+    def _local_port(self, pod: dict[str, Any], port: int) -> int:
+        """Where on 127.0.0.1 the pod's ``port`` is served: by its image, else ``port_map``."""
+        for c in pod["spec"].get("containers") or ():
+            if c.get("image") in self.image_ports:
+                return self.image_ports[c["image"]]
+        return self.port_map.get(port, port)
+
     def _tcp_probe_port(self, pod: dict[str, Any]) -> int | None:
         for c in pod["spec"].get("containers") or ():
             port = ((c.get("readinessProbe") or {}).get("tcpSocket") or {}).get("port")
@@ -932,9 +942,7 @@ class FakeKube:
         if pod is None or pod["status"].get("phase") != "Running":
             return
         try:
-            with socket.create_connection(
-                ("127.0.0.1", self.port_map.get(port, port)), timeout=0.1
-            ):
+            with socket.create_connection(("127.0.0.1", self._local_port(pod, port)), timeout=0.1):
                 pass
         except OSError:
             self._schedule(0.1, lambda: self._probe(ns, name, port))
@@ -1677,7 +1685,7 @@ class FakeKube:
         ws.send(b"\x01" + prefix)
         try:
             backend = socket.create_connection(
-                ("127.0.0.1", self.port_map.get(port, port)), timeout=2
+                ("127.0.0.1", self._local_port(pod, port)), timeout=2
             )
         except OSError as exc:
             ws.send(
