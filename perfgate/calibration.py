@@ -21,6 +21,7 @@ The model is stored as ``<baseline_dir>/<scenario>/noise.json`` (schema 1) throu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -44,8 +45,10 @@ __all__ = [
     "MIN_RUNS",
     "NOISE_FILE",
     "NoiseModel",
+    "SideBySideRun",
     "default_noise",
     "estimate",
+    "estimate_side_by_side",
     "format_noise",
     "load_noise",
     "noise_path",
@@ -90,6 +93,12 @@ class NoiseModel:
     censored_runs: int = 0
     fingerprint: dict[str, Any] = field(default_factory=dict)
     sessions: tuple[tuple[float, ...], ...] = ()  # values_rps split by calibration session
+    # The side-by-side gate's own procedure, A/A: two fresh deployments of one build measured
+    # together at the boundary (``perfgate calibrate`` on embedded or Kubernetes staging).
+    deploy_sd_log: float | None = None  # SD of a fixed difference between two deployments
+    between_sd_log: float | None = None  # SD of a deployment's goodput from one run to the next
+    aa_log_ratios: tuple[float, ...] = ()  # per A/A run: mean log goodput ratio of the two
+    aa_log_goodput: tuple[float, ...] = ()  # per A/A run: mean log goodput of the first one
 
     def describe(self) -> str:
         """One line: where the prior comes from and how big it is."""
@@ -100,9 +109,14 @@ class NoiseModel:
             )
         when = f" on {self.created_at[:10]}" if self.created_at else ""
         many = f" in {len(self.sessions)} sessions" if len(self.sessions) > 1 else ""
+        side = (
+            f", deployment difference SD {self.deploy_sd_log:.1%}"
+            if self.deploy_sd_log is not None
+            else ""
+        )
         return (
             f"calibrated noise ({self.runs} A/A runs{many}{when}): "
-            f"run-to-run SD {self.sd_log:.1%}, pair SD {self.pair_sd_log:.1%}"
+            f"run-to-run SD {self.sd_log:.1%}, pair SD {self.pair_sd_log:.1%}{side}"
         )
 
 
@@ -176,6 +190,63 @@ def estimate(
         sessions=sessions,
         censored_runs=len(runs) - len(usable) + (previous.censored_runs if previous else 0),
         fingerprint=dict(fingerprint or {}),
+    )
+
+
+UPPER_QUANTILE = 0.10  # deployment SD: the 90 % upper bound, so a few sessions err on the safe side
+
+
+@dataclass(**_FROZEN)
+class SideBySideRun:
+    """One A/A run of the gate's procedure: two fresh deployments of one build, side by side."""
+
+    saturation: Saturation  # the first deployment's located boundary
+    log_ratios: tuple[float, ...]  # per window pair: ln(goodput first / goodput second)
+    log_goodput: float  # mean log goodput of the first deployment's windows
+
+
+def estimate_side_by_side(
+    runs: Sequence[SideBySideRun],
+    *,
+    scenario: str = "",
+    fingerprint: dict[str, Any] | None = None,
+    previous: NoiseModel | None = None,
+) -> NoiseModel:
+    """Noise model from A/A runs of the side-by-side procedure (and their located boundaries).
+
+    ``deploy_sd_log``: two deployments of the same build differ by a fixed ``δ`` for the whole
+    of a run; each run's mean log ratio is ``δ₁ − δ₂`` plus window noise, so the deployment SD
+    is ``√(mean(m²) / 2)`` — window noise included, which errs on the safe side — taken at its
+    90 % upper confidence bound. ``between_sd_log``: the SD of a deployment's mean log goodput
+    from one run (fresh staging) to the next, across every session stored so far. Sessions
+    accumulate like :func:`estimate`'s.
+    """
+    from scipy import stats
+
+    model = estimate(
+        [r.saturation for r in runs],
+        scenario=scenario,
+        fingerprint=fingerprint,
+        previous=previous,
+    )
+    ratios = [statistics.fmean(r.log_ratios) for r in runs if r.log_ratios]
+    ratios = [*(previous.aa_log_ratios if previous is not None else ()), *ratios]
+    goodput = [r.log_goodput for r in runs if r.log_ratios]
+    goodput = [*(previous.aa_log_goodput if previous is not None else ()), *goodput]
+    if len(ratios) < MIN_RUNS:
+        raise ValueError(
+            f"calibration needs at least {MIN_RUNS} side-by-side runs that measured windows, "
+            f"got {len(ratios)}"
+        )
+    k = len(ratios)
+    mean_square = sum(m * m for m in ratios) / k
+    upper = k / float(stats.chi2.ppf(UPPER_QUANTILE, k))
+    return dataclasses.replace(
+        model,
+        deploy_sd_log=math.sqrt(mean_square / 2 * upper),
+        between_sd_log=statistics.stdev(goodput) if len(goodput) >= 2 else None,
+        aa_log_ratios=tuple(ratios),
+        aa_log_goodput=tuple(goodput),
     )
 
 
@@ -263,7 +334,15 @@ def _from_document(data: dict[str, Any]) -> NoiseModel:
         censored_runs=int(data.get("censored_runs", 0)),
         fingerprint=dict(data.get("fingerprint") or {}),
         sessions=tuple(tuple(float(v) for v in s) for s in data.get("sessions", ())),
+        deploy_sd_log=_optional(data, "deploy_sd_log"),
+        between_sd_log=_optional(data, "between_sd_log"),
+        aa_log_ratios=tuple(float(v) for v in data.get("aa_log_ratios", ())),
+        aa_log_goodput=tuple(float(v) for v in data.get("aa_log_goodput", ())),
     )
+
+
+def _optional(data: dict[str, Any], key: str) -> float | None:
+    return None if data.get(key) is None else _number(data, key)
 
 
 def _document(model: NoiseModel) -> dict[str, Any]:
@@ -285,6 +364,10 @@ def _document(model: NoiseModel) -> dict[str, Any]:
         "users": list(model.users),
         "fingerprint": model.fingerprint,
         "sessions": [list(s) for s in model.sessions],
+        "deploy_sd_log": model.deploy_sd_log,
+        "between_sd_log": model.between_sd_log,
+        "aa_log_ratios": list(model.aa_log_ratios),
+        "aa_log_goodput": list(model.aa_log_goodput),
     }
 
 

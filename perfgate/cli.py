@@ -403,6 +403,7 @@ def calibrate(
         int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)
     ] = 10,
     target: TargetOpt = None,
+    baseline_target: BaselineTargetOpt = None,
     staging: StagingOpt = None,
     baseline_dir: Annotated[
         Path, typer.Option(help="Where the noise model is stored (beside the baselines).")
@@ -414,7 +415,7 @@ def calibrate(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> int:
-    """Measure this environment's run-to-run noise with A/A runs; store it beside the baselines."""
+    """Measure this environment's noise with A/A runs of the gate's own procedure; store it beside the baselines."""
     from perfgate import pipeline
     from perfgate.calibration import format_noise
     from perfgate.console import Progress
@@ -422,6 +423,7 @@ def calibrate(
     opts = pipeline.RunOptions(
         scenario=scenario,
         target=target,
+        baseline_target=baseline_target,
         provider=_choice(staging, "--staging", PROVIDERS),
         release="calibration",
         baseline_dir=baseline_dir,

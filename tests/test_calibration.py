@@ -156,3 +156,34 @@ def test_write_failure_is_an_output_error(tmp_path) -> None:
     model = NoiseModel(sd_log=0.01, df=5, pair_sd_log=0.01, pair_df=3)
     with pytest.raises(OutputError):
         save_noise(model, blocker, "s")
+
+
+def test_side_by_side_calibration_measures_the_deployment_difference() -> None:
+    from perfgate.calibration import SideBySideRun, estimate_side_by_side
+
+    def run(offset: float, goodput: float) -> SideBySideRun:
+        sat = Saturation(users=100.0, throughput_rps=1000.0, broken=True, reason="", censored="no")
+        return SideBySideRun(saturation=sat, log_ratios=(offset, offset), log_goodput=goodput)
+
+    # two deployments differing by ±3 % from run to run: δ₁ − δ₂ has SD 3 % → deployment SD ≈ 2.1 %
+    offsets = [0.03, -0.03, 0.03, -0.03, 0.03, -0.03, 0.03, -0.03]
+    model = estimate_side_by_side([run(o, 6.9 + o / 2) for o in offsets], scenario="s")
+    assert model.deploy_sd_log is not None
+    point = 0.03 / math.sqrt(2)
+    assert point < model.deploy_sd_log < 1.6 * point  # the 90 % upper bound, never below
+    assert model.between_sd_log == pytest.approx(0.015, rel=0.1)
+    assert "deployment difference SD" in model.describe()
+    # sessions accumulate: a second calibration adds its runs to the first's
+    again = estimate_side_by_side([run(0.0, 6.9)] * 3, scenario="s", previous=model)
+    assert len(again.aa_log_ratios) == len(offsets) + 3
+
+
+def test_the_gate_takes_its_priors_from_a_calibration() -> None:
+    from perfgate.calibration import default_noise
+    from perfgate.gate import DEFAULT_BETWEEN_SD, DEFAULT_DEPLOY_SD, priors
+
+    assert priors(None).deploy_sd == DEFAULT_DEPLOY_SD
+    assert priors(default_noise()).between_sd == DEFAULT_BETWEEN_SD
+    measured = NoiseModel(sd_log=0.03, df=9, pair_sd_log=0.02, pair_df=6, deploy_sd_log=0.005)
+    got = priors(measured)
+    assert got.deploy_sd == 0.005 and got.between_sd == 0.03 and got.noise is measured

@@ -19,6 +19,7 @@ from perfgate.gate.design import (
     Priors,
     Progress,
     Sides,
+    priors,
     run_gate,
     window_level,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "combine",
     "decide",
     "plan_looks",
+    "priors",
     "run_gate",
     "window_level",
 ]

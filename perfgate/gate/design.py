@@ -58,6 +58,7 @@ __all__ = [
     "Priors",
     "Progress",
     "Sides",
+    "priors",
     "run_gate",
 ]
 
@@ -124,6 +125,19 @@ class Priors:
     noise: NoiseModel | None = None  # calibrated noise (replicate design, stored windows)
 
 
+def priors(noise: NoiseModel | None) -> Priors:
+    """The gate's priors from a stored noise model: what calibration measured, else defaults.
+
+    The one place a calibration turns into the gate's fixed variance terms (the pipeline and the
+    simulator both call it).
+    """
+    if noise is None or noise.source != "calibrated":
+        return Priors(noise=noise)
+    deploy = noise.deploy_sd_log if noise.deploy_sd_log is not None else DEFAULT_DEPLOY_SD
+    between = noise.between_sd_log if noise.between_sd_log is not None else noise.sd_log
+    return Priors(deploy_sd=deploy, between_sd=between, noise=noise)
+
+
 @dataclass(**_FROZEN)
 class GateInputs:
     """Everything the decision needs besides the measurements."""
@@ -142,6 +156,7 @@ class GateInputs:
     seed: int | None = None
     gate_enabled: bool = True  # False: `perfgate ramp` (locate only, no verdict)
     interleave: Interleave = "simultaneous"  # side by side: both builds at once, or in turns
+    allow_swap: bool = True  # False: no cross-over (calibration measures the deployments' gap)
 
 
 @dataclass(**_FROZEN)
@@ -321,7 +336,7 @@ def _compare(
     window_s = min(_window_s(inputs), 2 * (inputs.ramp.step_seconds - settle))
     w = _Windows(users=users or 0, settle_s=settle, window_s=window_s)
     side_by_side = inputs.mode == "side-by-side"
-    crossover = side_by_side and sides.can_swap()
+    crossover = side_by_side and inputs.allow_swap and sides.can_swap()
     turns = 2 if side_by_side and inputs.interleave == "alternate" else 1
     looks = _plan(sides, inputs, w, turns, crossover) if users else ()
     if not looks:

@@ -333,7 +333,6 @@ def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
     if ev.mode == "stored" and prev is not None:
         fp = baseline.fingerprint(scen, provider=plan.provider, target=ev.target_url)
         comparable, note = baseline.comparability(fp, prev.fingerprint)
-    noise = plan.noise
     return gate.GateInputs(
         slo=scen.slo,
         ramp=scen.ramp,
@@ -344,12 +343,7 @@ def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
         baseline_replicates=prev.replicates if prev is not None else (),
         comparable=comparable,
         comparability_note=note,
-        priors=gate.Priors(
-            noise=noise,
-            between_sd=noise.sd_log
-            if noise is not None and noise.source == "calibrated"
-            else gate.DEFAULT_BETWEEN_SD,
-        ),
+        priors=gate.priors(plan.noise),
         repeat=plan.opts.repeat,
         seed=plan.opts.seed,
         gate_enabled=plan.opts.gate,

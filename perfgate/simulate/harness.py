@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from perfgate import gate
 from perfgate._version import __version__
-from perfgate.gate import GateInputs, Priors
+from perfgate.gate import GateInputs
 from perfgate.gate.design import Build
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 from perfgate.simulate.noise import NOISE_PROFILES, Deployment, NoiseProfile, Timeline
@@ -279,19 +279,24 @@ class Config:
 
 
 def _calibrate(cfg: Config, rng: random.Random) -> Any:
-    """`perfgate calibrate`: A/A searches of the previous release, some time ago."""
-    from perfgate.analysis import saturation
-    from perfgate.calibration import estimate
-    from perfgate.gate.design import _strategy
+    """`perfgate calibrate`: A/A side-by-side runs of the previous release, some time ago, each
+    on two fresh deployments (the gate's own procedure, no cross-over)."""
+    from perfgate.calibration import estimate_side_by_side
+    from perfgate.gate.calibrate import aa_run
 
-    sides = SimSides(cfg.preset, cfg.ramp, cfg.noise, rng, 0.0)
-    runs = []
+    done = []
     for _ in range(cfg.preset.calibration_runs):
-        got = _strategy(cfg.ramp)(sides.runner("candidate"), cfg.ramp, cfg.preset.slo)
-        sides.idle("candidate")
-        runs.append(saturation(got.steps, cfg.preset.slo, max_users=cfg.ramp.max_users))
+        sides = SimSides(cfg.preset, cfg.ramp, cfg.noise, rng, 0.0)
+        inputs = GateInputs(
+            slo=cfg.preset.slo,
+            ramp=cfg.ramp,
+            gate=cfg.preset.gate,
+            mode="side-by-side",
+            seed=rng.getrandbits(32),
+        )
+        done.append(aa_run(sides, inputs))
     try:
-        return estimate(runs, scenario=cfg.preset.name)
+        return estimate_side_by_side(done, scenario=cfg.preset.name)
     except ValueError:
         return None
 
@@ -312,7 +317,7 @@ def trial(cfg: Config, index: int) -> Trial:
         baseline=baseline,
         baseline_windows=windows,
         baseline_replicates=(baseline.saturation,) if cfg.mode == "stored" else (),
-        priors=Priors(noise=noise_model),
+        priors=gate.priors(noise_model),
         repeat=cfg.repeat,
         seed=rng.getrandbits(32),
         interleave=cfg.interleave,  # type: ignore[arg-type]
