@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from perfgate import fmt
-from perfgate.models import BaselineRef, Saturation, StepStats, TimelinePoint
+from perfgate.models import BaselineRef, Saturation, Slo, StepStats, TimelinePoint
 from perfgate.steps import CPU_LIMIT_PERCENT
 
 CURRENT = "#2563eb"
@@ -218,72 +218,167 @@ def _users_axis(ax: Axes) -> None:
 # Charts against users
 # ---------------------------------------------------------------------------------------------
 
+# A curve from steps: (x values, y values).
+Series = Callable[[Sequence[StepStats]], tuple[list[float], list[float]]]
 
-def throughput_chart(
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Run:
+    """What the charts against users draw: this run's steps, SLO and saturation, its baseline's."""
+
+    steps: Sequence[StepStats]
+    slo: Slo
+    saturation: Saturation
+    baseline_steps: Sequence[StepStats]
+    baseline: BaselineRef | None
+    knee_users: float | None
+
+    @property
+    def failing(self) -> list[StepStats]:
+        return [s for s in self.steps if not s.slo_ok]
+
+
+def users_charts(
     steps: Sequence[StepStats],
     *,
+    slo: Slo,
     saturation: Saturation,
     baseline_steps: Sequence[StepStats] = (),
     baseline: BaselineRef | None = None,
     knee_users: float | None = None,
-) -> Chart:
-    """Throughput against users, with the saturation point, its interval and the baseline."""
-    with _style():
-        fig = _new_fig(6.4, 3.5)
-        ax = fig.add_subplot()
-        if baseline_steps and baseline is not None:
-            bx, by = _levels(baseline_steps, lambda s: s.throughput_rps)
-            ax.plot(
-                bx,
-                by,
-                color=BASELINE,
-                ls="--",
-                lw=1.3,
-                label=_label(f"baseline {baseline.release}"),
-            )
-        x, y = _levels(steps, lambda s: s.throughput_rps)
-        ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label="this run")
-        fx, fy = _points([s for s in steps if not s.slo_ok], lambda s: s.throughput_rps)
-        if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
-        lx, ly = _points(
-            [s for s in steps if s.generator and s.generator.limited], lambda s: s.throughput_rps
-        )
-        if lx:
-            ax.plot(
-                lx,
-                ly,
-                ls="none",
-                marker="s",
-                ms=8,
-                mfc="none",
-                color=LIMITED,
-                label="generator-limited",
-            )
-        _mark_saturation(ax, saturation, with_label=True)
-        _mark_knee(ax, knee_users)
-        _mark_saturation_points(ax, saturation, baseline)
-        if not saturation.broken and x:
-            ax.annotate(
-                "SLO held up to the highest level",
-                xy=(0.99, 0.03),
-                xycoords="axes fraction",
-                ha="right",
-                color="#374151",
-                fontsize=8,
-            )
-        _users_axis(ax)
-        ax.set_ylabel("throughput (req/s)")
-        ax.set_ylim(bottom=0)
-        ax.set_title("Throughput against users")
-        _legend_below(ax)
-        svg = _to_svg(fig, "thr", "Throughput (req/s) against virtual users")
-    return Chart(
-        key="throughput",
-        title="Throughput",
-        svg=svg,
-        caption="Throughput flattens at the knee; the SLO boundary is marked in amber.",
+) -> list[Chart]:
+    """Throughput, latency, latency against throughput and errors, each with the baseline's."""
+    run = _Run(
+        steps=steps,
+        slo=slo,
+        saturation=saturation,
+        baseline_steps=baseline_steps,
+        baseline=baseline,
+        knee_users=knee_users,
     )
+    lat_label = f"Latency p50, p95, p99 (ms) against users; SLO p95 {slo.p95_ms:g} ms"
+    # (key, title, caption) of each chart, and (how to draw it, height in inches, SVG id prefix,
+    # accessible label) of its one axes.
+    return [
+        Chart(
+            key="throughput",
+            title="Throughput",
+            caption="Throughput flattens at the knee; the SLO boundary is marked in amber.",
+            svg=_panel(
+                run, _draw_throughput, 3.5, "thr", "Throughput (req/s) against virtual users"
+            ),
+        ),
+        Chart(
+            key="latency",
+            title="Latency",
+            caption="Red crosses are steps that broke the SLO (p95 or error rate).",
+            svg=_panel(run, _draw_latency, 3.5, "lat", lat_label),
+        ),
+        Chart(
+            key="latency-throughput",
+            title="Latency against throughput",
+            caption="Past the knee extra users add only queueing: the curve turns upward.",
+            svg=_panel(
+                run,
+                _draw_latency_throughput,
+                3.0,
+                "lxt",
+                "p95 latency (ms) against throughput (req/s)",
+            ),
+        ),
+        Chart(
+            key="errors",
+            title="Error rate",
+            svg=_panel(run, _draw_errors, 3.0, "err", "Error rate (%) against users"),
+        ),
+    ]
+
+
+def _panel(
+    run: _Run, draw: Callable[[Axes, _Run], None], height_in: float, svg_id: str, label: str
+) -> str:
+    """One axes, as wide as the page's column, drawn by ``draw``, its legend below: the SVG."""
+    with _style():
+        fig = _new_fig(6.4, height_in)
+        ax = fig.add_subplot()
+        draw(ax, run)
+        _legend_below(ax)
+        return _to_svg(fig, svg_id, label)
+
+
+def _baseline_curve(ax: Axes, run: _Run, series: Series, suffix: str = "") -> list[float]:
+    """The baseline's curve, dashed grey, when there is one; its y values."""
+    if not run.baseline_steps or run.baseline is None:
+        return []
+    bx, by = series(run.baseline_steps)
+    label = _label(f"baseline {run.baseline.release}{suffix}")
+    ax.plot(bx, by, color=BASELINE, ls="--", lw=1.3, label=label)
+    return by
+
+
+def _slo_failed(ax: Axes, points: tuple[list[float], list[float]]) -> None:
+    """The steps that broke the SLO, as red crosses."""
+    fx, fy = points
+    if fx:
+        _marks(ax, fx, fy, "X", color=SLO, label="SLO failed", ms=_cross(fx))
+
+
+def _run_curves(
+    ax: Axes, run: _Run, curve: Series, failed: Series, *, label: str
+) -> tuple[list[float], list[float]]:
+    """The baseline's curve, this run's over it and its SLO-failing steps; this run's points."""
+    _baseline_curve(ax, run, curve)
+    x, y = curve(run.steps)
+    ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label=label)
+    _slo_failed(ax, failed(run.failing))
+    return x, y
+
+
+def _against_users(
+    ax: Axes, run: _Run, value: Callable[[StepStats], float | None], *, label: str
+) -> tuple[list[float], list[float]]:
+    """:func:`_run_curves` of ``value``: its median per load level, each failing step's own."""
+    return _run_curves(
+        ax, run, lambda ss: _levels(ss, value), lambda ss: _points(ss, value), label=label
+    )
+
+
+def _marks(ax: Axes, x: Sequence[float], y: Sequence[float], marker: str, **style: Any) -> None:
+    """Points without a line between them."""
+    ax.plot(x, y, ls="none", marker=marker, **style)
+
+
+def _slo_line(ax: Axes, value: float, label: str) -> None:
+    ax.axhline(value, color=SLO, ls="--", lw=1.2, label=label)
+
+
+def _throughput(s: StepStats) -> float:
+    return s.throughput_rps
+
+
+def _draw_throughput(ax: Axes, run: _Run) -> None:
+    """Throughput against users, with the saturation point, its interval and the baseline."""
+    saturation = run.saturation
+    x, _ = _against_users(ax, run, _throughput, label="this run")
+    lx, ly = _points([s for s in run.steps if s.generator and s.generator.limited], _throughput)
+    if lx:
+        _marks(ax, lx, ly, "s", color=LIMITED, label="generator-limited", ms=8, mfc="none")
+    _mark_saturation(ax, saturation, with_label=True)
+    _mark_knee(ax, run.knee_users)
+    _mark_saturation_points(ax, saturation, run.baseline)
+    if not saturation.broken and x:
+        ax.annotate(
+            "SLO held up to the highest level",
+            xy=(0.99, 0.03),
+            xycoords="axes fraction",
+            ha="right",
+            color="#374151",
+            fontsize=8,
+        )
+    _users_axis(ax)
+    ax.set_ylabel("throughput (req/s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Throughput against users")
 
 
 def _mark_saturation_points(ax: Axes, saturation: Saturation, baseline: BaselineRef | None) -> None:
@@ -304,16 +399,8 @@ def _mark_saturation_points(ax: Axes, saturation: Saturation, baseline: Baseline
             zorder=5,
         )
     if baseline is not None and baseline.saturation.users and baseline.saturation.throughput_rps:
-        ax.plot(
-            [baseline.saturation.users],
-            [baseline.saturation.throughput_rps],
-            ls="none",
-            marker="D",
-            ms=6,
-            mfc="white",
-            color=BASELINE,
-            label="baseline saturation",
-        )
+        xy = ([baseline.saturation.users], [baseline.saturation.throughput_rps])
+        _marks(ax, *xy, "D", color=BASELINE, label="baseline saturation", ms=6, mfc="white")
 
 
 def _err(center: float, ci: tuple[float, float] | None) -> list[list[float]] | None:
@@ -322,114 +409,57 @@ def _err(center: float, ci: tuple[float, float] | None) -> list[list[float]] | N
     return [[max(0.0, center - ci[0])], [max(0.0, ci[1] - center)]]
 
 
-def latency_chart(
-    steps: Sequence[StepStats],
-    *,
-    slo_p95_ms: float,
-    saturation: Saturation,
-    baseline_steps: Sequence[StepStats] = (),
-    baseline: BaselineRef | None = None,
-    knee_users: float | None = None,
-) -> Chart:
+def _draw_latency(ax: Axes, run: _Run) -> None:
     """p50/p95/p99 against users with the SLO line, failing steps and the baseline's p95."""
-    with _style():
-        fig = _new_fig(6.4, 3.5)
-        ax = fig.add_subplot()
-        top = slo_p95_ms * 1.5
-        if baseline_steps and baseline is not None:
-            bx, by = _levels(baseline_steps, lambda s: s.p95_ms)
-            ax.plot(
-                bx,
-                by,
-                color=BASELINE,
-                ls="--",
-                lw=1.3,
-                label=_label(f"baseline {baseline.release} p95"),
-            )
-            top = max([top, *by])
-        x50, y50 = _levels(steps, lambda s: s.p50_ms)
-        x95, y95 = _levels(steps, lambda s: s.p95_ms)
-        x99, y99 = _levels(steps, lambda s: s.p99_ms)
-        ax.plot(x99, y99, color=P99, lw=1.1, label="p99")
-        ax.plot(x95, y95, color=CURRENT, marker="o", ms=_dot(x95), label="p95")
-        ax.plot(x50, y50, color=P50, lw=1.3, label="p50")
-        top = max([top, *y95]) * 1.12
-        fx, fy = _points([s for s in steps if not s.slo_ok], lambda s: s.p95_ms)
-        if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
-        ax.axhline(slo_p95_ms, color=SLO, ls="--", lw=1.2, label=f"SLO p95 {slo_p95_ms:g} ms")
-        _mark_saturation(ax, saturation, with_label=False)
-        _mark_knee(ax, knee_users)
-        # p99 can run far above the SLO; clip it rather than squash the p95 curve flat.
-        if y99 and max(y99) > top:
-            ax.set_ylim(0, top)
-            ax.annotate(
-                f"p99 off scale (max {max(y99):.0f} ms)",
-                xy=(0.01, 0.97),
-                xycoords="axes fraction",
-                va="top",
-                fontsize=8,
-                color=P99,
-            )
-        else:
-            ax.set_ylim(bottom=0)
-        _users_axis(ax)
-        ax.set_ylabel("latency (ms)")
-        ax.set_title("Latency against users")
-        _legend_below(ax)
-        svg = _to_svg(
-            fig, "lat", f"Latency p50, p95, p99 (ms) against users; SLO p95 {slo_p95_ms:g} ms"
+    steps, slo_p95_ms = run.steps, run.slo.p95_ms
+    top = max([slo_p95_ms * 1.5, *_baseline_curve(ax, run, _p95_levels, " p95")])
+    x50, y50 = _levels(steps, lambda s: s.p50_ms)
+    x95, y95 = _p95_levels(steps)
+    x99, y99 = _levels(steps, lambda s: s.p99_ms)
+    ax.plot(x99, y99, color=P99, lw=1.1, label="p99")
+    ax.plot(x95, y95, color=CURRENT, marker="o", ms=_dot(x95), label="p95")
+    ax.plot(x50, y50, color=P50, lw=1.3, label="p50")
+    top = max([top, *y95]) * 1.12
+    _slo_failed(ax, _points(run.failing, lambda s: s.p95_ms))
+    _slo_line(ax, slo_p95_ms, f"SLO p95 {slo_p95_ms:g} ms")
+    _mark_saturation(ax, run.saturation, with_label=False)
+    _mark_knee(ax, run.knee_users)
+    # p99 can run far above the SLO; clip it rather than squash the p95 curve flat.
+    if y99 and max(y99) > top:
+        ax.set_ylim(0, top)
+        ax.annotate(
+            f"p99 off scale (max {max(y99):.0f} ms)",
+            xy=(0.01, 0.97),
+            xycoords="axes fraction",
+            va="top",
+            fontsize=8,
+            color=P99,
         )
-    return Chart(
-        key="latency",
-        title="Latency",
-        svg=svg,
-        caption="Red crosses are steps that broke the SLO (p95 or error rate).",
-    )
+    else:
+        ax.set_ylim(bottom=0)
+    _users_axis(ax)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency against users")
 
 
-def error_chart(
-    steps: Sequence[StepStats],
-    *,
-    slo_error_rate: float,
-    saturation: Saturation,
-    baseline_steps: Sequence[StepStats] = (),
-    baseline: BaselineRef | None = None,
-) -> Chart:
+def _p95_levels(steps: Sequence[StepStats]) -> tuple[list[float], list[float]]:
+    return _levels(steps, lambda s: s.p95_ms)
+
+
+def _error_percent(s: StepStats) -> float:
+    return s.error_rate * 100
+
+
+def _draw_errors(ax: Axes, run: _Run) -> None:
     """Error rate (%) against users with the SLO's error budget."""
-    with _style():
-        fig = _new_fig(6.4, 3.0)
-        ax = fig.add_subplot()
-        if baseline_steps and baseline is not None:
-            bx, by = _levels(baseline_steps, lambda s: s.error_rate * 100)
-            ax.plot(
-                bx,
-                by,
-                color=BASELINE,
-                ls="--",
-                lw=1.3,
-                label=_label(f"baseline {baseline.release}"),
-            )
-        x, y = _levels(steps, lambda s: s.error_rate * 100)
-        ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label="error rate")
-        fx, fy = _points([s for s in steps if not s.slo_ok], lambda s: s.error_rate * 100)
-        if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
-        ax.axhline(
-            slo_error_rate * 100,
-            color=SLO,
-            ls="--",
-            lw=1.2,
-            label=f"SLO errors {slo_error_rate * 100:g} %",
-        )
-        _mark_saturation(ax, saturation, with_label=False)
-        _users_axis(ax)
-        ax.set_ylim(0, max([slo_error_rate * 100 * 1.6, *(v * 1.12 for v in y)]) or 1.0)
-        ax.set_ylabel("errors (%)")
-        ax.set_title("Error rate against users")
-        _legend_below(ax)
-        svg = _to_svg(fig, "err", "Error rate (%) against users")
-    return Chart(key="errors", title="Error rate", svg=svg)
+    budget = run.slo.error_rate * 100
+    _, y = _against_users(ax, run, _error_percent, label="error rate")
+    _slo_line(ax, budget, f"SLO errors {budget:g} %")
+    _mark_saturation(ax, run.saturation, with_label=False)
+    _users_axis(ax)
+    ax.set_ylim(0, max([budget * 1.6, *(v * 1.12 for v in y)]) or 1.0)
+    ax.set_ylabel("errors (%)")
+    ax.set_title("Error rate against users")
 
 
 def _curve(steps: Sequence[StepStats]) -> tuple[list[float], list[float]]:
@@ -442,54 +472,23 @@ def _curve(steps: Sequence[StepStats]) -> tuple[list[float], list[float]]:
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
-def latency_throughput_chart(
-    steps: Sequence[StepStats],
-    *,
-    slo_p95_ms: float,
-    saturation: Saturation,
-    baseline_steps: Sequence[StepStats] = (),
-    baseline: BaselineRef | None = None,
-) -> Chart:
+def _draw_latency_throughput(ax: Axes, run: _Run) -> None:
     """p95 against throughput: the hockey stick; the SLO boundary sits where it turns up."""
-    with _style():
-        fig = _new_fig(6.4, 3.0)
-        ax = fig.add_subplot()
-        if baseline_steps and baseline is not None:
-            bx, by = _curve(baseline_steps)
-            ax.plot(
-                bx,
-                by,
-                color=BASELINE,
-                ls="--",
-                lw=1.3,
-                label=_label(f"baseline {baseline.release}"),
-            )
-        x, y = _curve(steps)
-        ax.plot(x, y, color=CURRENT, marker="o", ms=_dot(x), label="this run")
-        fx, fy = _curve([s for s in steps if not s.slo_ok])
-        if fx:
-            ax.plot(fx, fy, ls="none", marker="X", ms=_cross(fx), color=SLO, label="SLO failed")
-        ax.axhline(slo_p95_ms, color=SLO, ls="--", lw=1.2, label=f"SLO p95 {slo_p95_ms:g} ms")
-        if saturation.broken and saturation.throughput_rps:
-            ax.axvline(
-                saturation.throughput_rps,
-                color=SAT,
-                lw=1.2,
-                label=f"{saturation.throughput_rps:.4g} req/s at the SLO",
-            )
-        ax.set_xlim(left=0)  # a vertical wall at the plateau is the finding, not noise to zoom into
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("throughput (req/s)")
-        ax.set_ylabel("p95 (ms)")
-        ax.set_title("Latency against throughput")
-        _legend_below(ax)
-        svg = _to_svg(fig, "lxt", "p95 latency (ms) against throughput (req/s)")
-    return Chart(
-        key="latency-throughput",
-        title="Latency against throughput",
-        svg=svg,
-        caption="Past the knee extra users add only queueing: the curve turns upward.",
-    )
+    saturation, slo_p95_ms = run.saturation, run.slo.p95_ms
+    _run_curves(ax, run, _curve, _curve, label="this run")
+    _slo_line(ax, slo_p95_ms, f"SLO p95 {slo_p95_ms:g} ms")
+    if saturation.broken and saturation.throughput_rps:
+        ax.axvline(
+            saturation.throughput_rps,
+            color=SAT,
+            lw=1.2,
+            label=f"{saturation.throughput_rps:.4g} req/s at the SLO",
+        )
+    ax.set_xlim(left=0)  # a vertical wall at the plateau is the finding, not noise to zoom into
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("throughput (req/s)")
+    ax.set_ylabel("p95 (ms)")
+    ax.set_title("Latency against throughput")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -240,31 +240,14 @@ def _main_charts(
     """Throughput, latency, latency against throughput and errors, each against users."""
     if not steps:
         return []
-    sat, base, slo = result.saturation, result.baseline, result.slo
-    knee = _knee_users(result.diagnostics)
-    return [
-        charts.throughput_chart(
-            steps, saturation=sat, baseline_steps=base_steps, baseline=base, knee_users=knee
-        ),
-        charts.latency_chart(
-            steps,
-            slo_p95_ms=slo.p95_ms,
-            saturation=sat,
-            baseline_steps=base_steps,
-            baseline=base,
-            knee_users=knee,
-        ),
-        charts.latency_throughput_chart(
-            steps, slo_p95_ms=slo.p95_ms, saturation=sat, baseline_steps=base_steps, baseline=base
-        ),
-        charts.error_chart(
-            steps,
-            slo_error_rate=slo.error_rate,
-            saturation=sat,
-            baseline_steps=base_steps,
-            baseline=base,
-        ),
-    ]
+    return charts.users_charts(
+        steps,
+        slo=result.slo,
+        saturation=result.saturation,
+        baseline_steps=base_steps,
+        baseline=result.baseline,
+        knee_users=_knee_users(result.diagnostics),
+    )
 
 
 def _svg(chart: charts.Chart) -> dict[str, Any]:
