@@ -1,15 +1,18 @@
 """How one measured load level is judged: the SLO check, stalls and the generator's health.
 
 Shared by the real load stage (``perfgate.load.runner``) and the simulator
-(``perfgate.simulate``), so simulated steps are judged by exactly the code that judges real ones.
+(``perfgate.simulate``), so simulated steps are judged by exactly the code that judges real ones:
+both turn a measuring window into a StepStats with :func:`judge_step`.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import Literal
 
-from perfgate.models import GeneratorHealth, Slo
+from perfgate.histogram import Histogram
+from perfgate.models import EndpointStats, GeneratorHealth, Slo, StepStats, UsersSpec
 
 CPU_LIMIT_PERCENT = 85.0  # of one core: above this the generator, not the target, may be the limit
 LITTLE_RATIO_MIN = 0.85
@@ -78,4 +81,78 @@ def generator_health(
         little_ratio=None if little is None else round(little, 4),
         limited=bool(reasons),
         reason="; ".join(reasons),
+    )
+
+
+def rate(count: float, duration_s: float) -> float:
+    """``count`` per second over a window of ``duration_s`` seconds (0 for an empty window)."""
+    return count / duration_s if duration_s > 0 else 0.0
+
+
+def judge_step(
+    hist: Histogram,
+    *,
+    users: int,
+    duration_s: float,
+    requests: int,
+    failures: int,
+    latency_sum_ms: float,
+    per_second: Sequence[int],
+    slo: Slo,
+    users_spec: UsersSpec,
+    cpu_percent: float,
+    loop_lag_ms: float = 0.0,
+    index: int,
+    phase: str,
+    started_s: float,
+    endpoints: tuple[EndpointStats, ...] = (),
+    errors: tuple[tuple[str, int], ...] = (),
+    mean_of: Literal["successes", "completions"] = "successes",
+) -> StepStats:
+    """One measuring window as a StepStats: rates, percentiles, SLO check, stalls, generator health.
+
+    ``hist`` holds the successful requests' latencies (ms); ``latency_sum_ms`` sums every
+    completion's, failures included (Little's law counts them); ``per_second`` counts completions
+    in each full second of the window. ``cpu_percent`` (of one core) and ``loop_lag_ms`` are the
+    generator's; Little's law judges it only for perfgate's own users, whose think time
+    ``users_spec.wait_s`` is known, not a locustfile's (:func:`generator_health`). ``mean_of`` says
+    whose mean ``StepStats.mean_ms`` is: the successes' (a real run) or every completion's
+    (the simulator).
+    """
+    throughput = rate(requests, duration_s)
+    error_rate = failures / requests if requests else 0.0
+    p95 = hist.percentile(95)
+    slo_ok, slo_reason = slo_check(p95, error_rate, requests - failures, slo)
+    completions_mean_ms = latency_sum_ms / requests if requests else None
+    return StepStats(
+        users=users,
+        duration_s=duration_s,
+        requests=requests,
+        failures=failures,
+        throughput_rps=throughput,
+        p50_ms=hist.percentile(50),
+        p95_ms=p95,
+        p99_ms=hist.percentile(99),
+        error_rate=error_rate,
+        slo_ok=slo_ok,
+        index=index,
+        started_s=started_s,
+        mean_ms=hist.mean if mean_of == "successes" else completions_mean_ms,
+        max_ms=hist.max if hist.count else None,
+        p95_ci_ms=hist.percentile_ci(95),
+        phase=phase,
+        slo_reason=slo_reason,
+        endpoints=endpoints,
+        generator=generator_health(
+            cpu_percent=cpu_percent,
+            loop_lag_ms=loop_lag_ms,
+            throughput_rps=throughput,
+            mean_latency_ms=completions_mean_ms,
+            users=users,
+            wait_s=users_spec.wait_s,
+            judge_little=users_spec.locustfile is None,
+        ),
+        errors=errors,
+        histogram=hist.to_dict(),
+        stalls=count_stalls(per_second),
     )

@@ -325,35 +325,20 @@ def _unmask(data: Any, values: Mapping[str, str], where: str) -> Any:
 
 
 def pod_files(
-    *,
-    url: str,
-    users: dict[str, Any],
-    request_timeout_s: float,
-    slo: dict[str, Any],
-    workers: int,
-    secrets: Sequence[str],
-    locustfile_text: str | None = None,
-    log_level: str = "WARNING",
+    config: dict[str, Any], *, secrets: Sequence[str], locustfile_text: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(ConfigMap data, Secret data) for engines in pods; no secret value is in the first.
 
-    Every header value (``users.headers`` and each request's ``headers``) is replaced whole by a
-    marker, and every value in ``secrets`` wherever it occurs (URL, paths, bodies,
-    ``secret_values``). The Secret data is empty when nothing was masked. A locustfile is
-    shipped as ``locustfile.py`` next to the config (only that one file: its imports of sibling
-    modules do not travel).
+    ``config`` is the engines' :func:`config_message`. Every header value (``users.headers`` and
+    each request's ``headers``) is replaced whole by a marker, and every value in ``secrets``
+    wherever it occurs (URL, paths, bodies, ``secret_values``). The Secret data is empty when
+    nothing was masked. A locustfile is shipped as ``locustfile.py`` next to the config (only
+    that one file: its imports of sibling modules do not travel).
     """
-    users = json.loads(json.dumps(users))  # a private copy, plain JSON types
+    config = json.loads(json.dumps(config))  # a private copy, plain JSON types
+    users = config["users"]
     if locustfile_text is not None:
         users["locustfile"] = POD_LOCUSTFILE  # relative: resolved against the config's folder
-    config = config_message(
-        url=url,
-        users=users,
-        request_timeout_s=request_timeout_s,
-        slo=slo,
-        workers=workers,
-        log_level=log_level,
-    )
     masker = _Masker(json.dumps(config) + (locustfile_text or ""), secrets)
     header_maps = [users.get("headers")]
     header_maps += [r.get("headers") for r in users.get("requests") or () if isinstance(r, dict)]

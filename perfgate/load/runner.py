@@ -91,7 +91,7 @@ from perfgate.models import (
     UsersSpec,
     to_jsonable,
 )
-from perfgate.steps import count_stalls, generator_health, slo_check
+from perfgate.steps import judge_step, rate
 
 QUIT_WAIT_S = 3.0
 TERM_WAIT_S = 2.0
@@ -130,11 +130,6 @@ def step_stats_from_message(
         endpoint_msgs = msg["endpoints"]
     except (KeyError, TypeError, ValueError) as exc:
         raise LoadError(f"load engine sent a malformed step result ({exc})") from exc
-    successes = requests - failures
-    throughput = requests / duration if duration > 0 else 0.0
-    error_rate = failures / requests if requests else 0.0
-    p95 = hist.percentile(95)
-    slo_ok, slo_reason = slo_check(p95, error_rate, successes, slo)
     endpoints: list[EndpointStats] = []
     for e in endpoint_msgs:
         eh = Histogram.from_dict(e["histogram"])
@@ -145,7 +140,7 @@ def step_stats_from_message(
                 method=str(e["method"]),
                 requests=n,
                 failures=nf,
-                throughput_rps=n / duration if duration > 0 else 0.0,
+                throughput_rps=rate(n, duration),
                 p50_ms=eh.percentile(50),
                 p95_ms=eh.percentile(95),
                 p99_ms=eh.percentile(99),
@@ -154,39 +149,23 @@ def step_stats_from_message(
             )
         )
     endpoints.sort(key=lambda ep: (ep.name, ep.method))
-    mean_all = float(msg.get("latency_sum_ms", 0.0)) / requests if requests else None
-    health = generator_health(
-        cpu_percent=float(msg.get("cpu_percent", 0.0)) if cpu_percent is None else cpu_percent,
-        loop_lag_ms=float(msg.get("loop_lag_p95_ms", 0.0)),
-        throughput_rps=throughput,
-        mean_latency_ms=mean_all,
-        users=users,
-        wait_s=users_spec.wait_s,
-        judge_little=users_spec.locustfile is None,
-    )
-    return StepStats(
+    return judge_step(
+        hist,
         users=users,
         duration_s=duration,
         requests=requests,
         failures=failures,
-        throughput_rps=throughput,
-        p50_ms=hist.percentile(50),
-        p95_ms=p95,
-        p99_ms=hist.percentile(99),
-        error_rate=error_rate,
-        slo_ok=slo_ok,
+        latency_sum_ms=float(msg.get("latency_sum_ms", 0.0)),
+        per_second=msg.get("per_second", ()),
+        slo=slo,
+        users_spec=users_spec,
+        cpu_percent=float(msg.get("cpu_percent", 0.0)) if cpu_percent is None else cpu_percent,
+        loop_lag_ms=float(msg.get("loop_lag_p95_ms", 0.0)),
         index=index,
-        started_s=float(msg.get("t_window") or 0.0),
-        mean_ms=hist.mean,
-        max_ms=hist.max if hist.count else None,
-        p95_ci_ms=hist.percentile_ci(95),
         phase=phase,
-        slo_reason=slo_reason,
+        started_s=float(msg.get("t_window") or 0.0),
         endpoints=tuple(endpoints),
-        generator=health,
         errors=tuple((str(m), int(n)) for m, n in msg.get("errors", ())),
-        histogram=dict(msg["histogram"]),
-        stalls=count_stalls(msg.get("per_second", ())),
     )
 
 
@@ -304,12 +283,11 @@ class LocustRunner:
             self._spawn_reader(self._read_stdout, "perfgate-engine-stdout")
             self._spawn_reader(self._read_stderr, "perfgate-engine-stderr")
             self._send(
-                protocol.config_message(
-                    url=self.url,
-                    users=to_jsonable(self.users_spec),
-                    request_timeout_s=self.load.request_timeout_s,
-                    slo=to_jsonable(self.slo),
-                    workers=self.load.workers,
+                engine_config(
+                    self.url,
+                    self.users_spec,
+                    self.slo,
+                    self.load,
                     log_level=self.log_level,
                     web_ui_port=self.web_ui_port,
                 )
@@ -360,16 +338,7 @@ class LocustRunner:
         self._drain()
         index = self._steps
         self._steps += 1
-        self._begin(
-            step=index,
-            phase=phase,
-            users=users,
-            record=True,
-            settle_s=settle_s,
-            min_s=min_s,
-            max_s=max_s,
-            min_samples=min_samples,
-        )
+        self._begin(command, step=index, phase=phase)
         started = time.monotonic()
         self._send(command)
         deadline = started + settle_s + max_s + self.answer_margin_s
@@ -413,16 +382,7 @@ class LocustRunner:
             users=users, settle_s=0.0, min_s=seconds, max_s=seconds, min_samples=0, record=False
         )
         self._drain()
-        self._begin(
-            step=None,
-            phase="hold",
-            users=users,
-            record=False,
-            settle_s=0.0,
-            min_s=seconds,
-            max_s=seconds,
-            min_samples=0,
-        )
+        self._begin(command, step=None, phase="hold")
         started = time.monotonic()
         self._send(command)
         deadline = started + seconds + self.answer_margin_s
@@ -480,30 +440,19 @@ class LocustRunner:
         if self.on_event is not None:
             self.on_event(event)
 
-    def _begin(
-        self,
-        *,
-        step: int | None,
-        phase: str,
-        users: int,
-        record: bool,
-        settle_s: float,
-        min_s: float,
-        max_s: float,
-        min_samples: int,
-    ) -> None:
-        """Note the step (or hold) that ticks now belong to, and announce it."""
+    def _begin(self, command: dict[str, Any], *, step: int | None, phase: str) -> None:
+        """Note the step (or hold) that ticks now belong to, and announce its ``step`` command."""
         self._current = (step, phase)
         self._emit(
             StepStarted(
                 step=step,
                 phase=phase,
-                users=users,
-                record=record,
-                settle_s=settle_s,
-                min_s=min_s,
-                max_s=max_s,
-                min_samples=min_samples,
+                users=command["users"],
+                record=command["record"],
+                settle_s=command["settle_s"],
+                min_s=command["min_s"],
+                max_s=command["max_s"],
+                min_samples=command["min_samples"],
                 slo_p95_ms=self.slo.p95_ms,
                 slo_error_rate=self.slo.error_rate,
             )
@@ -708,6 +657,27 @@ class LocustRunner:
             os.killpg(proc.pid, signum)
 
 
+def engine_config(
+    url: str,
+    users: UsersSpec,
+    slo: Slo,
+    load: LoadSpec,
+    *,
+    log_level: str = "WARNING",
+    web_ui_port: int | None = None,
+) -> dict[str, Any]:
+    """The engine's config line for ``users`` against ``url``: a local engine's and the pods'."""
+    return protocol.config_message(
+        url=url,
+        users=to_jsonable(users),
+        request_timeout_s=load.request_timeout_s,
+        slo=to_jsonable(slo),
+        workers=load.workers,
+        log_level=log_level,
+        web_ui_port=web_ui_port,
+    )
+
+
 def pod_files(
     url: str, users: UsersSpec, slo: Slo, load: LoadSpec
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -728,15 +698,8 @@ def pod_files(
         if password:
             secrets.append(password)
     try:
-        return protocol.pod_files(
-            url=url.rstrip("/"),
-            users=to_jsonable(users),
-            request_timeout_s=load.request_timeout_s,
-            slo=to_jsonable(slo),
-            workers=load.workers,
-            secrets=tuple(secrets),
-            locustfile_text=locustfile_text,
-        )
+        config = engine_config(url.rstrip("/"), users, slo, load)
+        return protocol.pod_files(config, secrets=tuple(secrets), locustfile_text=locustfile_text)
     except ValueError as exc:
         raise ScenarioError(f"load.placement kubernetes: {exc}") from exc
 

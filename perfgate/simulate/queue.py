@@ -27,9 +27,9 @@ from typing import Literal
 import numpy as np
 
 from perfgate.histogram import Histogram
-from perfgate.models import Slo, StepStats
+from perfgate.models import Slo, StepStats, UsersSpec
 from perfgate.simulate.noise import NOISE_PROFILES, Deployment, NoiseProfile, Timeline
-from perfgate.steps import count_stalls, generator_health, slo_check
+from perfgate.steps import judge_step, rate
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -399,40 +399,20 @@ class SimulatedRunner:
             if k < len(per_second):
                 per_second[k] += 1
         requests = hi - lo
-        throughput = requests / duration if duration > 0 else 0.0
-        error_rate = failures / requests if requests else 0.0
-        mean_ms = lat_sum / requests if requests else None
-        p95 = hist.percentile(95)
-        slo_ok, reason = slo_check(p95, error_rate, requests - failures, self.slo)
-        health = generator_health(
-            cpu_percent=min(100.0, 100.0 * throughput * self._gen_s),
-            loop_lag_ms=0.0,
-            throughput_rps=throughput,
-            mean_latency_ms=mean_ms,
-            users=users,
-            wait_s=0.0,
-            judge_little=True,
-        )
         self._steps += 1
-        return StepStats(
+        return judge_step(
+            hist,
             users=users,
             duration_s=duration,
             requests=requests,
             failures=failures,
-            throughput_rps=throughput,
-            p50_ms=hist.percentile(50),
-            p95_ms=p95,
-            p99_ms=hist.percentile(99),
-            error_rate=error_rate,
-            slo_ok=slo_ok,
+            latency_sum_ms=lat_sum,
+            per_second=per_second,
+            slo=self.slo,
+            users_spec=UsersSpec(),  # perfgate's own users, no think time
+            cpu_percent=min(100.0, 100.0 * rate(requests, duration) * self._gen_s),
             index=self._steps - 1,
-            started_s=start,
-            mean_ms=mean_ms,
-            max_ms=hist.max if hist.count else None,
-            p95_ci_ms=hist.percentile_ci(95) if hist.count else None,
             phase=phase,
-            slo_reason=reason,
-            generator=health,
-            histogram=hist.to_dict(),
-            stalls=count_stalls(per_second),
+            started_s=start,
+            mean_of="completions",  # the real runner reports the successes' mean (judge_step)
         )
