@@ -223,40 +223,24 @@ Series = Callable[[Sequence[StepStats]], tuple[list[float], list[float]]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Run:
+class RunCurves:
     """What the charts against users draw: this run's steps, SLO and saturation, its baseline's."""
 
     steps: Sequence[StepStats]
     slo: Slo
     saturation: Saturation
-    baseline_steps: Sequence[StepStats]
-    baseline: BaselineRef | None
-    knee_users: float | None
+    baseline_steps: Sequence[StepStats] = ()
+    baseline: BaselineRef | None = None
+    knee_users: float | None = None
 
     @property
     def failing(self) -> list[StepStats]:
         return [s for s in self.steps if not s.slo_ok]
 
 
-def users_charts(
-    steps: Sequence[StepStats],
-    *,
-    slo: Slo,
-    saturation: Saturation,
-    baseline_steps: Sequence[StepStats] = (),
-    baseline: BaselineRef | None = None,
-    knee_users: float | None = None,
-) -> list[Chart]:
+def users_charts(run: RunCurves) -> list[Chart]:
     """Throughput, latency, latency against throughput and errors, each with the baseline's."""
-    run = _Run(
-        steps=steps,
-        slo=slo,
-        saturation=saturation,
-        baseline_steps=baseline_steps,
-        baseline=baseline,
-        knee_users=knee_users,
-    )
-    lat_label = f"Latency p50, p95, p99 (ms) against users; SLO p95 {slo.p95_ms:g} ms"
+    lat_label = f"Latency p50, p95, p99 (ms) against users; SLO p95 {run.slo.p95_ms:g} ms"
     # (key, title, caption) of each chart, and (how to draw it, height in inches, SVG id prefix,
     # accessible label) of its one axes.
     return [
@@ -295,7 +279,11 @@ def users_charts(
 
 
 def _panel(
-    run: _Run, draw: Callable[[Axes, _Run], None], height_in: float, svg_id: str, label: str
+    run: RunCurves,
+    draw: Callable[[Axes, RunCurves], None],
+    height_in: float,
+    svg_id: str,
+    label: str,
 ) -> str:
     """One axes, as wide as the page's column, drawn by ``draw``, its legend below: the SVG."""
     with _style():
@@ -306,7 +294,7 @@ def _panel(
         return _to_svg(fig, svg_id, label)
 
 
-def _baseline_curve(ax: Axes, run: _Run, series: Series, suffix: str = "") -> list[float]:
+def _baseline_curve(ax: Axes, run: RunCurves, series: Series, suffix: str = "") -> list[float]:
     """The baseline's curve, dashed grey, when there is one; its y values."""
     if not run.baseline_steps or run.baseline is None:
         return []
@@ -324,7 +312,7 @@ def _slo_failed(ax: Axes, points: tuple[list[float], list[float]]) -> None:
 
 
 def _run_curves(
-    ax: Axes, run: _Run, curve: Series, failed: Series, *, label: str
+    ax: Axes, run: RunCurves, curve: Series, failed: Series, *, label: str
 ) -> tuple[list[float], list[float]]:
     """The baseline's curve, this run's over it and its SLO-failing steps; this run's points."""
     _baseline_curve(ax, run, curve)
@@ -335,7 +323,7 @@ def _run_curves(
 
 
 def _against_users(
-    ax: Axes, run: _Run, value: Callable[[StepStats], float | None], *, label: str
+    ax: Axes, run: RunCurves, value: Callable[[StepStats], float | None], *, label: str
 ) -> tuple[list[float], list[float]]:
     """:func:`_run_curves` of ``value``: its median per load level, each failing step's own."""
     return _run_curves(
@@ -356,7 +344,7 @@ def _throughput(s: StepStats) -> float:
     return s.throughput_rps
 
 
-def _draw_throughput(ax: Axes, run: _Run) -> None:
+def _draw_throughput(ax: Axes, run: RunCurves) -> None:
     """Throughput against users, with the saturation point, its interval and the baseline."""
     saturation = run.saturation
     x, _ = _against_users(ax, run, _throughput, label="this run")
@@ -409,7 +397,7 @@ def _err(center: float, ci: tuple[float, float] | None) -> list[list[float]] | N
     return [[max(0.0, center - ci[0])], [max(0.0, ci[1] - center)]]
 
 
-def _draw_latency(ax: Axes, run: _Run) -> None:
+def _draw_latency(ax: Axes, run: RunCurves) -> None:
     """p50/p95/p99 against users with the SLO line, failing steps and the baseline's p95."""
     steps, slo_p95_ms = run.steps, run.slo.p95_ms
     top = max([slo_p95_ms * 1.5, *_baseline_curve(ax, run, _p95_levels, " p95")])
@@ -450,7 +438,7 @@ def _error_percent(s: StepStats) -> float:
     return s.error_rate * 100
 
 
-def _draw_errors(ax: Axes, run: _Run) -> None:
+def _draw_errors(ax: Axes, run: RunCurves) -> None:
     """Error rate (%) against users with the SLO's error budget."""
     budget = run.slo.error_rate * 100
     _, y = _against_users(ax, run, _error_percent, label="error rate")
@@ -472,7 +460,7 @@ def _curve(steps: Sequence[StepStats]) -> tuple[list[float], list[float]]:
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
-def _draw_latency_throughput(ax: Axes, run: _Run) -> None:
+def _draw_latency_throughput(ax: Axes, run: RunCurves) -> None:
     """p95 against throughput: the hockey stick; the SLO boundary sits where it turns up."""
     saturation, slo_p95_ms = run.saturation, run.slo.p95_ms
     _run_curves(ax, run, _curve, _curve, label="this run")

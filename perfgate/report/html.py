@@ -240,14 +240,15 @@ def _main_charts(
     """Throughput, latency, latency against throughput and errors, each against users."""
     if not steps:
         return []
-    return charts.users_charts(
-        steps,
+    run = charts.RunCurves(
+        steps=steps,
         slo=result.slo,
         saturation=result.saturation,
         baseline_steps=base_steps,
         baseline=result.baseline,
         knee_users=_knee_users(result.diagnostics),
     )
+    return charts.users_charts(run)
 
 
 def _svg(chart: charts.Chart) -> dict[str, Any]:
