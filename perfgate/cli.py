@@ -7,14 +7,16 @@ Exit codes: 0 pass · 1 blocked · 2 bad input · 3 infrastructure failure · 4 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -30,6 +32,12 @@ from perfgate.errors import (
     Interrupted,
     PerfgateError,
 )
+
+if TYPE_CHECKING:
+    from perfgate.console import Progress
+    from perfgate.pipeline import RunOptions
+
+T = TypeVar("T")
 
 HELP = """perfgate: a performance-regression release gate.
 
@@ -197,14 +205,35 @@ def _root(
     _state["debug"] = debug or os.environ.get("PERFGATE_DEBUG") == "1"
 
 
-def _run_pipeline(opts: Any, *, as_json: bool, quiet: bool = False) -> int:
-    from perfgate import pipeline
+def _run_options(ctx: typer.Context, **fixed: Any) -> RunOptions:
+    """The command's parsed options as RunOptions, then ``fixed`` over them.
+
+    Every option of a staged command is named as the RunOptions field it sets (``--staging``
+    sets ``provider``), so this is the one place they are copied over and checked.
+    """
+    from perfgate.pipeline import RunOptions
+
+    names = {f.name for f in dataclasses.fields(RunOptions)}
+    given = {k: v for k, v in ctx.params.items() if k in names}
+    given["provider"] = _choice(ctx.params["staging"], "--staging", PROVIDERS)
+    given["strategy"] = _choice(ctx.params["strategy"], "--strategy", STRATEGIES)
+    return RunOptions(**{**given, **fixed})
+
+
+def _with_progress(call: Callable[[Progress], T], *, live: bool | None = None) -> T:
+    """``call`` with SIGTERM turned into an interruption and its events drawn as they arrive."""
     from perfgate.console import Progress
-    from perfgate.report import console_summary
 
     _install_sigterm()
-    with Progress(live=False if quiet else None) as progress:
-        outcome = pipeline.execute(opts, on_event=progress)
+    with Progress(live=live) as progress:
+        return call(progress)
+
+
+def _run_pipeline(opts: RunOptions, *, as_json: bool) -> int:
+    from perfgate import pipeline
+    from perfgate.report import console_summary
+
+    outcome = _with_progress(lambda progress: pipeline.execute(opts, on_event=progress))
     result = outcome.result
     if as_json:
         sys.stdout.write(outcome.report.json.read_text(encoding="utf-8"))
@@ -229,6 +258,7 @@ def _run_pipeline(opts: Any, *, as_json: bool, quiet: bool = False) -> int:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
     target: TargetOpt = None,
     staging: StagingOpt = None,
@@ -254,38 +284,15 @@ def run(
     as_json: JsonOpt = False,
 ) -> int:
     """The gate: provision staging, ramp until the SLO breaks, compare with the baseline, exit with the verdict."""
-    from perfgate.pipeline import RunOptions, default_release
+    from perfgate.pipeline import default_release
 
-    opts = RunOptions(
-        scenario=scenario,
-        target=target,
-        provider=_choice(staging, "--staging", PROVIDERS),
-        release=release or default_release(),
-        baseline_dir=baseline_dir,
-        report_dir=report_dir,
-        promote=promote,
-        force=force,
-        repeat=repeat,
-        max_users=max_users,
-        step_users=step_users,
-        step_seconds=step_seconds,
-        strategy=_choice(strategy, "--strategy", STRATEGIES),
-        workers=workers,
-        kubeconfig=kubeconfig,
-        context=context,
-        keep_namespace=keep_namespace,
-        baseline_target=baseline_target,
-        baseline_release=baseline_release,
-        baseline_image=baseline_image,
-        side_by_side=side_by_side,
-        command=_command_line(),
-        seed=seed,
-    )
+    opts = _run_options(ctx, release=release or default_release(), command=_command_line())
     return _run_pipeline(opts, as_json=as_json)
 
 
 @app.command()
 def ramp(
+    ctx: typer.Context,
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
     target: TargetOpt = None,
     staging: StagingOpt = None,
@@ -308,32 +315,13 @@ def ramp(
     as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
 ) -> int:
     """A manual ramp with a live table: no gate, no baseline. Ctrl-C stops it and writes what was measured."""
-    from perfgate.pipeline import RunOptions
-
-    opts = RunOptions(
-        scenario=scenario,
-        target=target,
-        provider=_choice(staging, "--staging", PROVIDERS),
-        release="ramp",
-        report_dir=report_dir,
-        gate=False,
-        max_users=max_users,
-        step_users=step_users,
-        step_seconds=step_seconds,
-        strategy=_choice(strategy, "--strategy", STRATEGIES),
-        workers=workers,
-        kubeconfig=kubeconfig,
-        context=context,
-        keep_namespace=keep_namespace,
-        command=_command_line(),
-    )
+    opts = _run_options(ctx, release="ramp", gate=False, command=_command_line())
     if ui:
         from perfgate import pipeline
-        from perfgate.console import Progress
 
-        _install_sigterm()
-        with Progress(live=False) as progress:
-            return pipeline.web_ui(opts, port=ui_port, on_event=progress)
+        return _with_progress(
+            lambda progress: pipeline.web_ui(opts, port=ui_port, on_event=progress), live=False
+        )
     return _run_pipeline(opts, as_json=as_json)
 
 
@@ -398,6 +386,7 @@ def report(
 
 @app.command()
 def calibrate(
+    ctx: typer.Context,
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
     runs: Annotated[
         int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)
@@ -418,25 +407,11 @@ def calibrate(
     """Measure this environment's noise with A/A runs of the gate's own procedure; store it beside the baselines."""
     from perfgate import pipeline
     from perfgate.calibration import format_noise
-    from perfgate.console import Progress
 
-    opts = pipeline.RunOptions(
-        scenario=scenario,
-        target=target,
-        baseline_target=baseline_target,
-        provider=_choice(staging, "--staging", PROVIDERS),
-        release="calibration",
-        baseline_dir=baseline_dir,
-        max_users=max_users,
-        step_users=step_users,
-        step_seconds=step_seconds,
-        strategy=_choice(strategy, "--strategy", STRATEGIES),
-        kubeconfig=kubeconfig,
-        context=context,
+    opts = _run_options(ctx, release="calibration")
+    model, path = _with_progress(
+        lambda progress: pipeline.calibrate(opts, runs=runs, on_event=progress)
     )
-    _install_sigterm()
-    with Progress() as progress:
-        model, path = pipeline.calibrate(opts, runs=runs, on_event=progress)
     print(format_noise(model))
     print(f"stored {path}")
     return EXIT_PASS

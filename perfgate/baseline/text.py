@@ -6,14 +6,18 @@ show the same baseline with the same figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC
 from pathlib import Path
+from typing import TypeVar
 
 from perfgate import fmt
-from perfgate.baseline.compare import BaselineDiff
+from perfgate.baseline.compare import BaselineDiff, StepDiff
 from perfgate.baseline.files import StoredBaseline, parse_time
 from perfgate.baseline.fingerprints import fingerprint_id
+from perfgate.models import StepStats
+
+T = TypeVar("T")
 
 __all__ = ["format_diff", "format_list", "format_show"]
 
@@ -25,7 +29,14 @@ def _date(created_at: str) -> str:
         return created_at
 
 
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+# A table column: its header and how an item's cell is written.
+Column = tuple[str, Callable[[T], str]]
+
+
+def _table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
+    """A plain-text table: the headers, a rule, a row per item; columns as wide as their text."""
+    rows = [tuple(cell(item) for _, cell in columns) for item in items]
+    header = tuple(name for name, _ in columns)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
@@ -39,23 +50,28 @@ def format_list(
     baselines: Iterable[StoredBaseline], *, problems: Iterable[tuple[Path, str]] = ()
 ) -> str:
     """Table of baselines: release, saturation users, req/s, date, fingerprint id."""
-    rows = [
-        (
-            b.release,
-            fmt.saturation_users(b.saturation),
-            fmt.rps(b.saturation.throughput_rps),
-            _date(b.created_at),
-            fingerprint_id(b.fingerprint),
-        )
-        for b in baselines
+    items = list(baselines)
+    columns: list[Column[StoredBaseline]] = [
+        ("release", lambda b: b.release),
+        ("users", lambda b: fmt.saturation_users(b.saturation)),
+        ("req/s", lambda b: fmt.rps(b.saturation.throughput_rps)),
+        ("stored (UTC)", lambda b: _date(b.created_at)),
+        ("fingerprint", lambda b: fingerprint_id(b.fingerprint)),
     ]
-    out = (
-        _table(("release", "users", "req/s", "stored (UTC)", "fingerprint"), rows)
-        if rows
-        else "no baselines stored"
-    )
+    out = _table(columns, items) if items else "no baselines stored"
     broken = [f"unreadable: {message}" for _, message in problems]
     return "\n".join([out, *broken])
+
+
+_STEP_COLUMNS: tuple[Column[StepStats], ...] = (
+    ("users", lambda st: str(st.users)),
+    ("req/s", lambda st: fmt.rps(st.throughput_rps)),
+    ("p50 ms", lambda st: fmt.ms(st.p50_ms)),
+    ("p95 ms", lambda st: fmt.ms(st.p95_ms)),
+    ("p99 ms", lambda st: fmt.ms(st.p99_ms)),
+    ("errors", lambda st: fmt.rate(st.error_rate)),
+    ("SLO", lambda st: "ok" if st.slo_ok else "broken"),
+)
 
 
 def format_show(b: StoredBaseline) -> str:
@@ -84,22 +100,7 @@ def format_show(b: StoredBaseline) -> str:
             f"target {fp.target or '-'}, python {fp.python or '-'}, {fp.machine or '-'}"
         )
     if b.steps:
-        rows = [
-            (
-                str(st.users),
-                fmt.rps(st.throughput_rps),
-                fmt.ms(st.p50_ms),
-                fmt.ms(st.p95_ms),
-                fmt.ms(st.p99_ms),
-                fmt.rate(st.error_rate),
-                "ok" if st.slo_ok else "broken",
-            )
-            for st in b.steps
-        ]
-        lines += [
-            "",
-            _table(("users", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "SLO"), rows),
-        ]
+        lines += ["", _table(_STEP_COLUMNS, b.steps)]
     return "\n".join(lines)
 
 
@@ -120,20 +121,16 @@ def format_diff(d: BaselineDiff) -> str:
     # The note already starts with "not comparable:" / "comparable; differs in" when it matters.
     lines.append(f"environment       {d.note or 'identical fingerprints'}")
     if d.steps:
-        rows = [
-            (
-                str(r.users),
-                fmt.rps(r.throughput_a_rps),
-                fmt.rps(r.throughput_b_rps),
-                fmt.percent(r.throughput_pct),
-                fmt.ms(r.p95_a_ms),
-                fmt.ms(r.p95_b_ms),
-                fmt.percent(r.p95_pct),
-            )
-            for r in d.steps
+        columns: list[Column[StepDiff]] = [
+            ("users", lambda r: str(r.users)),
+            (f"{a} req/s", lambda r: fmt.rps(r.throughput_a_rps)),
+            (f"{b} req/s", lambda r: fmt.rps(r.throughput_b_rps)),
+            ("Δ", lambda r: fmt.percent(r.throughput_pct)),
+            (f"{a} p95", lambda r: fmt.ms(r.p95_a_ms)),
+            (f"{b} p95", lambda r: fmt.ms(r.p95_b_ms)),
+            ("Δ p95", lambda r: fmt.percent(r.p95_pct)),
         ]
-        header = ("users", f"{a} req/s", f"{b} req/s", "Δ", f"{a} p95", f"{b} p95", "Δ p95")
-        lines += ["", _table(header, rows)]
+        lines += ["", _table(columns, d.steps)]
     else:
         lines.append("no common user levels to compare step by step")
     return "\n".join(lines)
