@@ -129,6 +129,9 @@ class PortForwarder:
             except OSError:
                 return
             conn.settimeout(None)
+            # a response comes in several frames: without this, Nagle holds each later one until
+            # the client's delayed ACK (40 ms), which the load would measure as the service's
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._conns_lock:
                 self._conns.add(conn)
                 self._workers = [t for t in self._workers if t.is_alive()]
