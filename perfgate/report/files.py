@@ -4,8 +4,10 @@ steps.csv / endpoints.csv as text."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +15,16 @@ from perfgate import store
 from perfgate.errors import OutputError
 from perfgate.models import RunResult, StepStats, to_jsonable
 
+# Every column is named as the field it is read from (a step's generator's with "generator_").
+# What a step and each of its endpoints measure, in the same columns for both files:
+_MEASURED = ("requests", "failures", "throughput_rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms")
 STEP_COLUMNS = (
     "index",
     "phase",
     "users",
     "started_s",
     "duration_s",
-    "requests",
-    "failures",
-    "throughput_rps",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-    "mean_ms",
+    *_MEASURED,
     "max_ms",
     "error_rate",
     "slo_ok",
@@ -36,20 +35,7 @@ STEP_COLUMNS = (
     "generator_little_ratio",
     "generator_limited",
 )
-ENDPOINT_COLUMNS = (
-    "step_index",
-    "users",
-    "name",
-    "method",
-    "requests",
-    "failures",
-    "throughput_rps",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
-    "mean_ms",
-    "error_rate",
-)
+ENDPOINT_COLUMNS = ("step_index", "users", "name", "method", *_MEASURED, "error_rate")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -141,63 +127,41 @@ load_result = store.load_result
 
 def steps_csv_text(steps: tuple[StepStats, ...]) -> str:
     """steps.csv: one row per step (in the order measured), overall columns only."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(STEP_COLUMNS)
-    for s in steps:
-        g = s.generator
-        writer.writerow(
-            (
-                s.index,
-                s.phase,
-                s.users,
-                _num(s.started_s),
-                _num(s.duration_s),
-                s.requests,
-                s.failures,
-                _num(s.throughput_rps),
-                _num(s.p50_ms),
-                _num(s.p95_ms),
-                _num(s.p99_ms),
-                _num(s.mean_ms),
-                _num(s.max_ms),
-                _num(s.error_rate),
-                "true" if s.slo_ok else "false",
-                s.slo_reason,
-                s.stalls,
-                _num(g.cpu_percent) if g else "",
-                _num(g.loop_lag_ms) if g else "",
-                _num(g.little_ratio) if g else "",
-                ("true" if g.limited else "false") if g else "",
-            )
-        )
-    return buf.getvalue()
+    rows = ({**_fields(s), **_fields(s.generator, "generator_")} for s in steps)
+    return _csv(STEP_COLUMNS, rows)
 
 
 def endpoints_csv_text(steps: tuple[StepStats, ...]) -> str:
     """endpoints.csv: one row per (step, endpoint), in long ("tidy") form."""
+    rows = (
+        {"step_index": s.index, "users": s.users, **_fields(e)} for s in steps for e in s.endpoints
+    )
+    return _csv(ENDPOINT_COLUMNS, rows)
+
+
+def _fields(record: Any, prefix: str = "") -> dict[str, Any]:
+    """A record's fields by name (with ``prefix``); none for a missing record."""
+    if record is None:
+        return {}
+    return {prefix + f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def _csv(columns: tuple[str, ...], rows: Iterable[dict[str, Any]]) -> str:
+    """A header line, then ``columns`` of each row: true/false, short numbers, empty if missing."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(ENDPOINT_COLUMNS)
-    for s in steps:
-        for e in s.endpoints:
-            writer.writerow(
-                (
-                    s.index,
-                    s.users,
-                    e.name,
-                    e.method,
-                    e.requests,
-                    e.failures,
-                    _num(e.throughput_rps),
-                    _num(e.p50_ms),
-                    _num(e.p95_ms),
-                    _num(e.p99_ms),
-                    _num(e.mean_ms),
-                    _num(e.error_rate),
-                )
-            )
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(_cell(row.get(c)) for c in columns)
     return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or isinstance(value, float):
+        return _num(value)
+    return value
 
 
 def _num(value: float | None) -> str:
