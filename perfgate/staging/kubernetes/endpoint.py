@@ -17,6 +17,7 @@ from perfgate.errors import StagingError
 from perfgate.models import KubernetesSpec
 from perfgate.staging.kubernetes import timing
 from perfgate.staging.kubernetes.portforward import PortForwarder
+from perfgate.staging.kubernetes.readiness import pod_ready, pods_of
 from perfgate.staging.kubernetes.rest import Api, ApiError, list_items
 
 __all__ = ["find_endpoint"]
@@ -108,16 +109,8 @@ def _backend_pod(
             f"service {spec.service} has no selector, so no pod to port-forward to; "
             "set staging.kubernetes.url"
         )
-    query = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    pods = list_items(
-        api,
-        f"/api/v1/namespaces/{namespace}/pods",
-        action=f"reading pods of service {spec.service}",
-        query=(("labelSelector", query),),
-    )
-    for pod in pods:
-        conds = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or ()}
-        if (conds.get("Ready") or {}).get("status") != "True":
+    for pod in pods_of(api, namespace, selector, action=f"reading pods of service {spec.service}"):
+        if not pod_ready(pod):
             continue
         target: Any = port.get("targetPort", port.get("port"))
         if isinstance(target, str):  # a named container port

@@ -15,8 +15,8 @@ from perfgate.errors import InputError, ScenarioError, StagingError
 from perfgate.models import Scenario
 from perfgate.staging.kubernetes.config import load_cluster_config
 from perfgate.staging.kubernetes.portforward import PortForwarder
-from perfgate.staging.kubernetes.readiness import wait_ready
-from perfgate.staging.kubernetes.rest import Api, ApiError, list_items
+from perfgate.staging.kubernetes.readiness import pod_ready, pods_of, wait_ready
+from perfgate.staging.kubernetes.rest import Api, ApiError
 from perfgate.staging.manifests import RenderedDoc
 
 if TYPE_CHECKING:
@@ -139,17 +139,9 @@ def _create(api: Api, doc: RenderedDoc, namespace: str) -> None:
 
 
 def _ready_pod(api: Api, namespace: str, name: str, selector: Mapping[str, str]) -> str:
-    query = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    pods = list_items(
-        api,
-        f"/api/v1/namespaces/{namespace}/pods",
-        action=f"reading pods of {name}",
-        query=(("labelSelector", query),),
-    )
-    for pod in pods:
+    for pod in pods_of(api, namespace, selector, action=f"reading pods of {name}"):
         meta = pod.get("metadata") or {}
-        conds = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or ()}
-        if (conds.get("Ready") or {}).get("status") == "True" and not meta.get("deletionTimestamp"):
+        if pod_ready(pod) and not meta.get("deletionTimestamp"):
             return str(meta["name"])
     raise StagingError(f"deployment {name} in {namespace} has no ready pod")
 

@@ -9,7 +9,7 @@ the error names each object that is not ready, with the newest warning event abo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,15 @@ from perfgate.staging.kubernetes import timing
 from perfgate.staging.kubernetes.rest import MAX_REASON, Api, list_items
 from perfgate.staging.manifests import RenderedDoc
 
-__all__ = ["WORKLOADS", "WorkloadState", "pod_problem", "wait_ready", "workload_state"]
+__all__ = [
+    "WORKLOADS",
+    "WorkloadState",
+    "pod_problem",
+    "pod_ready",
+    "pods_of",
+    "wait_ready",
+    "workload_state",
+]
 
 # The kinds whose readiness is waited for: (API group, kind) → resource name.
 WORKLOADS = {
@@ -182,6 +190,24 @@ def _owned_pods(
     return owned
 
 
+def pods_of(
+    api: Api, namespace: str, selector: Mapping[str, str], *, action: str
+) -> list[dict[str, Any]]:
+    """The pods in ``namespace`` that match every label of ``selector``."""
+    query = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    return list_items(
+        api,
+        f"/api/v1/namespaces/{namespace}/pods",
+        action=action,
+        query=(("labelSelector", query),),
+    )
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Whether a pod's Ready condition is True (it passes its readiness probe)."""
+    return (_conditions(pod).get("Ready") or {}).get("status") == "True"
+
+
 def pod_problem(pod: dict[str, Any]) -> str:
     """Why a pod is not ready, in a few words (the waiting reason kubectl shows in STATUS)."""
     meta = pod.get("metadata") or {}
@@ -203,13 +229,12 @@ def pod_problem(pod: dict[str, Any]) -> str:
         terminated = state.get("terminated") or {}
         if terminated and _int(terminated.get("exitCode")) != 0:
             return f"{terminated.get('reason') or 'Error'} (exit code {terminated.get('exitCode')})"
-    conds = {c.get("type"): c for c in status.get("conditions") or () if isinstance(c, dict)}
-    scheduled = conds.get("PodScheduled") or {}
+    scheduled = _conditions(pod).get("PodScheduled") or {}
     if scheduled.get("status") == "False":
         msg = str(scheduled.get("message") or "").replace("\n", " ")
         return f"{scheduled.get('reason') or 'Unschedulable'}: {msg}"[:MAX_REASON]
     phase = status.get("phase") or "Pending"
-    if phase == "Running" and (conds.get("Ready") or {}).get("status") != "True":
+    if phase == "Running" and not pod_ready(pod):
         return "Running, not ready (readiness probe failing?)"
     return str(phase)
 
@@ -217,8 +242,7 @@ def pod_problem(pod: dict[str, Any]) -> str:
 def _describe_pods(pods: Sequence[dict[str, Any]]) -> str:
     counts: dict[str, list[str]] = {}
     for pod in pods:
-        conds = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or ()}
-        if (conds.get("Ready") or {}).get("status") == "True":
+        if pod_ready(pod):
             continue
         counts.setdefault(pod_problem(pod), []).append(str((pod.get("metadata") or {}).get("name")))
     parts = []
