@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -86,6 +87,27 @@ def _drop_locust_stats_listener(env: Environment) -> None:
             handlers.remove(handler)
 
 
+def wait_for(
+    done: Callable[[], bool],
+    *,
+    timeout_s: float,
+    failure: Callable[[], str],
+    check: Callable[[], None] | None = None,
+    poll_s: float = 0.05,
+) -> None:
+    """Poll ``done`` every ``poll_s`` (other greenlets run meanwhile), calling ``check`` first.
+
+    Raises EngineFailure with ``failure()`` (worded when it happens) after ``timeout_s``.
+    """
+    deadline = _perf() + timeout_s
+    while not done():
+        if check is not None:
+            check()
+        if _perf() > deadline:
+            raise EngineFailure(failure())
+        gevent.sleep(poll_s)
+
+
 class WorkerProcesses:
     """A master's workers: the processes it started, or the pods it expects (``external``)."""
 
@@ -107,30 +129,30 @@ class WorkerProcesses:
             worker.stdin.write(config_line)
             worker.stdin.flush()
             self.processes.append(worker)
-        deadline = _perf() + WORKER_START_S
-        while self.runner.worker_count < count:
-            self.check()
-            if _perf() > deadline:
-                raise EngineFailure(
-                    f"only {self.runner.worker_count} of {count} load workers connected "
-                    f"within {WORKER_START_S:g} s"
-                )
-            gevent.sleep(0.05)
+        wait_for(
+            lambda: self.runner.worker_count >= count,
+            timeout_s=WORKER_START_S,
+            check=self.check,
+            failure=lambda: (
+                f"only {self.runner.worker_count} of {count} load workers connected "
+                f"within {WORKER_START_S:g} s"
+            ),
+        )
 
     def wait_external(self, timeout_s: float = WORKER_CONNECT_S) -> None:
         """Wait until the expected workers (pods) have connected; EngineFailure after a while."""
         count = self.external
-        deadline = _perf() + timeout_s
-        while self.runner.worker_count < count:
-            if _perf() > deadline:
-                namespace = os.environ.get("PERFGATE_NAMESPACE")
-                where = f"kubectl -n {namespace} " if namespace else "kubectl "
-                raise EngineFailure(
-                    f"only {self.runner.worker_count} of {count} load workers connected within "
-                    f"{timeout_s:g} s (their logs: {where}logs "
-                    "-l app.kubernetes.io/component=load-generator; --keep-namespace keeps them)"
-                )
-            gevent.sleep(0.05)
+
+        def failure() -> str:
+            namespace = os.environ.get("PERFGATE_NAMESPACE")
+            where = f"kubectl -n {namespace} " if namespace else "kubectl "
+            return (
+                f"only {self.runner.worker_count} of {count} load workers connected within "
+                f"{timeout_s:g} s (their logs: {where}logs "
+                "-l app.kubernetes.io/component=load-generator; --keep-namespace keeps them)"
+            )
+
+        wait_for(lambda: self.runner.worker_count >= count, timeout_s=timeout_s, failure=failure)
         self._external_ready = True
 
     def check(self) -> None:

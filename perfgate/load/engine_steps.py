@@ -37,6 +37,7 @@ from perfgate.load.engine_runners import (
     EngineFailure,
     WorkerProcesses,
     create_environment,
+    wait_for,
 )
 from perfgate.load.engine_users import load_users
 from perfgate.load.protocol import merge_step_results
@@ -309,15 +310,16 @@ class Engine:
         self.runner.send_message("pg_window", {"step": self._step_id, "open": False})
         self._window_open = False
         expected = self.runner.worker_count
-        deadline = _perf() + WORKER_RESULT_S
-        while len(self._results) < expected:
-            self.check_workers()
-            if _perf() > deadline:
-                raise EngineFailure(
-                    f"only {len(self._results)} of {expected} load workers sent their step "
-                    f"results within {WORKER_RESULT_S:g} s"
-                )
-            gevent.sleep(0.01)
+        wait_for(
+            lambda: len(self._results) >= expected,
+            timeout_s=WORKER_RESULT_S,
+            check=self.check_workers,
+            failure=lambda: (
+                f"only {len(self._results)} of {expected} load workers sent their step "
+                f"results within {WORKER_RESULT_S:g} s"
+            ),
+            poll_s=0.01,
+        )
         merged = merge_step_results(list(self._results.values()))
         merged["workers"] = len(self._results)
         return merged
