@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from perfgate.models import StepStats
+from perfgate.models import LookRecord, StepStats, WindowStats
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -134,6 +134,25 @@ class Look:
     elapsed_s: float
 
 
+def window_event(w: WindowStats) -> Window:
+    """The progress event of one side-by-side window (the gate's record, for the console)."""
+    return Window(
+        build=w.build, index=w.pair, users=w.users, throughput_rps=w.goodput_rps, p95_ms=w.p95_ms
+    )
+
+
+def look_event(look: LookRecord) -> Look:
+    """The progress event of one planned look."""
+    return Look(
+        index=look.index,
+        pairs=look.pairs,
+        verdict=look.outcome,
+        ratio=look.ratio,
+        ratio_ci=(look.ratio_lo, look.ratio_hi),
+        elapsed_s=look.elapsed_s,
+    )
+
+
 Event: TypeAlias = (
     StepStarted | Tick | StepDone | StageChanged | StepMeasured | Replicate | Log | Window | Look
 )
@@ -164,4 +183,6 @@ __all__ = [
     "StepStarted",
     "Tick",
     "Window",
+    "look_event",
+    "window_event",
 ]

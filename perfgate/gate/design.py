@@ -288,16 +288,18 @@ def _record(
     return record
 
 
+def measure_window(
+    runner: StepRunner, users: int, *, settle_s: float, window_s: float
+) -> StepStats:
+    """One window: ``settle_s`` discarded, then exactly ``window_s`` measured (phase "window")."""
+    return runner.measure(
+        users, settle_s=settle_s, min_s=window_s, max_s=window_s, min_samples=0, phase="window"
+    )
+
+
 def _measure(sides: Sides, build: Build, w: _Windows, pair: int, arrangement: int) -> WindowStats:
     started = sides.elapsed_s()
-    st = sides.runner(build).measure(
-        w.users,
-        settle_s=w.settle_s,
-        min_s=w.window_s,
-        max_s=w.window_s,
-        min_samples=0,
-        phase="window",
-    )
+    st = measure_window(sides.runner(build), w.users, settle_s=w.settle_s, window_s=w.window_s)
     sides.idle(build)
     return _record(sides, build, st, w, pair, arrangement, started)
 

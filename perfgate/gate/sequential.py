@@ -150,16 +150,21 @@ def estimate_pairs(d: Sequence[float], arrangement: Sequence[int], *, deploy_sd:
             how=f"{k} window pairs, cross-over (deployment offset "
             f"{math.expm1(offset):+.1%} removed)",
         )
-    m = statistics.fmean(d)
-    se2, df, rho = _within([x - m for x in d], 1)
-    prior = 2 * deploy_sd * deploy_sd
+    how = f"{k} window pairs, deployment difference SD {deploy_sd:.1%} assumed"
+    return _with_fixed(list(d), 0.0, 2 * deploy_sd * deploy_sd, how)
+
+
+def _with_fixed(values: list[float], reference: float, fixed_var: float, how: str) -> Estimate:
+    """The mean of ``values`` less ``reference``, its spread plus a variance no data shrinks."""
+    m = statistics.fmean(values)
+    se2, df, rho = _within([x - m for x in values], 1)
     return Estimate(
-        m=m,
-        se=math.sqrt(se2 + prior),
-        df=_satterthwaite(se2, df, prior),
-        pairs=k,
+        m=m - reference,
+        se=math.sqrt(se2 + fixed_var),
+        df=_satterthwaite(se2, df, fixed_var),
+        pairs=len(values),
         rho=rho,
-        how=f"{k} window pairs, deployment difference SD {deploy_sd:.1%} assumed",
+        how=how,
     )
 
 
@@ -174,17 +179,9 @@ def estimate_stored(
     k = len(candidate_log_x)
     if k < 2:
         raise ValueError(f"need at least 2 windows, got {k}")
-    mc = statistics.fmean(candidate_log_x)
-    se2, df, rho = _within([x - mc for x in candidate_log_x], 1)
-    prior = baseline_se * baseline_se + 2 * between_sd * between_sd
-    return Estimate(
-        m=mc - baseline_log_x,
-        se=math.sqrt(se2 + prior),
-        df=_satterthwaite(se2, df, prior),
-        pairs=k,
-        rho=rho,
-        how=f"{k} candidate windows vs the stored baseline, between-session SD {between_sd:.1%}",
-    )
+    fixed = baseline_se * baseline_se + 2 * between_sd * between_sd
+    how = f"{k} candidate windows vs the stored baseline, between-session SD {between_sd:.1%}"
+    return _with_fixed(list(candidate_log_x), baseline_log_x, fixed, how)
 
 
 def decide_look(

@@ -29,7 +29,14 @@ from perfgate.errors import (
     ScenarioError,
     StagingError,
 )
-from perfgate.events import EventSink, Log, Look, StageChanged, StepMeasured, Window
+from perfgate.events import (
+    EventSink,
+    Log,
+    StageChanged,
+    StepMeasured,
+    look_event,
+    window_event,
+)
 from perfgate.load.runner import LocustRunner
 from perfgate.models import (
     BaselineRef,
@@ -358,28 +365,11 @@ def _progress(ev: Evidence, on_event: EventSink) -> gate.Progress:
 
     def on_window(w: WindowStats) -> None:
         ev.windows.append(w)
-        on_event(
-            Window(
-                build=w.build,
-                index=w.pair,
-                users=w.users,
-                throughput_rps=w.goodput_rps,
-                p95_ms=w.p95_ms,
-            )
-        )
+        on_event(window_event(w))
 
     def on_look(look: LookRecord) -> None:
         ev.looks.append(look)
-        on_event(
-            Look(
-                index=look.index,
-                pairs=look.pairs,
-                verdict=look.outcome,
-                ratio=look.ratio,
-                ratio_ci=(look.ratio_lo, look.ratio_hi),
-                elapsed_s=look.elapsed_s,
-            )
-        )
+        on_event(look_event(look))
 
     return gate.Progress(on_step=on_step, on_window=on_window, on_look=on_look)
 

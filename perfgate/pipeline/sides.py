@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perfgate.events import EventSink
+from perfgate.gate.design import measure_window
 from perfgate.load.runner import LocustRunner
 from perfgate.models import StepStats
 from perfgate.staging import StagedTarget
@@ -51,13 +52,8 @@ class LiveSides:
 
         def measure(build: str) -> None:
             try:
-                got[build] = self.runner(build).measure(
-                    users,
-                    settle_s=settle_s,
-                    min_s=window_s,
-                    max_s=window_s,
-                    min_samples=0,
-                    phase="window",
+                got[build] = measure_window(
+                    self.runner(build), users, settle_s=settle_s, window_s=window_s
                 )
             except BaseException as exc:  # re-raised on the caller's thread
                 got[build] = exc

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from perfgate import gate
 from perfgate._version import __version__
 from perfgate.gate import GateInputs
-from perfgate.gate.design import Build
+from perfgate.gate.design import Build, measure_window
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 from perfgate.simulate.noise import NOISE_PROFILES, Deployment, NoiseProfile, Timeline
 from perfgate.simulate.queue import SimulatedRunner, TargetModel
@@ -169,14 +169,7 @@ class SimSides:
         for build in ("candidate", "baseline"):
             self.clock = start
             got.append(
-                self.runner(build).measure(
-                    users,
-                    settle_s=settle_s,
-                    min_s=window_s,
-                    max_s=window_s,
-                    min_samples=0,
-                    phase="window",
-                )
+                measure_window(self.runner(build), users, settle_s=settle_s, window_s=window_s)
             )
         for build in ("candidate", "baseline"):
             self.runner(build).inner.hold(0, 0.0)  # type: ignore[arg-type]
