@@ -11,6 +11,8 @@ from perfgate.models import RunResult, StepStats
 __all__ = [
     "DEGRADED_FIRST_KEY",
     "FirstDegraded",
+    "comparison_text",
+    "deciding_rule",
     "duration_s",
     "first_degraded",
     "sorted_steps",
@@ -81,4 +83,35 @@ def first_degraded(result: RunResult) -> FirstDegraded | None:
         name=str(data.get("name") or ""),
         users=users if isinstance(users, int) and not isinstance(users, bool) else None,
         text=data["text"],
+    )
+
+
+def deciding_rule(result: RunResult) -> str | None:
+    """The rule that decided the verdict, in one line (what a reader needs first)."""
+    wanted = {"block": "fail", "inconclusive": "inconclusive"}.get(result.verdict)
+    if wanted is None:
+        return None
+    for rule in result.rules:
+        if rule.outcome == wanted:
+            return f"decided by {rule.name}: {rule.message}"
+    return None
+
+
+def comparison_text(result: RunResult) -> str | None:
+    """How the previous release was measured: side by side now (with the last look), or stored."""
+    base = result.baseline
+    if base is None:
+        return None
+    if base.mode == "stored":
+        when = f" (stored {base.created_at[:10]})" if base.created_at else ""
+        return f"compared with {base.release}'s stored numbers{when}: it was not staged now"
+    if not result.looks:
+        return f"compared with {base.release}, measured side by side now"
+    look = result.looks[-1]
+    pairs = [w for w in result.windows if w.build == "candidate"]
+    users = pairs[0].users if pairs else 0
+    return (
+        f"compared with {base.release}, measured side by side now at {users} users: goodput "
+        f"ratio {look.ratio:.3f} (bounds {look.ratio_lo:.3f}-{look.ratio_hi:.3f}) after "
+        f"{look.pairs} window pairs, look {look.index} ({look.outcome})"
     )

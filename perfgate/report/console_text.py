@@ -7,7 +7,13 @@ from pathlib import Path
 
 from perfgate import fmt
 from perfgate.models import BaselineRef, RunResult, Saturation
-from perfgate.report.common import first_degraded, sorted_steps, verdict_word
+from perfgate.report.common import (
+    comparison_text,
+    deciding_rule,
+    first_degraded,
+    sorted_steps,
+    verdict_word,
+)
 
 __all__ = ["console_summary", "first_errors"]
 
@@ -18,6 +24,9 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
     lines = [f"perfgate: {result.scenario} @ {result.release}: {verdict_word(result)}"]
     if result.aborted:
         lines.append(f"  aborted: partial result ({result.abort_reason or 'no reason given'})")
+    decided = deciding_rule(result)
+    if decided:
+        lines.append(f"  {decided}")
     lines += _rule_lines(result)
     line = f"  saturation: {fmt.saturation(sat, with_ci=True, ascii_only=True)}"
     if sat.reason:
@@ -25,6 +34,7 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
     lines.append(line)
     if result.baseline:
         lines.append("  " + _baseline_line(result.baseline, sat))
+        lines.append(f"  {comparison_text(result)}")
     elif getattr(result, "mode", "run") != "ramp":
         lines.append("  baseline: none stored yet (the floor alone decides)")
     limited = [s for s in result.steps if s.generator and s.generator.limited]

@@ -21,6 +21,8 @@ from perfgate.report import charts
 from perfgate.report.common import (
     DEGRADED_FIRST_KEY,
     FirstDegraded,
+    comparison_text,
+    deciding_rule,
     duration_s,
     first_degraded,
     sorted_steps,
@@ -145,6 +147,8 @@ def _headline(result: RunResult) -> dict[str, Any]:
         "vclass": verdict_class(result),
         "title": f"perfgate · {result.scenario} · {result.release} · {word}",
         "duration": _duration_text(duration_s(result)),
+        "decided": deciding_rule(result),
+        "compared": comparison_text(result),
         "started": _when(result.started_at),
         "rules": [
             {

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from perfgate import fmt
 from perfgate.models import RunResult
-from perfgate.report.common import first_degraded, sorted_steps, verdict_word
+from perfgate.report.common import (
+    comparison_text,
+    deciding_rule,
+    first_degraded,
+    sorted_steps,
+    verdict_word,
+)
 
 __all__ = ["md", "summary_md"]
 
@@ -37,6 +43,11 @@ def summary_md(result: RunResult, report_dir: Path | None = None) -> str:
     if result.aborted:
         reason = f": {md(result.abort_reason)}" if result.abort_reason else ""
         lines += [f"**Aborted — partial result{reason}.** Verdict so far: {result.verdict}.", ""]
+    decided, compared = deciding_rule(result), comparison_text(result)
+    lines += [f"**{md(text)}**" for text in (decided,) if text]
+    lines += [f"_{md(text)}_" for text in (compared,) if text]
+    if decided or compared:
+        lines.append("")
     lines += [f"- {md(r)}" for r in result.reasons]
     if result.reasons:
         lines.append("")
