@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 import _common as c  # noqa: E402
 import generator_overhead  # noqa: E402
 import real_aa  # noqa: E402
+import real_gate  # noqa: E402
 import run_default  # noqa: E402
 import saturation_accuracy  # noqa: E402
 
@@ -109,3 +110,43 @@ def test_tool_reports_parse_wrk_and_locust_output(tmp_path: Path) -> None:
     ]
     (tmp_path / "locust-stats.json").write_text(json.dumps(stats))
     assert generator_overhead.tool_report("locust", "", tmp_path)["rps"] == pytest.approx(100.0)
+
+
+def test_real_gate_scenario_and_exchanges_are_valid_and_seeded_apart(tmp_path: Path) -> None:
+    from perfgate.exchange import ExchangeConfig
+    from perfgate.scenario import load_scenario
+
+    args = real_gate.parse_args([])
+    scen = load_scenario(c.write_scenario(tmp_path / "s.yaml", real_gate.scenario(args)))
+    assert (scen.ramp.strategy, scen.ramp.start_users, scen.ramp.max_users) == ("adaptive", 20, 600)
+    assert (scen.gate.max_regression, scen.gate.budget_minutes) == (0.10, 4.0)
+    seeds = []
+    for arm in real_gate.ARMS:
+        for trial in (1, 2):
+            cand, base = real_gate.exchange_configs(args, arm, trial)
+            assert ExchangeConfig.from_dict(cand).episode_per_s == 0.05  # valid options
+            assert ExchangeConfig.from_dict(base).random_seed == cand["random_seed"] + 1
+            assert base["service_ms"] == 10.0 and cand["drift_sd"] == 0.03
+            loss = 1 - base["service_ms"] / cand["service_ms"]
+            assert loss == pytest.approx(0.10 if arm == "loss" else 0.0)
+            seeds += [cand["random_seed"], base["random_seed"]]
+    assert len(set(seeds)) == len(seeds)  # every process of every gate drifts on its own
+
+
+def test_real_gate_reads_the_last_look_and_counts_with_intervals() -> None:
+    looks = [
+        {"pairs": 6, "ratio": 0.95, "ratio_lo": 0.85, "ratio_hi": 1.05, "outcome": "continue"},
+        {"pairs": 10, "ratio": 0.91, "ratio_lo": 0.87, "ratio_hi": 0.95, "outcome": "block"},
+    ]
+    result = {"verdict": "block", "looks": looks, "diagnostics": {"gate_ratio": 0.91}}
+    row = real_gate.summarise_result(result)
+    assert (row["ratio_lo"], row["ratio_hi"], row["gate_ratio"]) == (0.87, 0.95, 0.91)
+    assert real_gate.summarise_result({})["verdict"] is None
+    gates = [
+        {"verdict": v, "wall_s": w, "gate_ratio": None}
+        for v, w in (("block", 60.0), ("pass", 80.0), ("block", 100.0), (None, 5.0))
+    ]
+    summary = real_gate.arm_summary(gates)
+    assert summary["block"]["count"] == 2 and summary["failed"] == 1
+    assert summary["block"]["ci95"] == pytest.approx(real_aa.clopper_pearson(2, 4))
+    assert (summary["mean_wall_s"], summary["max_wall_s"]) == (61.2, 100.0)
