@@ -258,6 +258,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--episode-slowdown", type=float, default=1.5)
     ap.add_argument("--seed", type=int, default=1, help="first exchange seed")
     ap.add_argument("--idle-timeout", type=float, help="max wait for a quiet machine (s)")
+    ap.add_argument("--note", default="", help="how this run was made, kept in the JSON")
     args = ap.parse_args(argv)
     args.trials = args.trials if args.trials is not None else (2 if args.quick else 12)
     args.idle_timeout = c.idle_timeout(args.idle_timeout, args.quick, 30.0)
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     example_cand, example_base = exchange_configs(args, args.arms[-1], 1)
     params = {
+        "note": args.note,
         "trials_per_arm": args.trials,
         "arms": {"aa": 0.0, "loss": args.loss},
         "scenario": scen,
