@@ -80,7 +80,9 @@ def _row(name: str, values: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def measure(noise: str, pairs: int, window: float, seed: int) -> list[dict[str, Any]]:
+def measure(
+    noise: str, pairs: int, window: float, seed: int, same: bool = False
+) -> list[dict[str, Any]]:
     pre = PRESETS["exchange"]
     profile = NOISE_PROFILES[noise]
     n_star = round(pre.model.analytical_n_star(pre.slo.p95_ms))
@@ -95,12 +97,15 @@ def measure(noise: str, pairs: int, window: float, seed: int) -> list[dict[str, 
     for name, way in ways.items():
         values = []
         count = pairs if not name.startswith("search") else max(10, pairs // 3)
+        sides = None
         for i in range(count):
-            # a fresh pair of deployments per pair: deployment offsets are part of the noise
+            # a fresh pair of deployments per pair (their offsets are part of the noise), or
+            # with --same-deployments one pair of deployments throughout (one gate's view)
             rng = random.Random(f"statistic:{seed}:{name}:{i}")
-            sides = SimSides(pre, pre.ramp, profile, rng, 0.0)
-            sides.runner("candidate").hold(n_star, 20.0)  # warm both places up
-            sides.runner("baseline").hold(n_star, 20.0)
+            if sides is None or not same:
+                sides = SimSides(pre, pre.ramp, profile, rng, 0.0)
+                sides.runner("candidate").hold(n_star, 20.0)  # warm both places up
+                sides.runner("baseline").hold(n_star, 20.0)
             values.append(way(sides, rng))
         rows.append(_row(name, values))
     return rows
@@ -112,15 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=60)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--same-deployments", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rows = measure(args.noise, args.pairs, args.window, args.seed)
+    rows = measure(args.noise, args.pairs, args.window, args.seed, args.same_deployments)
     out = {
         "noise": args.noise,
         "window_s": args.window,
         "settle_s": SETTLE_S,
         "seed": args.seed,
+        "same_deployments": args.same_deployments,
         "rows": rows,
         "wall_s": round(time.perf_counter() - started, 1),
         "command": " ".join(["python", "benchmarks/statistic_choice.py", *sys.argv[1:]]),
