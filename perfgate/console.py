@@ -1,8 +1,7 @@
 """Live progress on the terminal: a table that updates in place on a TTY, plain lines otherwise.
 
 Everything goes to stderr so that ``--json`` keeps stdout machine-readable. Events are the typed
-records of :mod:`perfgate.events`; the legacy ``{"event": ...}`` dicts are still accepted (see
-:func:`from_legacy`) while the pipeline moves to the typed ones.
+records of :mod:`perfgate.events`.
 """
 
 from __future__ import annotations
@@ -46,28 +45,6 @@ class Current:
     phase: str | None = None
     throughput_rps: float | None = None
     p95_ms: float | None = None
-
-
-def from_legacy(event: dict[str, Any]) -> Event | None:
-    """The typed event for one of the pipeline's legacy dicts (None for anything else).
-
-    Transitional, while the pipeline moves to :mod:`perfgate.events`: accepts exactly
-    ``{"event": "step", "step": StepStats, "build"?: str}``, ``{"event": "stage", "stage": str,
-    "provider"?: str, "target"?: str}``, ``{"event": "replicate", "index": int, "of": int,
-    "build": str}`` and ``{"event": "log", "message": str}``. Remove it once nothing emits them.
-    """
-    kind = event.get("event")
-    if kind == "step":
-        return StepMeasured(step=event["step"], build=event.get("build", "candidate"))
-    if kind == "stage":
-        detail = event.get("provider") if event.get("stage") == "staging" else event.get("target")
-        return StageChanged(stage=str(event.get("stage")), detail=str(detail or ""))
-    if kind == "replicate":
-        build = event.get("build")
-        return Replicate(index=event["index"], of=event.get("of", 1), build=str(build))
-    if kind == "log":
-        return Log(message=str(event.get("message", "")))
-    return None
 
 
 def window_line(w: Window) -> str:
@@ -125,10 +102,8 @@ class Progress:
 
     # -- events --------------------------------------------------------------------------------
 
-    def __call__(self, event: Event | dict[str, Any]) -> None:
-        typed = from_legacy(event) if isinstance(event, dict) else event
-        if typed is not None:
-            self._handle(typed)
+    def __call__(self, event: Event) -> None:
+        self._handle(event)
         if self._live is not None:
             self._live.update(self._table())
 

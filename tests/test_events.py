@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from perfgate import events
-from perfgate.console import Progress, from_legacy, look_line, window_line
+from perfgate.console import Progress, look_line, window_line
 from perfgate.events import (
     Event,
     Log,
@@ -179,39 +179,3 @@ def test_live_mode_prints_window_and_look_above_the_table() -> None:
     text = out.getvalue()
     assert "window   1 candidate" in text and "look 1: 4 pairs  ratio 1.010  → pass" in text
     assert "perfgate ramp" in text and "812.0" in text
-
-
-@pytest.mark.parametrize(
-    ("legacy", "typed"),
-    [
-        ({"event": "step", "step": stats()}, StepMeasured(step=stats())),
-        (
-            {"event": "step", "step": stats(), "build": "baseline"},
-            StepMeasured(step=stats(), build="baseline"),
-        ),
-        (
-            {"event": "stage", "stage": "staging", "provider": "embedded"},
-            StageChanged(stage="staging", detail="embedded"),
-        ),
-        (
-            {"event": "stage", "stage": "load", "target": "http://x"},
-            StageChanged(stage="load", detail="http://x"),
-        ),
-        ({"event": "stage", "stage": "analysis"}, StageChanged(stage="analysis")),
-        (
-            {"event": "replicate", "index": 1, "of": 2, "build": "candidate"},
-            Replicate(index=1, of=2, build="candidate"),
-        ),
-        ({"event": "log", "message": "hello"}, Log(message="hello")),
-    ],
-)
-def test_legacy_pipeline_dicts_render_like_their_typed_events(
-    legacy: dict[str, Any], typed: Event
-) -> None:
-    assert from_legacy(legacy) == typed
-    assert lines(legacy) == lines(typed)
-
-
-def test_unknown_legacy_dicts_are_ignored() -> None:
-    assert from_legacy({"event": "tick", "users": 3}) is None
-    assert lines({"event": "nonsense"}, {"no": "kind"}) == []

@@ -100,7 +100,6 @@ STDERR_LINES = 50
 # Transitional: the pipeline still types its sinks as taking dicts (it passes one sink to both
 # itself and this runner); until it takes perfgate.events.Event, accept any one-argument
 # callable. It is only ever called with perfgate.events records.
-LegacyOrEventSink = EventSink | Callable[[Any], None]
 
 # What the reader threads queue for _next: a decoded engine message, an undecodable line's
 # error, or the end of the engine's stdout.
@@ -185,7 +184,7 @@ class LocustRunner:
         slo: Slo,
         load: LoadSpec | None = None,
         *,
-        on_event: LegacyOrEventSink | None = None,
+        on_event: EventSink | None = None,
         startup_timeout_s: float = 60.0,
         answer_margin_s: float = 30.0,
         engine_command: Sequence[str] | None = None,
