@@ -335,7 +335,7 @@ def _log_factors(noise: CapacityNoise, times: list[float]) -> list[float]:
 
 def test_drift_has_its_sd_and_correlation_time_and_is_per_process() -> None:
     knobs = {"drift_sd": 0.03, "drift_tau_s": 10.0}
-    noise = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "random_seed": 3}))
+    noise = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "noise_seed": 3}))
     assert noise is not None
     times = [float(t) for t in range(40_000)]
     xs = _log_factors(noise, times)
@@ -343,8 +343,8 @@ def test_drift_has_its_sd_and_correlation_time_and_is_per_process() -> None:
     lag = 10  # one correlation time: exp(-1) ≈ 0.37
     assert statistics.correlation(xs[:-lag], xs[lag:]) == pytest.approx(math.exp(-1), abs=0.08)
     # Another seed is another process: an independent path; the same seed repeats it.
-    other = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "random_seed": 4}))
-    same = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "random_seed": 3}))
+    other = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "noise_seed": 4}))
+    same = CapacityNoise.from_config(ExchangeConfig.from_dict({**knobs, "noise_seed": 3}))
     assert other is not None and same is not None
     assert abs(statistics.correlation(xs, _log_factors(other, times))) < 0.1
     assert _log_factors(same, times) == xs
@@ -695,13 +695,22 @@ def test_a_forced_episode_halves_throughput_and_noise_off_changes_nothing() -> N
 
 def test_drift_gives_each_process_its_own_capacity() -> None:
     # A slow drift (1 h) with a large SD: each process serves at its own start-up capacity,
-    # which its seed fixes (seed 2: slot time × 1.30, seed 8: × 0.76).
+    # which its noise seed fixes (seed 2: slot time × 1.30, seed 8: × 0.76).
     knobs = {"drift_sd": 0.3, "drift_tau_s": 3600.0}
     for seed in (2, 8):
-        config = ExchangeConfig.from_dict({**_SMALL, **knobs, "random_seed": seed})
+        config = ExchangeConfig.from_dict({**_SMALL, **knobs, "noise_seed": seed})
         noise = CapacityNoise.from_config(config)
         assert noise is not None
         expected = 400 / noise.factor(0.0)
-        measured = _throughput({**knobs, "random_seed": seed})
+        measured = _throughput({**knobs, "noise_seed": seed})
         print(f"seed {seed}: {measured:.1f} req/s (expected {expected:.1f})")
         assert measured == pytest.approx(expected, rel=0.05)
+
+
+def test_without_a_noise_seed_every_process_draws_its_own_noise() -> None:
+    # a restarted process must not replay its predecessor's drift (the gate's cross-over
+    # restarts both builds' exchanges), and two releases' noise is not tied to their release
+    config = ExchangeConfig.from_dict({"drift_sd": 0.3, "drift_tau_s": 3600.0})
+    a, b = CapacityNoise.from_config(config), CapacityNoise.from_config(config)
+    assert a is not None and b is not None
+    assert a.factor(0.0) != b.factor(0.0)

@@ -37,8 +37,12 @@ Capacity knobs (:class:`ExchangeConfig`; the defaults model a healthy release):
 ``max_depth`` (int, 100)
     Largest ``depth`` a client may ask of ``GET /orderbook``.
 ``random_seed`` (int, 1)
-    Seeds start-up orders and jitter, so runs are repeatable, and (through a separate stream)
-    the noise below: give two processes different seeds and they drift independently.
+    Seeds start-up orders and jitter, so runs are repeatable.
+``noise_seed`` (int or null, null)
+    Seeds the noise below. Null (the default): every process draws its own, as two real
+    processes would — a restarted process does not repeat its predecessor's drift, and two
+    releases' noise is not tied to their release. An integer makes one process's noise
+    repeatable (tests).
 
 Noise knobs (off by default; with them off the exchange is the exact model below). They model a
 real machine's run-to-run and within-run capacity changes (the simulator's ``shared`` profile,
@@ -127,6 +131,7 @@ class ExchangeConfig:
     episode_per_s: float = 0.0
     episode_mean_s: float = 2.0
     episode_slowdown: float = 1.5
+    noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -219,12 +224,14 @@ _MAXIMA: dict[str, float] = {
 
 _CHECKS: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
     "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v == v,
     "bool": lambda v: isinstance(v, bool),
     "tuple[str, ...]": lambda v: isinstance(v, tuple) and all(isinstance(m, str) for m in v),
 }
 _WORDS = {
     "int": "an integer",
+    "int | None": "an integer or null",
     "float": "a number",
     "bool": "true or false",
     "tuple[str, ...]": "a list of market names",

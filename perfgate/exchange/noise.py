@@ -9,6 +9,7 @@ its noise from its own seeded RNG, so two exchanges drift and suffer neighbours 
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import TYPE_CHECKING
 
@@ -74,8 +75,14 @@ class CapacityNoise:
             episode_per_s=config.episode_per_s,
             episode_mean_s=config.episode_mean_s,
             episode_slowdown=config.episode_slowdown,
-            # Its own stream: the start-up orders and jitter draw exactly what they drew before.
-            rng=random.Random(f"perfgate-exchange-noise:{config.random_seed}"),
+            # Its own stream: the start-up orders and jitter draw exactly what they drew before;
+            # without a noise_seed each process draws its own (a real process's noise is not a
+            # property of its release, and a restart does not replay it).
+            rng=random.Random(
+                f"perfgate-exchange-noise:{config.noise_seed}"
+                if config.noise_seed is not None
+                else os.urandom(16)
+            ),
         )
 
     def factor(self, t: float) -> float:
