@@ -6,6 +6,8 @@ function ``perfgate run`` calls — on the simulated default scenario. Arms:
 * the default (side by side, windows together, shared-machine noise, the profile the defaults
   were chosen on): the operating characteristic from no change to a 20 % capacity loss;
 * the same on the quiet profile, and on every held-out profile the method was not tuned on;
+* side by side without the cross-over (Kubernetes and ``--baseline-target`` today) on the
+  tuning profile and the held-out profiles that a cross-over would otherwise cancel;
 * the alternatives the default was chosen against: alternating windows; a stored baseline only;
   the replicate design (``--repeat 3``).
 
@@ -41,6 +43,10 @@ def arms(n: int) -> list[tuple[str, float, int, dict[str, Any]]]:
     for profile in ("quiet", *HELD_OUT):
         for loss in (0.0, 0.10):
             out.append((profile, loss, n, {"noise": profile}))
+    for profile in ("shared", "proc-drift", "process-episodes", "deploy-offset"):
+        for loss in (0.0, 0.10):
+            options = {"crossover": False, "noise": profile}
+            out.append((f"no cross-over, {profile}", loss, max(10, n * 2 // 3), options))
     for loss in (0.0, 0.10):
         out.append(("alternate", loss, max(10, n * 2 // 3), {"interleave": "alternate"}))
     for loss in (0.0, 0.10, 0.30):
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--only", default="", help="run only the arms whose name starts so")
     args = parser.parse_args(argv)
     n = 10 if args.quick else args.trials
     started = time.perf_counter()
@@ -76,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| arm | capacity loss | gates | block | pass | inconclusive | mean min | p90 min |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for i, (group, loss, trials, options) in enumerate(arms(n)):
+        if not group.startswith(args.only):
+            continue
         r = simulate(loss, trials, args.seed + i, workers=args.workers, **options)
         results.append({"arm": group, **r})
         print(_line(group, r), flush=True)

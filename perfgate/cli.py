@@ -448,6 +448,13 @@ def simulate(
         str,
         typer.Option(help="Side by side: simultaneous (default) or alternate windows."),
     ] = "simultaneous",
+    crossover: Annotated[
+        bool,
+        typer.Option(
+            "--crossover/--no-crossover",
+            help="Swap the two deployments (the embedded provider) or not (Kubernetes, --baseline-target).",
+        ),
+    ] = True,
     strategy: StrategyOpt = None,
     table: Annotated[
         bool,
@@ -476,6 +483,7 @@ def simulate(
         "repeat": repeat,
         "calibrated": calibrated,
         "interleave": _choice(interleave, "--interleave", ("simultaneous", "alternate")),
+        "crossover": crossover,
         "strategy": _choice(strategy, "--strategy", STRATEGIES),
         "workers": workers,
     }

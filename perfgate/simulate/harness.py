@@ -123,9 +123,11 @@ class SimSides:
         *,
         start_s: float = 0.0,
         timeline: Timeline | None = None,
+        crossover: bool = True,
     ) -> None:
         self.preset, self.ramp, self.noise, self.rng = preset, ramp, noise, rng
         self.regression = regression
+        self.crossover = crossover
         self.clock = start_s
         self.started = start_s
         self.timeline = timeline or Timeline(noise, random.Random(rng.getrandbits(63)))
@@ -177,7 +179,8 @@ class SimSides:
         return got[0], got[1]
 
     def can_swap(self) -> bool:
-        return True  # as the embedded provider (docs/verdict.md, section 4)
+        # True as the embedded provider; False as Kubernetes and --baseline-target today
+        return self.crossover
 
     def swap(self) -> None:
         self.where = {"candidate": self.where["baseline"], "baseline": self.where["candidate"]}
@@ -269,6 +272,7 @@ class Config:
     repeat: int
     calibrated: bool
     interleave: str = "simultaneous"
+    crossover: bool = True
 
 
 def _calibrate(cfg: Config, rng: random.Random) -> Any:
@@ -301,7 +305,7 @@ def trial(cfg: Config, index: int) -> Trial:
     baseline, windows = _hint_ref(cfg.preset), ()
     if cfg.mode == "stored":
         baseline, windows = _stored_session(cfg.preset, cfg.ramp, cfg.noise, rng)
-    sides = SimSides(cfg.preset, cfg.ramp, cfg.noise, rng, cfg.regression)
+    sides = SimSides(cfg.preset, cfg.ramp, cfg.noise, rng, cfg.regression, crossover=cfg.crossover)
     inputs = GateInputs(
         slo=cfg.preset.slo,
         ramp=cfg.ramp,
@@ -375,6 +379,7 @@ def _config(
     noise: str | None,
     strategy: str | None,
     interleave: str = "simultaneous",
+    crossover: bool = True,
 ) -> Config:
     if not 0.0 <= regression < 1.0:
         raise ValueError(f"regression must be in [0, 1), got {regression}")
@@ -402,6 +407,7 @@ def _config(
         repeat=repeat,
         calibrated=calibrated,
         interleave=interleave,
+        crossover=crossover,
     )
 
 
@@ -417,6 +423,7 @@ def simulate(
     noise: str | None = None,
     strategy: str | None = None,
     interleave: str = "simultaneous",
+    crossover: bool = True,
     workers: int = 1,
 ) -> dict[str, Any]:
     """Run ``trials`` whole gates for a candidate with a capacity loss of ``regression``.
@@ -437,6 +444,7 @@ def simulate(
         noise=noise,
         strategy=strategy,
         interleave=interleave,
+        crossover=crossover,
     )
     started = time.perf_counter()
     results = _run_trials(cfg, trials, workers)
@@ -468,6 +476,7 @@ def _summary(cfg: Config, results: list[Trial], wall_s: float) -> dict[str, Any]
         "sd_log_ratio": statistics.stdev(ratios) if len(ratios) > 1 else None,
         "mode": cfg.mode,
         "interleave": cfg.interleave,
+        "crossover": cfg.crossover,
         "repeat": cfg.repeat,
         "calibrated": cfg.calibrated,
         "strategy": cfg.ramp.strategy,
