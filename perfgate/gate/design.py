@@ -533,7 +533,8 @@ def _what_would_resolve(inputs: GateInputs, est: sequential.Estimate, crossover:
     if fixed > 0 and fixed > 0.8 * est.se:
         return (
             f"the assumed difference between the two deployments (SD {inputs.priors.deploy_sd:.1%})"
-            " dominates: stage both builds where they can be swapped (cross-over)"
+            " dominates: measure it with `perfgate calibrate`, or stage both builds where they can"
+            " be swapped (cross-over: the embedded provider)"
         )
     return f"raise gate.budget_minutes (now {inputs.gate.budget_minutes:g}) for more window pairs"
 
