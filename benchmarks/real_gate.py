@@ -15,9 +15,13 @@ Arms: ``aa`` (both exchanges the same release) and ``loss`` (the candidate's ser
 intervals and the wall time per gate. In ``aa`` a block is a false block; in ``loss`` a pass is
 a regression waved through.
 
-    python benchmarks/real_gate.py              # 12 gates per arm, ~35–45 min on 2 shared cores
-    python benchmarks/real_gate.py --quick      # 2 gates per arm, ~6 min
+    python benchmarks/real_gate.py              # 12 gates per arm: 74 min on 2 shared cores
+    python benchmarks/real_gate.py --quick      # 2 gates per arm, 5–15 min
     python benchmarks/real_gate.py --trials 20 --loss 0.05 --episode-slowdown 2
+
+A gate that stops at its first look takes ~80 s; one that runs to its 4-minute budget ~220 s (on
+these targets about half do: benchmarks/results/real_gate.json), plus up to 30 s per gate waiting
+for a quieter machine.
 """
 
 from __future__ import annotations
