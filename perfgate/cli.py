@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 
@@ -45,12 +45,16 @@ Ramps closed-model Locust users against a staging copy of your service until the
 breaks, compares that saturation point with the previous release's baseline, and exits with a
 verdict: 0 pass, 1 blocked, 2 bad input, 3 infrastructure failure, 4 inconclusive,
 70 internal error, 130/143 interrupted.
+
+Every option of run, ramp and calibrate can also be given as an environment variable
+PERFGATE_<OPTION> (e.g. PERFGATE_MAX_USERS=300, PERFGATE_TARGET=http://...); the command line
+wins. Shell completion: perfgate --install-completion.
 """
 
 app = typer.Typer(
     help=HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -69,8 +73,11 @@ app.add_typer(staging_app, name="staging")
 _state = {"debug": False}
 
 DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
-PROVIDERS = ("none", "embedded", "kubernetes")
-STRATEGIES = ("linear", "adaptive")
+Provider = Literal["none", "embedded", "kubernetes"]
+Strategy = Literal["linear", "adaptive"]
+# run, ramp and calibrate read every option from PERFGATE_<OPTION> too (click's auto envvars,
+# shown in --help); the command line wins over the environment
+ENV_OPTIONS: dict[str, Any] = {"auto_envvar_prefix": "PERFGATE"}
 
 ScenarioOpt = Annotated[
     Path,
@@ -78,24 +85,34 @@ ScenarioOpt = Annotated[
 ]
 TargetOpt = Annotated[
     str | None,
-    typer.Option(help="Load this URL instead of provisioning staging (implies --staging none)."),
+    typer.Option(
+        "--target",
+        "--host",
+        help="Load this URL instead of provisioning staging (implies --staging none); --host is Locust's name for it.",
+    ),
 ]
 StagingOpt = Annotated[
-    str | None,
+    Provider | None,
+    typer.Option("--staging", help="Staging provider (default: the scenario's)."),
+]
+LocustfileOpt = Annotated[
+    Path | None,
     typer.Option(
-        "--staging",
-        help="Staging provider: none | embedded | kubernetes (default: the scenario's).",
+        "--locustfile",
+        "-f",
+        help="A locustfile whose User classes replace the scenario's requests (as with locust -f).",
     ),
 ]
 ReportDirOpt = Annotated[
     Path, typer.Option(help="Where run folders are written.", show_default=True)
 ]
 MaxUsersOpt = Annotated[int | None, typer.Option(help="Override ramp.max_users.", min=1)]
+StartUsersOpt = Annotated[int | None, typer.Option(help="Override ramp.start_users.", min=1)]
 StepUsersOpt = Annotated[int | None, typer.Option(help="Override ramp.step_users.", min=1)]
 StepSecondsOpt = Annotated[
     float | None, typer.Option(help="Override ramp.step_seconds (seconds per level).", min=0.5)
 ]
-StrategyOpt = Annotated[str | None, typer.Option(help="Override ramp.strategy: linear | adaptive.")]
+StrategyOpt = Annotated[Strategy | None, typer.Option(help="Override ramp.strategy.")]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
@@ -160,7 +177,15 @@ SideBySideOpt = Annotated[
 SeedOpt = Annotated[
     int | None, typer.Option(help="Seed for the gate's random order (reproducible runs).")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", envvar="PERFGATE_JSON", help="Print result.json to stdout.")
+]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No live progress: print only the verdict line and the report path."
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 
 
@@ -192,16 +217,25 @@ def _install_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"perfgate {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: DebugOpt = False,
     version: Annotated[
-        bool, typer.Option("--version", help="Print perfgate's version and exit.", is_eager=True)
+        bool,
+        typer.Option(
+            "--version",
+            help="Print perfgate's version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
     ] = False,
 ) -> None:
-    if version:
-        typer.echo(f"perfgate {__version__}")
-        raise typer.Exit(0)
     _state["debug"] = debug or os.environ.get("PERFGATE_DEBUG") == "1"
 
 
@@ -215,30 +249,35 @@ def _run_options(ctx: typer.Context, **fixed: Any) -> RunOptions:
 
     names = {f.name for f in dataclasses.fields(RunOptions)}
     given = {k: v for k, v in ctx.params.items() if k in names}
-    given["provider"] = _choice(ctx.params["staging"], "--staging", PROVIDERS)
-    given["strategy"] = _choice(ctx.params["strategy"], "--strategy", STRATEGIES)
+    given["provider"] = ctx.params["staging"]
     return RunOptions(**{**given, **fixed})
 
 
-def _with_progress(call: Callable[[Progress], T], *, live: bool | None = None) -> T:
-    """``call`` with SIGTERM turned into an interruption and its events drawn as they arrive."""
+def _with_progress(
+    call: Callable[[Progress], T], *, live: bool | None = None, quiet: bool = False
+) -> T:
+    """``call`` with SIGTERM turned into an interruption and its events drawn as they arrive
+    (``quiet``: dropped)."""
     from perfgate.console import Progress
 
     _install_sigterm()
-    with Progress(live=live) as progress:
+    with Progress(live=live, quiet=quiet) as progress:
         return call(progress)
 
 
-def _run_pipeline(opts: RunOptions, *, as_json: bool) -> int:
+def _run_pipeline(opts: RunOptions, *, as_json: bool, quiet: bool = False) -> int:
     from perfgate import pipeline
-    from perfgate.report import console_summary
+    from perfgate.report import console_summary, console_verdict
 
-    outcome = _with_progress(lambda progress: pipeline.execute(opts, on_event=progress))
+    outcome = _with_progress(
+        lambda progress: pipeline.execute(opts, on_event=progress), quiet=quiet
+    )
     result = outcome.result
     if as_json:
         sys.stdout.write(outcome.report.json.read_text(encoding="utf-8"))
         sys.stdout.flush()
-    print(console_summary(result, outcome.report.dir), file=sys.stderr)
+    summary = console_verdict if quiet else console_summary
+    print(summary(result, outcome.report.dir), file=sys.stderr)
     if outcome.promoted:
         print(f"promoted as the baseline of {result.release}: {outcome.promoted}", file=sys.stderr)
     elif outcome.promote_error is not None:
@@ -256,17 +295,19 @@ def _run_pipeline(opts: RunOptions, *, as_json: bool) -> int:
     return {"pass": EXIT_PASS, "block": EXIT_BLOCK}.get(result.verdict, EXIT_INCONCLUSIVE)
 
 
-@app.command()
+@app.command(context_settings=ENV_OPTIONS)
 def run(
     ctx: typer.Context,
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
     target: TargetOpt = None,
+    locustfile: LocustfileOpt = None,
     staging: StagingOpt = None,
     release: ReleaseOpt = None,
     baseline_dir: GateBaselineDirOpt = Path("baselines"),
     report_dir: ReportDirOpt = Path("reports"),
     promote: PromoteOpt = False,
     force: ForceOpt = False,
+    start_users: StartUsersOpt = None,
     max_users: MaxUsersOpt = None,
     step_users: StepUsersOpt = None,
     step_seconds: StepSecondsOpt = None,
@@ -282,21 +323,24 @@ def run(
     keep_namespace: KeepNsOpt = False,
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> int:
     """The gate: provision staging, ramp until the SLO breaks, compare with the baseline, exit with the verdict."""
     from perfgate.pipeline import default_release
 
     opts = _run_options(ctx, release=release or default_release(), command=_command_line())
-    return _run_pipeline(opts, as_json=as_json)
+    return _run_pipeline(opts, as_json=as_json, quiet=quiet)
 
 
-@app.command()
+@app.command(context_settings=ENV_OPTIONS)
 def ramp(
     ctx: typer.Context,
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
     target: TargetOpt = None,
+    locustfile: LocustfileOpt = None,
     staging: StagingOpt = None,
     report_dir: ReportDirOpt = Path("reports"),
+    start_users: StartUsersOpt = None,
     max_users: MaxUsersOpt = None,
     step_users: StepUsersOpt = None,
     step_seconds: StepSecondsOpt = None,
@@ -312,7 +356,8 @@ def ramp(
         ),
     ] = False,
     ui_port: Annotated[int, typer.Option(help="Port of the web UI with --ui.")] = 8089,
-    as_json: Annotated[bool, typer.Option("--json", help="Print result.json to stdout.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> int:
     """A manual ramp with a live table: no gate, no baseline. Ctrl-C stops it and writes what was measured."""
     opts = _run_options(ctx, release="ramp", gate=False, command=_command_line())
@@ -322,39 +367,37 @@ def ramp(
         return _with_progress(
             lambda progress: pipeline.web_ui(opts, port=ui_port, on_event=progress), live=False
         )
-    return _run_pipeline(opts, as_json=as_json)
+    return _run_pipeline(opts, as_json=as_json, quiet=quiet)
 
 
 @app.command()
 def validate(
     scenario: Annotated[Path, typer.Argument(help="Scenario file to check.")],
+    locustfile: LocustfileOpt = None,
     strict: Annotated[
         bool, typer.Option(help="Kubernetes manifests: reject unknown fields too.")
     ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
-    """Check a scenario file (and render and check its Kubernetes manifests) without running anything."""
-    from perfgate.pipeline import RunOptions, prepare_scenario
+    """Check a scenario file (its Kubernetes manifests rendered, its locustfile imported in a child process) without running anything."""
+    from perfgate.pipeline import RunOptions
+    from perfgate.pipeline.check import check_record, check_scenario, check_text, error_record
 
-    scen = prepare_scenario(RunOptions(scenario=scenario))
-    problems: tuple[str, ...] = ()
-    if scen.staging.kubernetes is not None:
-        from perfgate.staging.manifests import validate_manifests
-
-        problems = validate_manifests(
-            scen.staging.kubernetes, scenario_dir=Path(scenario).resolve().parent, strict=strict
-        )
-    for p in problems:
+    try:
+        check = check_scenario(RunOptions(scenario=scenario, locustfile=locustfile), strict=strict)
+    except PerfgateError as exc:
+        if as_json:
+            print(json.dumps(error_record(scenario, str(exc)), indent=2))
+        raise
+    if as_json:
+        print(json.dumps(check_record(check), indent=2))
+    for p in check.problems:
         print(f"{scenario}: {p}", file=sys.stderr)
-    if problems:
-        print(f"{scenario}: {len(problems)} manifest error(s)", file=sys.stderr)
+    if not check.ok:
+        print(f"{scenario}: {len(check.problems)} manifest error(s)", file=sys.stderr)
         return EXIT_INPUT
-    r = scen.ramp
-    print(
-        f"{scenario}: ok: scenario {scen.name!r}, staging {scen.staging.provider}, "
-        f"{len(scen.users.requests) or 'locustfile'} request(s), "
-        f"ramp {r.strategy} {r.start_users}..{r.max_users} users, "
-        f"SLO p95 ≤ {scen.slo.p95_ms:g} ms and errors ≤ {scen.slo.error_rate:.2%}"
-    )
+    if not as_json:
+        print(check_text(check))
     return EXIT_PASS
 
 
@@ -384,7 +427,7 @@ def report(
     return EXIT_PASS
 
 
-@app.command()
+@app.command(context_settings=ENV_OPTIONS)
 def calibrate(
     ctx: typer.Context,
     scenario: ScenarioOpt = DEFAULT_SCENARIO,
@@ -392,11 +435,13 @@ def calibrate(
         int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)
     ] = 10,
     target: TargetOpt = None,
+    locustfile: LocustfileOpt = None,
     baseline_target: BaselineTargetOpt = None,
     staging: StagingOpt = None,
     baseline_dir: Annotated[
         Path, typer.Option(help="Where the noise model is stored (beside the baselines).")
     ] = Path("baselines"),
+    start_users: StartUsersOpt = None,
     max_users: MaxUsersOpt = None,
     step_users: StepUsersOpt = None,
     step_seconds: StepSecondsOpt = None,
@@ -426,7 +471,7 @@ def simulate(
     trials: Annotated[int, typer.Option(help="Number of simulated gates.", min=1)] = 200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same figures).")] = 1,
     mode: Annotated[
-        str,
+        Literal["side-by-side", "stored"],
         typer.Option(help="side-by-side (what `perfgate run` does by default) or stored."),
     ] = "side-by-side",
     noise: Annotated[
@@ -445,7 +490,7 @@ def simulate(
         bool, typer.Option(help="Use a noise model calibrated by simulated A/A runs.")
     ] = False,
     interleave: Annotated[
-        str,
+        Literal["simultaneous", "alternate"],
         typer.Option(help="Side by side: simultaneous (default) or alternate windows."),
     ] = "simultaneous",
     crossover: Annotated[
@@ -478,13 +523,13 @@ def simulate(
         print(json.dumps(sim.compare_search(seed=seed), indent=2))
         return EXIT_PASS
     options: dict[str, Any] = {
-        "mode": _choice(mode, "--mode", ("side-by-side", "stored")),
+        "mode": mode,
         "noise": _choice(noise, "--noise", tuple(sim.NOISE_PROFILES)),
         "repeat": repeat,
         "calibrated": calibrated,
-        "interleave": _choice(interleave, "--interleave", ("simultaneous", "alternate")),
+        "interleave": interleave,
         "crossover": crossover,
-        "strategy": _choice(strategy, "--strategy", STRATEGIES),
+        "strategy": strategy,
         "workers": workers,
     }
     if table:
@@ -515,17 +560,22 @@ def baseline_list(
         str | None, typer.Option("--scenario", help="Scenario name (default: every scenario).")
     ] = None,
     baseline_dir: BaselineDirOpt = Path("baselines"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: baselines and problems.")
+    ] = False,
 ) -> int:
     """List stored baselines, oldest first: release, saturation, date, fingerprint."""
     from perfgate import baseline
 
     names = [scenario] if scenario else sorted(p.name for p in baseline_dir.glob("*") if p.is_dir())
+    scans = {name: baseline.scan_baselines(baseline_dir, name) for name in names}
+    problems = sum(len(scan.problems) for scan in scans.values())
+    if as_json:
+        print(json.dumps(baseline.list_record(scans), indent=2))
+        return EXIT_INPUT if problems else EXIT_PASS
     if not names:
         print(f"no baselines under {baseline_dir}")
-    problems = 0
-    for name in names:
-        scan = baseline.scan_baselines(baseline_dir, name)
-        problems += len(scan.problems)
+    for name, scan in scans.items():
         print(f"{name}:")
         print(baseline.format_list(scan.baselines, problems=scan.problems))
     return EXIT_INPUT if problems else EXIT_PASS
@@ -538,6 +588,9 @@ def baseline_show(
     ] = None,
     scenario: ScenarioNameOpt = "exchange",
     baseline_dir: BaselineDirOpt = Path("baselines"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the baseline file's JSON as stored.")
+    ] = False,
 ) -> int:
     """Show one stored baseline in full."""
     from perfgate import baseline
@@ -549,7 +602,7 @@ def baseline_show(
         b = items[-1]
     else:
         b = baseline.resolve_baseline(baseline_dir, scenario, release)
-    print(baseline.format_show(b))
+    print(baseline.show_json(b) if as_json else baseline.format_show(b))
     return EXIT_PASS
 
 

@@ -69,9 +69,12 @@ def look_line(look: Look) -> str:
 class Progress:
     """Renders pipeline and load events (:mod:`perfgate.events`) as they arrive."""
 
-    def __init__(self, stream: TextIO | None = None, *, live: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, live: bool | None = None, quiet: bool = False
+    ) -> None:
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() if live is None else live
+        self.quiet = quiet  # --quiet: events are recorded but nothing is drawn
+        self.live = False if quiet else self.stream.isatty() if live is None else live
         self.steps: list[tuple[str, StepStats]] = []
         self.current = Current()
         self.t0 = time.monotonic()
@@ -145,7 +148,8 @@ class Progress:
         return f"{time.monotonic() - self.t0:6.1f}s"
 
     def _line(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
 
     def _log(self, text: str) -> None:
         if self._live is not None:

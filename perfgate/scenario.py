@@ -329,9 +329,9 @@ class _Validator:
 
     def staging(self, data: dict[str, Any]) -> StagingSpec:
         s = self.section(data, "staging", {"provider", "embedded", "kubernetes"})
-        provider = self.choice(
-            s, "staging.provider", "embedded", ("none", "embedded", "kubernetes")
-        )
+        # no staging section: the user's own service at --target/--host, never the demo exchange
+        default = "embedded" if data.get("staging") else "none"
+        provider = self.choice(s, "staging.provider", default, ("none", "embedded", "kubernetes"))
         embedded = s.get("embedded") or {}
         if not isinstance(embedded, dict):
             raise self.fail("staging.embedded", f"expected a mapping, got {_type(embedded)}")

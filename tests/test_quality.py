@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -53,10 +53,12 @@ def test_importing_perfgate_stays_light() -> None:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
-    return path
+    """``name`` from the running interpreter's environment (a venv need not be activated)."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        path = Path(folder) / name
+        if path.is_file():
+            return str(path)
+    pytest.fail(f"{name} is not installed beside {sys.executable}: pip install -e '.[test]'")
 
 
 @pytest.mark.parametrize(

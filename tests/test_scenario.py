@@ -49,7 +49,7 @@ def test_repository_scenarios_are_valid() -> None:
 def test_minimal_scenario_gets_defaults(tmp_path: Path) -> None:
     scen = load_scenario(write(tmp_path, MINIMAL))
     assert scen.name == "shop"
-    assert scen.staging.provider == "embedded"
+    assert scen.staging.provider == "none"  # the user's service at --target, not the demo
     assert scen.users.requests[0].method == "GET"
     assert scen.ramp.strategy == "linear"
     assert scen.slo.error_rate == 0.01

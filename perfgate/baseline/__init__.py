@@ -30,7 +30,7 @@ from perfgate.baseline.files import (
     store_baseline,
 )
 from perfgate.baseline.fingerprints import comparability, fingerprint, fingerprint_id, slo_text
-from perfgate.baseline.text import format_diff, format_list, format_show
+from perfgate.baseline.text import format_diff, format_list, format_show, list_record, show_json
 from perfgate.errors import BaselineError
 
 __all__ = [
@@ -50,12 +50,14 @@ __all__ = [
     "format_list",
     "format_show",
     "list_baselines",
+    "list_record",
     "load_baseline",
     "previous_baseline",
     "promote",
     "read_result",
     "resolve_baseline",
     "scan_baselines",
+    "show_json",
     "slo_text",
     "store_baseline",
 ]

@@ -6,20 +6,22 @@ show the same baseline with the same figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from perfgate import fmt
 from perfgate.baseline.compare import BaselineDiff, StepDiff
-from perfgate.baseline.files import StoredBaseline, parse_time
+from perfgate.baseline.files import BaselineScan, StoredBaseline, parse_time
 from perfgate.baseline.fingerprints import fingerprint_id
-from perfgate.models import StepStats
+from perfgate.errors import BaselineError
+from perfgate.models import StepStats, to_jsonable
 
 T = TypeVar("T")
 
-__all__ = ["format_diff", "format_list", "format_show"]
+__all__ = ["format_diff", "format_list", "format_show", "list_record", "show_json"]
 
 
 def _date(created_at: str) -> str:
@@ -61,6 +63,37 @@ def format_list(
     out = _table(columns, items) if items else "no baselines stored"
     broken = [f"unreadable: {message}" for _, message in problems]
     return "\n".join([out, *broken])
+
+
+def list_record(scans: Mapping[str, BaselineScan]) -> dict[str, Any]:
+    """``baseline list --json``: every baseline (oldest first per scenario) and every problem."""
+    return {
+        "baselines": [
+            {
+                "scenario": b.scenario,
+                "release": b.release,
+                "created_at": b.created_at,
+                "saturation": to_jsonable(b.saturation),
+                "fingerprint": fingerprint_id(b.fingerprint),
+                "path": str(b.path),
+            }
+            for scan in scans.values()
+            for b in scan.baselines
+        ],
+        "problems": [
+            {"scenario": name, "file": str(path), "error": message}
+            for name, scan in scans.items()
+            for path, message in scan.problems
+        ],
+    }
+
+
+def show_json(b: StoredBaseline) -> str:
+    """``baseline show --json``: the baseline file's own JSON, as stored (already redacted)."""
+    try:
+        return json.dumps(json.loads(b.path.read_text(encoding="utf-8")), indent=2)
+    except (OSError, ValueError) as exc:
+        raise BaselineError(f"{b.path}: cannot be read again: {exc}") from None
 
 
 _STEP_COLUMNS: tuple[Column[StepStats], ...] = (

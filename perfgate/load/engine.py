@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     pod, serving one session on its control port (see the module docstring).
     """
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--check-locustfile"]:
+        return _check_locustfile(args[1])
     if args[:1] == ["--worker"]:
         return _worker_cli(args[1:])
     if args[:1] == ["--master"]:
@@ -101,6 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         return Engine(config, emit, role="master" if workers > 1 else "local")
 
     return serve(FileObjectPosix(0, "rb", close=False), None, emit, finish, make)
+
+
+def _check_locustfile(path: str) -> int:
+    """``--check-locustfile PATH``: import it as a run would; one JSON line after the marker."""
+    from perfgate.load.engine_users import load_locustfile
+
+    try:
+        classes = load_locustfile(path, 0.0)
+    except ScenarioInputError as exc:
+        result: dict[str, Any] = {"ok": False, "error": str(exc)}
+    else:
+        result = {"ok": True, "classes": sorted(c.__name__ for c in classes)}
+    sys.stdout.write("\n" + protocol.CHECK_MARKER + protocol.encode(result))
+    sys.stdout.flush()
+    exit_now(0)
+    return 0
 
 
 def _pod_args(prog: str, args: list[str], *, worker: bool) -> Any:

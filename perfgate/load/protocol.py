@@ -267,6 +267,8 @@ def merge_step_results(
 POD_CONFIG_FILE = "config.json"
 POD_SECRETS_FILE = "secrets.json"
 POD_LOCUSTFILE = "locustfile.py"
+# `-m perfgate.load.engine --check-locustfile PATH` prints its answer after this marker
+CHECK_MARKER = "@@perfgate-locustfile-check@@ "
 MAX_POD_FILES_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB
 _MARKER = re.compile(r"@@perfgate-secret-([0-9a-f]{12})-(\d+)@@")
 

@@ -174,6 +174,15 @@ def _package_root() -> str:
     return str(Path(perfgate.__file__).resolve().parent.parent)
 
 
+def engine_env() -> dict[str, str]:
+    """The environment of an engine child: this perfgate first on its path, unbuffered."""
+    env = dict(os.environ)
+    root = _package_root()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
 class LocustRunner:
     """Runs closed-model Locust users against ``url`` one load level at a time (StepRunner)."""
 
@@ -258,10 +267,7 @@ class LocustRunner:
         """Start the engine and wait until it has loaded the users (raises on failure)."""
         if self._proc is not None:
             raise RuntimeError("LocustRunner already started")
-        env = dict(os.environ)
-        root = _package_root()
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = engine_env()
         try:
             self._proc = subprocess.Popen(
                 self.engine_command,

@@ -13,7 +13,7 @@ from typing import Any
 from perfgate.errors import InputError, ScenarioError
 from perfgate.events import EventSink, Log
 from perfgate.load import templates
-from perfgate.models import Scenario
+from perfgate.models import RampSpec, Scenario, UsersSpec
 from perfgate.scenario import check_ramp, load_scenario
 from perfgate.staging import StagingOptions
 
@@ -32,6 +32,8 @@ class RunOptions:
     force: bool = False
     gate: bool = True  # False: `perfgate ramp` (no baseline, no verdict)
     repeat: int = 1
+    locustfile: Path | None = None  # replaces the scenario's users (Locust's -f)
+    start_users: int | None = None
     max_users: int | None = None
     step_users: int | None = None
     step_seconds: float | None = None
@@ -70,18 +72,19 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
     """Load the scenario, apply CLI overrides, and check its request templates."""
     scen = load_scenario(opts.scenario)
     changes: dict[str, Any] = {}
-    for name in ("max_users", "step_users", "step_seconds", "strategy"):
+    for name in ("start_users", "max_users", "step_users", "step_seconds", "strategy"):
         value = getattr(opts, name)
         if value is not None:
             changes[name] = value
     if changes:
         ramp = dataclasses.replace(scen.ramp, **changes)
-        if ramp.max_users < ramp.start_users:
-            ramp = dataclasses.replace(ramp, start_users=ramp.max_users)
+        _refuse_contradiction(opts, ramp)
         check_ramp(
             ramp, lambda key, msg: ScenarioError(f"--{key.split('.')[-1]}: {msg}".replace("_", "-"))
         )
         scen = dataclasses.replace(scen, ramp=ramp)
+    if opts.locustfile is not None:
+        scen = dataclasses.replace(scen, users=_locust_users(scen.users, opts.locustfile))
     if opts.workers is not None:
         scen = dataclasses.replace(scen, load=dataclasses.replace(scen.load, workers=opts.workers))
     if scen.staging.embedded:
@@ -97,6 +100,30 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
             message = message.replace(secret, "***")  # a template may hold a ${VAR} value
         raise ScenarioError(message) from None
     return scen
+
+
+def _locust_users(users: UsersSpec, locustfile: Path) -> UsersSpec:
+    """The scenario's users with ``--locustfile`` in place of its requests (or locustfile)."""
+    if locustfile.suffix != ".py" or not locustfile.is_file():
+        raise InputError(f"--locustfile {locustfile}: must be an existing Python file (.py)")
+    return dataclasses.replace(users, requests=(), locustfile=str(locustfile.resolve()))
+
+
+def _refuse_contradiction(opts: RunOptions, ramp: RampSpec) -> None:
+    """InputError when the ramp overrides leave max users below start users (never clamped)."""
+    if ramp.max_users >= ramp.start_users:
+        return
+    if opts.max_users is not None and opts.start_users is not None:
+        raise InputError(f"--max-users {ramp.max_users} is below --start-users {ramp.start_users}")
+    if opts.max_users is not None:
+        raise InputError(
+            f"--max-users {ramp.max_users} is below the scenario's ramp.start_users "
+            f"{ramp.start_users} ({opts.scenario}); give --start-users too"
+        )
+    raise InputError(
+        f"--start-users {ramp.start_users} is above the scenario's ramp.max_users "
+        f"{ramp.max_users} ({opts.scenario}); give --max-users too"
+    )
 
 
 def local_load_only(scen: Scenario, what: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate.models import BaselineRef, RunResult, from_jsonable, to_jsonable
-from perfgate.report.console_text import console_summary
+from perfgate.report.console_text import console_summary, console_verdict
 from perfgate.report.files import (
     append_text,
     atomic_write_text,
@@ -28,7 +28,14 @@ from perfgate.report.files import (
 from perfgate.report.junit import junit_xml
 from perfgate.report.markdown import summary_md
 
-__all__ = ["ReportFiles", "console_summary", "load_result", "redact_result", "write_report"]
+__all__ = [
+    "ReportFiles",
+    "console_summary",
+    "console_verdict",
+    "load_result",
+    "redact_result",
+    "write_report",
+]
 
 REDACTED = "***"
 

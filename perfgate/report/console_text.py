@@ -15,7 +15,18 @@ from perfgate.report.common import (
     verdict_word,
 )
 
-__all__ = ["console_summary", "first_errors"]
+__all__ = ["console_summary", "console_verdict", "first_errors"]
+
+
+def console_verdict(result: RunResult, report_dir: Path | None) -> str:
+    """The one line ``--quiet`` prints: verdict, the deciding rule, the report's path."""
+    line = f"perfgate: {result.scenario} @ {result.release}: {verdict_word(result)}"
+    decided = deciding_rule(result)
+    if decided:
+        line += f": {decided}"
+    if report_dir is not None:
+        line += f" (report: {report_dir / 'index.html'})"
+    return line
 
 
 def console_summary(result: RunResult, report_dir: Path | None) -> str:

@@ -92,7 +92,11 @@ def provision(
     chosen = provider or scenario.staging.provider
     if chosen == "none":
         if target is None:
-            raise InputError("staging provider 'none' needs a target URL (--target URL)")
+            raise InputError(
+                "staging provider 'none' needs a target URL: --target/--host URL or "
+                "PERFGATE_TARGET (a scenario without a `staging` section loads your service, "
+                "not the reference exchange)"
+            )
         with _provision_none(target, options) as staged:
             yield staged
     elif chosen == "embedded":
