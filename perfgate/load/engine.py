@@ -64,7 +64,7 @@ from perfgate.load.engine_process import (
 from perfgate.load.engine_runners import WORKER_CONNECT_S
 from perfgate.load.engine_session import serve
 from perfgate.load.engine_steps import Engine
-from perfgate.load.engine_users import ScenarioInputError
+from perfgate.load.engine_users import ScenarioInputError, load_locustfile
 
 POD_MASTER_TIMEOUT_S = 15.0  # a worker in a pod quits after this long without master heartbeats
 
@@ -107,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_locustfile(path: str) -> int:
     """``--check-locustfile PATH``: import it as a run would; one JSON line after the marker."""
-    from perfgate.load.engine_users import load_locustfile
-
     try:
         classes = load_locustfile(path, 0.0)
     except ScenarioInputError as exc:
