@@ -6,8 +6,9 @@ the key (``scenarios/x.yaml: ramp.max_users: must be ≥ ramp.start_users (10), 
 Hostile input is refused before it can cost anything: files over 1 MiB, non-UTF-8 bytes, YAML
 aliases beyond a small budget (a "billion laughs" document expands exponentially once walked),
 request paths that are absolute URLs (they would send load to another host), and numbers beyond
-sane bounds. ``${VAR}`` in ``users`` strings is replaced from the environment; every value that
-came from the environment, and every header value, is a secret that outputs redact.
+sane bounds. ``${VAR}`` in ``users`` strings is replaced from the environment; what is a secret
+(every value from the environment, authorization-like and ``secret: true`` headers) is decided
+by :mod:`perfgate.redaction`, and collected here into ``UsersSpec.secret_values``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from perfgate import redaction
 from perfgate.errors import ScenarioError
 from perfgate.models import (
     GateSpec,
@@ -43,7 +45,8 @@ MAX_STEP_SECONDS = 3600.0
 MAX_WORKERS = 256
 DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: no trailing newline
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -129,6 +132,8 @@ def parse_scenario(
         raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)}") from None
     except RecursionError:
         raise ScenarioError(f"{source}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int parser accepts
+        raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: expected a mapping at the top level")
     v = _Validator(source, base_dir or Path.cwd(), os.environ if env is None else env)
@@ -154,11 +159,9 @@ class _Validator:
         self.secrets: list[str] = []
 
     def fail(self, key: str, message: str) -> ScenarioError:
-        text = f"{self.source}: {key}: {message}"
         # a value from the environment may be quoted back (e.g. a bad path): never show it
-        for secret in sorted({s for s in self.secrets if len(s) >= 4}, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return ScenarioError(text)
+        text = redaction.redact_text(f"{key}: {message}", self.secrets)
+        return ScenarioError(f"{self.source}: {text}")
 
     # -- generic checks ------------------------------------------------------------------------
 
@@ -265,6 +268,7 @@ class _Validator:
         return value
 
     def headers(self, value: Any, key: str) -> dict[str, str]:
+        """Header names to values; a value is ``text`` or ``{value: text, secret: true}``."""
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -273,13 +277,22 @@ class _Validator:
             )
         out: dict[str, str] = {}
         for name, v in value.items():
+            where = f"{key}.{name}"
             if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-                raise self.fail(f"{key}.{name}", "not a valid HTTP header name")
+                raise self.fail(where, "not a valid HTTP header name")
+            secret = redaction.is_secret_header(name)
+            if isinstance(v, dict):
+                self.known(v, where, {"value", "secret"})
+                if not isinstance(v.get("secret", False), bool):
+                    raise self.fail(f"{where}.secret", "expected true or false")
+                secret = secret or bool(v.get("secret", False))
+                v = v.get("value")
+                where = f"{where}.value"
             if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise self.fail(f"{key}.{name}", f"expected a string, got {_type(v)}")
-            text = self.env_subst(str(v), f"{key}.{name}", secret=True)
+                raise self.fail(where, f"expected a string, got {_type(v)}")
+            text = self.env_subst(str(v), where, secret=secret)
             if "\n" in text or "\r" in text:
-                raise self.fail(f"{key}.{name}", "header values must not contain line breaks")
+                raise self.fail(where, "header values must not contain line breaks")
             out[name] = text
         return out
 
@@ -299,7 +312,7 @@ class _Validator:
         name = self.string(data, "name", None)
         if name is None:
             raise self.fail("name", "required (it names the baseline and report folders)")
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise self.fail(
                 "name", f"{name!r}: use letters, digits, '.', '_' and '-' (max 63 characters)"
             )
@@ -404,7 +417,7 @@ class _Validator:
             requests=requests,
             locustfile=locustfile,
             headers=headers,
-            secret_values=tuple(sorted({s for s in self.secrets if len(s) >= 4})),
+            secret_values=redaction.ordered(self.secrets),
         )
 
     def request(self, r: Any, key: str) -> RequestSpec:
@@ -441,6 +454,8 @@ class _Validator:
         name = self.string(r, f"{key}.name", None) or f"{method} {path}"
         if len(name) > 200:
             raise self.fail(f"{key}.name", "longer than 200 characters")
+        if _CONTROL_RE.search(name):  # they would reach terminals and CI logs
+            raise self.fail(f"{key}.name", "must not contain control characters")
         params = r.get("params")
         if params is not None and not isinstance(params, dict):
             raise self.fail(f"{key}.params", f"expected a mapping, got {_type(params)}")

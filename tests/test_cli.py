@@ -10,6 +10,7 @@ signals and real load are in ``test_faults.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -311,6 +312,15 @@ BAD_SCENARIOS: dict[str, tuple[str | bytes, str]] = {
         "users.locustfile",
     ),
     "newer scenario schema": ("schema: 9\n" + SCENARIO, "schema: scenario schema 9 is newer"),
+    "integer too long to parse": (
+        _with("max_users: 200", "max_users: " + "9" * 5000),
+        "invalid YAML: Exceeds the limit",
+    ),
+    "name ending in a newline": (_with("name: cli", 'name: "cli\\n"'), "name: 'cli\\n'"),
+    "control characters in a request name": (
+        _with("{name: work,", '{name: "work\\e[2J\\n::warning::x",'),
+        "users.requests[0].name: must not contain control characters",
+    ),
     "unknown template function": (
         _with("path: /work", "path: \"/work/{{ __import__('os').system('id') }}\""),
         "template",
@@ -749,3 +759,80 @@ def test_simulate_prints_the_documented_json(env: Env) -> None:
     assert 0.0 <= low <= out["block"] <= high <= 1.0
     again = env.run("simulate", "--regression", "0.1", "--trials", "3", "--seed", "7", "--json")
     assert json.loads(again.out)["block"] == out["block"], "same seed, same figures"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input, round 2 (issue 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("ftp://127.0.0.1:21", 2, "--baseline-target 'ftp://127.0.0.1:21' must start with http"),
+        ("file:///etc/passwd", 2, "--baseline-target 'file:///etc/passwd' must start with http"),
+        (
+            "http://bob:hunter2@[::1:80",
+            2,
+            "--baseline-target 'http://bob:***@[::1:80' is malformed",
+        ),
+        ("dead", 3, "--baseline-target http://127.0.0.1:{port} did not answer within"),
+    ],
+    ids=["ftp", "file", "malformed-with-password", "dead-port"],
+)
+def test_baseline_target_is_checked_like_target_before_any_load(
+    env: Env, monkeypatch: pytest.MonkeyPatch, url: str, code: int, message: str
+) -> None:
+    monkeypatch.setattr(staging, "PROBE_TIMEOUT_S", 0.3)
+    port = _free_port()
+    if url == "dead":
+        url = f"http://127.0.0.1:{port}"
+    ran = env.gate("--baseline-target", url)
+    assert ran.code == code, ran.err
+    assert ran.error.startswith("perfgate: error: " + message.format(port=port)), ran.error
+    assert "hunter2" not in ran.err + ran.out
+    assert FakeRunner.created == 0, "refused before any load generator was started"
+    assert not env.reports.exists()
+
+
+def test_malformed_target_url_is_bad_input_and_never_shows_its_password(env: Env) -> None:
+    ran = env.run("run", "-s", str(env.scenario), "--target", "http://u:hunter2@[::1:80/x")
+    assert ran.code == 2, ran.err
+    assert "is malformed" in ran.error
+    assert "hunter2" not in ran.err + ran.out
+
+
+class _DeadBaselineRunner(FakeRunner):
+    """The candidate as FakeRunner; the previous release (its URL ends in /old) fails everything."""
+
+    def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        self.dead = url.endswith("/old")
+
+    def measure(self, users: int, **kwargs: Any) -> StepStats:
+        step = super().measure(users, **kwargs)
+        if not self.dead:
+            return step
+        return dataclasses.replace(step, failures=step.requests, error_rate=1.0, slo_ok=False)
+
+
+@pytest.mark.parametrize("design", ["windows", "replicates"])
+def test_a_previous_release_that_measured_nothing_is_an_infrastructure_failure(
+    env: Env, monkeypatch: pytest.MonkeyPatch, design: str
+) -> None:
+    monkeypatch.setattr(pipeline_run, "LocustRunner", _DeadBaselineRunner)
+    extra = ("--repeat", "2") if design == "replicates" else ()
+    ran = env.gate("--baseline-target", env.target + "/old", "--promote", *extra)
+    assert ran.code == 3, ran.err
+    assert "PASS" not in ran.err
+    (result,) = env.reports.glob("cli/r2-*/result.json")
+    assert json.loads(result.read_text())["verdict"] != "pass"
+    assert not env.baselines.exists() or not list(env.baselines.rglob("r2.json"))

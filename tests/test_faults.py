@@ -573,6 +573,7 @@ def test_file_size_limit_while_writing_the_report_exits_3(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------------------------------
 
 TOKEN = "tok-Sup3rSecret-4711"
+SHORT = "q9z"  # a ${VAR} value shorter than 4 characters is a secret too
 URL_PASSWORD = "pw-Hidden-0815"
 HOSTILE_NAMES = (
     "<script>alert('x')</script>",
@@ -583,7 +584,9 @@ SECRET_SCENARIO = f"""\
 name: hostile
 staging: {{provider: none}}
 users:
-  headers: {{Authorization: "Bearer ${{FI_TOKEN}}"}}
+  # short, harmless header values are data: redacting "1" used to turn numbers and the
+  # release name r1 into *** (result.json unparseable, the baseline stored as r***.json)
+  headers: {{Authorization: "Bearer ${{FI_TOKEN}}", Accept: application/json, X-Trace: "1"}}
   requests:
     - {{name: {json.dumps(HOSTILE_NAMES[0])}, method: GET, path: /work/a}}
     - {{name: {json.dumps(HOSTILE_NAMES[1])}, method: GET, path: /work/b}}
@@ -592,6 +595,7 @@ users:
       path: /work/c
       json: {{t: "${{FI_TOKEN}}"}}
     - {{method: GET, path: "/work/${{FI_TOKEN}}"}}
+    - {{method: GET, path: "/work/s/${{FI_SHORT}}"}}
     - {{name: query, method: GET, path: /work/q, params: {{token: "${{FI_TOKEN}}"}}}}
 ramp: {{start_users: 2, step_users: 2, max_users: 4, step_seconds: 1}}
 slo: {{p95_ms: 200, error_rate: 0.5}}
@@ -629,7 +633,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun
             str(reports),
             "--baseline-dir",
             str(baselines),
-            env={"FI_TOKEN": TOKEN},
+            env={"FI_TOKEN": TOKEN, "FI_SHORT": SHORT},
         )
         yield HostileRun(done=done, reports=reports, baselines=baselines, target=target)
 
@@ -648,10 +652,25 @@ def test_secrets_never_reach_results_reports_logs_or_baselines(hostile_run: Host
             outputs[str(path)] = path.read_text(errors="replace")
     assert any(p.endswith(".json") and "baselines" in p for p in outputs), "promoted"
     for where, text in outputs.items():
-        for secret in (TOKEN, URL_PASSWORD):
+        for secret in (TOKEN, URL_PASSWORD, SHORT):
             assert secret not in text, f"{secret} leaked into {where}"
     names = [e["name"] for e in result["steps"][0]["endpoints"]]
     assert "GET /work/***" in names, "the default name built from a ${VAR} path is redacted"
+    assert "GET /work/s/***" in names, "short secrets too"
+
+
+def test_redaction_leaves_data_and_names_intact(hostile_run: HostileRun) -> None:
+    """Only secrets are redacted, field by field: numbers, names and the baseline path stay."""
+    result = json.loads(hostile_run.done.out)
+    assert (result["scenario"], result["release"]) == ("hostile", "r1")
+    assert isinstance(result["steps"][0]["users"], int) and result["steps"][0]["users"] == 2
+    folder = _run_folder(hostile_run.reports)
+    assert folder.parent == hostile_run.reports / "hostile" and folder.name.startswith("r1-")
+    assert load_result(folder / "result.json").release == "r1"
+    ET.fromstring((folder / "junit.xml").read_text())
+    stored = baseline.load_baseline(hostile_run.baselines / "hostile" / "r1.json")
+    assert stored.release == "r1", "stored under the real release, found by the next run"
+    assert "1" in (folder / "steps.csv").read_text()
 
 
 def test_a_secret_in_a_bad_scenario_is_not_quoted_in_the_error(tmp_path: Path) -> None:

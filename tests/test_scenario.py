@@ -151,6 +151,33 @@ def test_env_substitution_and_secrets(tmp_path: Path) -> None:
     assert "s3cr3t" not in scen.content_hash
 
 
+def test_what_is_a_secret(tmp_path: Path) -> None:
+    """perfgate.redaction's rules: ${VAR} values, authorization-like and `secret: true` headers."""
+    headers = (
+        "  headers:\n"
+        "    Accept: application/json\n"
+        "    X-Trace: '1'\n"
+        "    Cookie: session=abc\n"
+        "    X-Auth-Token: t0k\n"
+        "    X-Tenant: {value: tenant-77, secret: true}\n"
+        "    X-Region: {value: eu}\n"
+        "    X-Short: '${SHORT}'\n"
+    )
+    scen = load_scenario(
+        write(tmp_path, MINIMAL.replace("users:\n", "users:\n" + headers)), env={"SHORT": "7"}
+    )
+    assert scen.users.headers["X-Tenant"] == "tenant-77"
+    assert set(scen.users.secret_values) == {"session=abc", "t0k", "tenant-77", "7"}
+    bad = MINIMAL.replace("users:\n", "users:\n  headers: {X-A: {value: a, secret: 'yes'}}\n")
+    assert "users.headers.X-A.secret: expected true or false" in error_of(tmp_path, bad)
+
+
+def test_a_short_secret_is_not_quoted_in_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace("path: /", "path: '${P}/x'")
+    message = error_of(tmp_path, text, env={"P": "ab"})
+    assert "'***/x'" in message and "ab/x" not in message
+
+
 def test_missing_env_var_names_it(tmp_path: Path) -> None:
     text = MINIMAL.replace("users:\n", "users:\n  headers: {X-Token: '${NOPE_TOKEN}'}\n")
     assert "users.headers.X-Token: environment variable NOPE_TOKEN is not set" in error_of(

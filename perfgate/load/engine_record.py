@@ -18,6 +18,7 @@ import re
 import time
 from typing import Any
 
+from perfgate import redaction
 from perfgate.histogram import Histogram
 
 MAX_ENDPOINTS = 200  # distinct (method, name) pairs per step; more go to "(other)"
@@ -202,11 +203,8 @@ class RequestListener:
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret value in ``text`` with ``***``."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every secret value in ``text`` with ``***`` (:mod:`perfgate.redaction`)."""
+    return redaction.redact_text(text, secrets)
 
 
 def failure_message(

@@ -21,6 +21,7 @@ from typing import Any
 import gevent
 from locust import FastHttpUser, User, constant, task
 
+from perfgate import redaction
 from perfgate.load.templates import (
     MISSING,
     CompiledRequest,
@@ -60,7 +61,7 @@ class Users:
 def load_users(config: dict[str, Any]) -> Users:
     """The users of an engine ``config`` (ScenarioInputError when they cannot be built)."""
     users = from_jsonable(UsersSpec, config["users"])
-    secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
+    secrets = redaction.ordered(users.secret_values)
     timeout_s = float(config.get("request_timeout_s") or 60.0)
     layout = IndexLayout()
     if users.locustfile:

@@ -69,7 +69,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import suppress as _suppress
 from pathlib import Path
@@ -78,6 +77,7 @@ from typing import Any, Literal
 
 import psutil
 
+from perfgate import redaction
 from perfgate.errors import LoadError, ScenarioError
 from perfgate.events import Event, EventSink, StepDone, StepStarted, Tick
 from perfgate.histogram import Histogram
@@ -212,7 +212,7 @@ class LocustRunner:
             engine_command or (sys.executable, "-m", "perfgate.load.engine")
         )
         self.log_level = log_level
-        self._secrets = tuple(sorted((s for s in users.secret_values if s), key=len, reverse=True))
+        self._secrets = redaction.ordered(users.secret_values)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None
         self._messages: queue.Queue[_Incoming] = queue.Queue()
@@ -464,10 +464,7 @@ class LocustRunner:
         )
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+        return redaction.redact_text(text, self._secrets)
 
     def _spawn_reader(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -698,10 +695,9 @@ def pod_files(
         except (OSError, UnicodeDecodeError) as exc:
             raise ScenarioError(f"users.locustfile {users.locustfile}: cannot read: {exc}") from exc
     secrets = list(users.secret_values)
-    with _suppress(ValueError):
-        password = urllib.parse.urlsplit(url).password
-        if password:
-            secrets.append(password)
+    password = redaction.url_password(url)
+    if password:
+        secrets.append(password)
     try:
         config = engine_config(url.rstrip("/"), users, slo, load)
         return protocol.pod_files(config, secrets=tuple(secrets), locustfile_text=locustfile_text)

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perfgate import redaction
 from perfgate.errors import InputError, ScenarioError
 from perfgate.events import EventSink, Log
 from perfgate.load import templates
 from perfgate.models import RampSpec, Scenario, UsersSpec
 from perfgate.scenario import check_ramp, load_scenario
-from perfgate.staging import StagingOptions
+from perfgate.staging import StagingOptions, probe_target, validate_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,10 +96,9 @@ def prepare_scenario(opts: RunOptions) -> Scenario:
     try:
         templates.compile_requests(scen.users.requests)
     except ValueError as exc:
-        message = f"{opts.scenario}: {exc}"
-        for secret in sorted(scen.users.secret_values, key=len, reverse=True):
-            message = message.replace(secret, "***")  # a template may hold a ${VAR} value
-        raise ScenarioError(message) from None
+        # a template may hold a ${VAR} value
+        message = redaction.redact_text(str(exc), scen.users.secret_values)
+        raise ScenarioError(f"{opts.scenario}: {message}") from None
     return scen
 
 
@@ -133,6 +133,20 @@ def local_load_only(scen: Scenario, what: str) -> None:
             f"{what} needs the load generator on this machine; the scenario has "
             "load.placement: kubernetes"
         )
+
+
+def check_targets(opts: RunOptions, scen: Scenario) -> None:
+    """``--target`` and ``--baseline-target`` before anything is staged or loaded.
+
+    Both alike: a bad URL is bad input (exit 2); the previous release's URL is probed here too
+    (unreachable: exit 3), the candidate's when it is staged.
+    """
+    if opts.target:
+        validate_url(opts.target)
+    if opts.baseline_target:
+        url = validate_url(opts.baseline_target, "--baseline-target")
+        local_load_only(scen, "--baseline-target")
+        probe_target(url, "--baseline-target")
 
 
 def staging_options(

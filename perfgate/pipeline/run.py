@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perfgate import analysis, baseline, calibration, gate, report
+from perfgate import analysis, baseline, calibration, gate, redaction, report
 from perfgate._version import __version__
 from perfgate.errors import (
     BaselineError,
@@ -28,6 +27,7 @@ from perfgate.errors import (
     PerfgateError,
     ScenarioError,
     StagingError,
+    TargetUnreachable,
 )
 from perfgate.events import (
     EventSink,
@@ -51,7 +51,7 @@ from perfgate.models import (
 )
 from perfgate.pipeline.options import (
     RunOptions,
-    local_load_only,
+    check_targets,
     prepare_scenario,
     reserved_prefix,
     staging_options,
@@ -126,8 +126,7 @@ def _now() -> str:
 
 def preflight(opts: RunOptions) -> Plan:
     scen = prepare_scenario(opts)
-    if opts.baseline_target:
-        local_load_only(scen, "--baseline-target")
+    check_targets(opts, scen)
     check_writable(opts.report_dir, "reports")
     prev: baseline.StoredBaseline | None = None
     history: tuple[BaselineRef, ...] = ()
@@ -147,7 +146,7 @@ def preflight(opts: RunOptions) -> Plan:
     return Plan(
         opts=opts,
         scen=scen,
-        secrets=scen.users.secret_values + tuple(scen.users.headers.values()),
+        secrets=scen.users.secret_values + _url_passwords(opts.target, opts.baseline_target),
         prev=prev,
         history=history,
         noise=noise,
@@ -229,7 +228,30 @@ def measure(plan: Plan, on_event: EventSink) -> Evidence:
         raise ev.failure  # nothing was measured: a plain infrastructure error, no report
     if ev.steps and not any(s.requests for s in ev.steps) and not (ev.interrupted or ev.failure):
         ev.failure = _no_requests(plan.opts.scenario, plan.scen, ev.steps)
+    if not (ev.interrupted or ev.failure):
+        ev.failure = _baseline_measured_nothing(plan, ev)
     return ev
+
+
+def _baseline_measured_nothing(plan: Plan, ev: Evidence) -> TargetUnreachable | None:
+    """The previous release, loaded side by side, never answered a request successfully.
+
+    A comparison with nothing is no comparison: an infrastructure failure (exit 3), never a pass.
+    """
+    if ev.mode != "side-by-side":
+        return None
+    windows = [w for w in ev.windows if w.build == "baseline"]
+    if not windows and not ev.base_steps:
+        return None
+    good = sum(w.requests - w.failures for w in windows)
+    good += sum(s.requests - s.failures for s in ev.base_steps)
+    if good > 0:
+        return None
+    where = redact_url(plan.opts.baseline_target or "") or "its staged copy"
+    return TargetUnreachable(
+        f"the previous release ({_baseline_name(plan)}, {where}) answered no request "
+        "successfully while it was measured side by side: no comparison is possible"
+    )
 
 
 def _stage(plan: Plan, stack: contextlib.ExitStack, ev: Evidence, on_event: EventSink) -> LiveSides:
@@ -477,7 +499,7 @@ def _result(
 
 def publish(plan: Plan, result: RunResult, ev: Evidence, on_event: EventSink) -> Outcome:
     opts = plan.opts
-    secrets = plan.secrets + _url_passwords(ev.target_url, opts.target, opts.baseline_target)
+    secrets = plan.secrets + _url_passwords(ev.target_url)
     # Everything that leaves this function (report, baseline, console) carries no secret.
     result = report.redact_result(result, secrets)
     on_event(StageChanged(stage="report"))
@@ -518,13 +540,9 @@ def publish(plan: Plan, result: RunResult, ev: Evidence, on_event: EventSink) ->
 
 
 def _url_passwords(*urls: str | None) -> tuple[str, ...]:
-    found: list[str] = []
-    for url in urls:
-        with contextlib.suppress(ValueError):  # a malformed URL failed earlier, loudly
-            password = urllib.parse.urlsplit(url or "").password
-            if password:
-                found.append(password)  # it is in the command line and the target field
-    return tuple(found)
+    """The passwords of ``urls``: secrets (they are in the command line and the target field)."""
+    found = (redaction.url_password(url) for url in urls if url)
+    return tuple(p for p in found if p)
 
 
 def check_writable(folder: Path, what: str) -> None:

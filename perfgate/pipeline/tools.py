@@ -14,7 +14,13 @@ from perfgate.events import EventSink, Log, StepMeasured
 from perfgate.gate.calibrate import aa_run
 from perfgate.load.runner import LocustRunner
 from perfgate.models import Saturation, Scenario, to_jsonable
-from perfgate.pipeline.options import RunOptions, local_load_only, prepare_scenario, staging_options
+from perfgate.pipeline.options import (
+    RunOptions,
+    check_targets,
+    local_load_only,
+    prepare_scenario,
+    staging_options,
+)
 from perfgate.pipeline.sides import LiveSides, Place, locked
 from perfgate.staging import provision
 
@@ -55,6 +61,7 @@ def calibrate(
     the between-run spread the gate's priors stand for. Otherwise: full searches on one target.
     """
     scen = prepare_scenario(opts)
+    check_targets(opts, scen)
     provider = opts.provider or ("none" if opts.target else scen.staging.provider)
     fp = baseline.fingerprint(scen, provider=provider, target=opts.target or "")
     previous = calibration.load_noise(opts.baseline_dir, scen.name)

@@ -7,14 +7,13 @@ imported only when a report is written, which keeps the CLI quick to start.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
-from perfgate.models import BaselineRef, RunResult, from_jsonable, to_jsonable
+from perfgate import redaction
+from perfgate.models import BaselineRef, RunResult
 from perfgate.report.console_text import console_summary, console_verdict
 from perfgate.report.files import (
     append_text,
@@ -37,7 +36,7 @@ __all__ = [
     "write_report",
 ]
 
-REDACTED = "***"
+REDACTED = redaction.REDACTED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,14 +62,14 @@ def write_report(
     """Write every report file into ``out_dir`` atomically; OutputError names the failing path.
 
     ``history`` holds the scenario's stored baselines for the history chart. ``secrets`` are
-    exact strings redacted as ``***`` from every output. When ``$GITHUB_STEP_SUMMARY`` is set,
+    redacted from the records before anything is rendered (:mod:`perfgate.redaction`); the
+    rendered text is never searched and replaced. When ``$GITHUB_STEP_SUMMARY`` is set,
     summary.md is appended to it too.
     """
     from perfgate.report.html import render_html  # matplotlib + jinja2: only when rendering
 
-    secrets = tuple(s for s in secrets if s)
     result = redact_result(result, secrets)
-    history = tuple(_redact_data(BaselineRef, b, secrets) for b in history) if secrets else history
+    history = redaction.redact_record(history, secrets)
     out_dir = Path(out_dir)
     files = ReportFiles(
         dir=out_dir,
@@ -94,57 +93,13 @@ def write_report(
         (files.html, lambda: render_html(result, history=history)),
     )
     for path, render in outputs:
-        atomic_write_text(path, _scrub(render(), secrets))
+        atomic_write_text(path, render())
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
-        append_text(Path(step_summary), _scrub(summary, secrets) + "\n")
+        append_text(Path(step_summary), summary + "\n")
     return files
 
 
 def redact_result(result: RunResult, secrets: tuple[str, ...]) -> RunResult:
-    """``result`` with every exact occurrence of a secret in any string replaced by ``***``."""
-    secrets = tuple(s for s in secrets if s)
-    if not secrets:
-        return result
-    redacted = _redact_data(RunResult, result, secrets)
-    assert isinstance(redacted, RunResult)
-    return redacted
-
-
-def _redact_data(cls: type[Any], record: Any, secrets: tuple[str, ...]) -> Any:
-    data = to_jsonable(record)
-    redacted = _redact_value(data, secrets)
-    return record if redacted == data else from_jsonable(cls, redacted)
-
-
-def _redact_value(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        return _replace_all(value, secrets)
-    if isinstance(value, list):
-        return [_redact_value(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {_replace_all(k, secrets): _redact_value(v, secrets) for k, v in value.items()}
-    return value
-
-
-def _replace_all(text: str, secrets: tuple[str, ...]) -> str:
-    # Longest first, so a secret that contains another is removed whole.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Last line of defence on the finished text: raw, HTML- and JSON-escaped forms."""
-    if not secrets:
-        return text
-    forms: set[str] = set()
-    for secret in secrets:
-        forms |= {
-            secret,
-            html_escape(secret, quote=True),
-            html_escape(secret, quote=False),
-            json.dumps(secret, ensure_ascii=False)[1:-1],
-            json.dumps(secret)[1:-1],
-        }
-    return _replace_all(text, tuple(f for f in forms if f))
+    """``result`` with its free-text fields redacted (:func:`perfgate.redaction.redact_record`)."""
+    return redaction.redact_record(result, secrets)

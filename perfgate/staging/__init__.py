@@ -23,8 +23,18 @@ import httpx
 
 from perfgate.errors import InputError, StagingError, TargetUnreachable
 from perfgate.models import Scenario
+from perfgate.redaction import redact_text, redact_url, url_password
 
-__all__ = ["PROVIDERS", "StagedTarget", "StagingOptions", "probe_url", "provision", "redact_url"]
+__all__ = [
+    "PROVIDERS",
+    "StagedTarget",
+    "StagingOptions",
+    "probe_target",
+    "probe_url",
+    "provision",
+    "redact_url",
+    "validate_url",
+]
 
 PROVIDERS = ("none", "embedded", "kubernetes")
 PROBE_TIMEOUT_S = 5.0  # how long `none` waits for an existing target to answer at all
@@ -125,29 +135,23 @@ def _provision_kubernetes(scenario: Scenario, options: StagingOptions) -> Iterat
         yield staged
 
 
-def redact_url(url: str) -> str:
-    """The URL without any password, for messages and reports."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+def validate_url(url: str, option: str = "target URL") -> str:
+    """``url`` without a trailing slash; InputError (exit 2) unless it is a plain http(s) URL.
 
-
-def _validate_url(url: str) -> str:
+    ``option`` names it in messages (``--baseline-target``); its password is never shown.
+    """
     try:
         parts = urllib.parse.urlsplit(url.strip())
         _ = parts.port  # raises ValueError on a malformed port
     except ValueError as exc:
-        raise InputError(f"target URL {redact_url(url)!r} is malformed: {exc}") from exc
+        why = redact_text(str(exc), [url_password(url) or ""])
+        raise InputError(f"{option} {redact_url(url)!r} is malformed: {why}") from exc
     if parts.scheme not in ("http", "https"):
-        raise InputError(f"target URL {redact_url(url)!r} must start with http:// or https://")
+        raise InputError(f"{option} {redact_url(url)!r} must start with http:// or https://")
     if not parts.hostname:
-        raise InputError(f"target URL {redact_url(url)!r} has no host")
+        raise InputError(f"{option} {redact_url(url)!r} has no host")
     if parts.query or parts.fragment:
-        raise InputError(f"target URL {redact_url(url)!r} must not have a query or fragment")
+        raise InputError(f"{option} {redact_url(url)!r} must not have a query or fragment")
     return urllib.parse.urlunsplit(parts).rstrip("/")
 
 
@@ -168,16 +172,22 @@ def probe_url(url: str, *, timeout_s: float, path: str = "") -> str | None:
             time.sleep(_PROBE_INTERVAL_S)
 
 
-@contextlib.contextmanager
-def _provision_none(target: str, options: StagingOptions) -> Iterator[StagedTarget]:
-    url = _validate_url(target)
-    shown = redact_url(url)
-    options.log(f"probing existing target {shown}")
+def probe_target(url: str, what: str = "target") -> None:
+    """TargetUnreachable (exit 3) unless something answers HTTP at ``url`` within 5 s."""
     why = probe_url(url, timeout_s=PROBE_TIMEOUT_S)
     if why is not None:
         raise TargetUnreachable(
-            f"target {shown} did not answer within {PROBE_TIMEOUT_S:g} s ({why.splitlines()[0]})"
+            f"{what} {redact_url(url)} did not answer within {PROBE_TIMEOUT_S:g} s "
+            f"({why.splitlines()[0]})"
         )
+
+
+@contextlib.contextmanager
+def _provision_none(target: str, options: StagingOptions) -> Iterator[StagedTarget]:
+    url = validate_url(target)
+    shown = redact_url(url)
+    options.log(f"probing existing target {shown}")
+    probe_target(url)
     yield StagedTarget(url=url, provider="none", description=f"existing target {shown}")
 
 
