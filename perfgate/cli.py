@@ -72,7 +72,6 @@ app.add_typer(staging_app, name="staging")
 
 _state = {"debug": False}
 
-DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
 Provider = Literal["none", "embedded", "kubernetes"]
 Strategy = Literal["linear", "adaptive"]
 # run, ramp and calibrate read every option from PERFGATE_<OPTION> too (click's auto envvars,
@@ -80,8 +79,12 @@ Strategy = Literal["linear", "adaptive"]
 ENV_OPTIONS: dict[str, Any] = {"auto_envvar_prefix": "PERFGATE"}
 
 ScenarioOpt = Annotated[
-    Path,
-    typer.Option("--scenario", "-s", help="Scenario file (YAML).", show_default=True),
+    Path | None,
+    typer.Option(
+        "--scenario",
+        "-s",
+        help="Scenario file (YAML). Default: the packaged exchange scenario (the repository's scenarios/exchange.yaml), which works from any folder.",
+    ),
 ]
 TargetOpt = Annotated[
     str | None,
@@ -250,6 +253,10 @@ def _run_options(ctx: typer.Context, **fixed: Any) -> RunOptions:
     names = {f.name for f in dataclasses.fields(RunOptions)}
     given = {k: v for k, v in ctx.params.items() if k in names}
     given["provider"] = ctx.params["staging"]
+    if given["scenario"] is None:
+        from perfgate.scenario import DEFAULT_SCENARIO
+
+        given["scenario"] = DEFAULT_SCENARIO
     return RunOptions(**{**given, **fixed})
 
 
@@ -298,7 +305,7 @@ def _run_pipeline(opts: RunOptions, *, as_json: bool, quiet: bool = False) -> in
 @app.command(context_settings=ENV_OPTIONS)
 def run(
     ctx: typer.Context,
-    scenario: ScenarioOpt = DEFAULT_SCENARIO,
+    scenario: ScenarioOpt = None,
     target: TargetOpt = None,
     locustfile: LocustfileOpt = None,
     staging: StagingOpt = None,
@@ -335,7 +342,7 @@ def run(
 @app.command(context_settings=ENV_OPTIONS)
 def ramp(
     ctx: typer.Context,
-    scenario: ScenarioOpt = DEFAULT_SCENARIO,
+    scenario: ScenarioOpt = None,
     target: TargetOpt = None,
     locustfile: LocustfileOpt = None,
     staging: StagingOpt = None,
@@ -430,7 +437,7 @@ def report(
 @app.command(context_settings=ENV_OPTIONS)
 def calibrate(
     ctx: typer.Context,
-    scenario: ScenarioOpt = DEFAULT_SCENARIO,
+    scenario: ScenarioOpt = None,
     runs: Annotated[
         int, typer.Option(help="Number of A/A runs (≥ 3; 10 or more recommended).", min=3, max=100)
     ] = 10,

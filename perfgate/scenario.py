@@ -43,7 +43,9 @@ MAX_EXPANDED_NODES = 100_000
 MAX_USERS = 100_000
 MAX_STEP_SECONDS = 3600.0
 MAX_WORKERS = 256
-DEFAULT_SCENARIO = Path("scenarios/exchange.yaml")
+# packaged (pyproject package-data), so the default works from any folder; the repository's
+# scenarios/exchange.yaml is a symlink to this one file
+DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "exchange.yaml"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: no trailing newline
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import typer.main
 
+import perfgate
 import perfgate.load.check as locustfile_check
 from perfgate import __version__
 from perfgate.cli import app
 from perfgate.errors import InputError
 from perfgate.pipeline import RunOptions, prepare_scenario
+from perfgate.scenario import DEFAULT_SCENARIO
 from tests.test_cli import Env, FakeRunner, _stored, env, target  # noqa: F401  fixtures
 
 GOOD_LOCUSTFILE = """\
@@ -196,3 +198,20 @@ def test_a_scenario_without_staging_loads_the_given_host_never_the_demo(env: Env
     ran = env.run(*base, "--baseline-dir", str(env.baselines), "--host", env.target, "--json")
     assert ran.code == 0, ran.err
     assert json.loads(ran.out)["target"] == env.target
+
+
+def test_the_default_scenario_is_packaged_and_is_the_repositorys_file() -> None:
+    root = Path(__file__).resolve().parents[1]
+    assert DEFAULT_SCENARIO.is_file()
+    assert DEFAULT_SCENARIO.parent.parent == Path(perfgate.__file__).resolve().parent
+    # one file: the repository's scenarios/exchange.yaml is a symlink to the packaged one
+    assert (root / "scenarios" / "exchange.yaml").resolve() == DEFAULT_SCENARIO
+
+
+def test_run_finds_the_default_scenario_from_any_folder(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(env.tmp)
+    ran = env.run("run", "--max-users", "10")  # refused after the scenario was read: no load
+    assert ran.code == 2
+    assert f"ramp.start_users 50 ({DEFAULT_SCENARIO})" in ran.error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import sysconfig
@@ -50,6 +51,35 @@ def test_importing_perfgate_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+HEAVY = ("scipy", "numpy", "matplotlib", "pandas", "locust", "gevent", "kubernetes", "jinja2")
+
+
+def _heavy_after(code: str) -> list[str]:
+    """The heavy packages in sys.modules after ``code`` ran in a fresh interpreter."""
+    probe = (
+        f"{code}\nimport json, sys\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_the_cli_module_imports_no_heavy_dependency() -> None:
+    # `perfgate --help` and `--version` load only this; scipy alone costs ~2 s here
+    assert _heavy_after("import perfgate.cli") == []
+
+
+def test_validate_and_help_import_no_heavy_dependency() -> None:
+    run = (
+        "from perfgate.cli import _main\n"
+        "assert _main(['validate', 'scenarios/exchange.yaml']) == 0\n"
+        "assert _main(['run', '--help']) == 0"
+    )
+    assert _heavy_after(run) == []
 
 
 def _tool(name: str) -> str:

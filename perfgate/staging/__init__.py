@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from perfgate.errors import InputError, StagingError, TargetUnreachable
 from perfgate.models import Scenario
 from perfgate.redaction import redact_text, redact_url, url_password
@@ -157,6 +155,8 @@ def validate_url(url: str, option: str = "target URL") -> str:
 
 def probe_url(url: str, *, timeout_s: float, path: str = "") -> str | None:
     """GET ``url + path`` until anything answers or ``timeout_s`` passes; None, or why not."""
+    import httpx  # here, not at the top: `perfgate validate` stays quick to start
+
     deadline = time.monotonic() + timeout_s
     reason = "no answer"
     with httpx.Client(timeout=min(2.0, timeout_s), follow_redirects=False, verify=True) as client:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-
 import perfgate
 from perfgate.errors import ScenarioError, StagingError
 from perfgate.exchange import ConfigError, ExchangeConfig
@@ -211,6 +209,8 @@ def _await_listening(proc: subprocess.Popen[bytes], out: IO[bytes], err: IO[byte
 
 
 def _await_health(proc: subprocess.Popen[bytes], url: str, err: IO[bytes]) -> None:
+    import httpx  # here, not at the top: `perfgate validate` stays quick to start
+
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     reason = "no answer"
     with httpx.Client(timeout=2.0) as client:
