@@ -137,8 +137,15 @@ ReleaseOpt = Annotated[
     str | None,
     typer.Option(help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."),
 ]
+STORE_HELP = (
+    "Where baselines are stored: a folder, or git+<remote-url>#<branch> (a branch of a git "
+    "repository, fetched at the start and pushed to on --promote)."
+)
 GateBaselineDirOpt = Annotated[
-    Path, typer.Option(help="Where baselines are stored.", show_default=True)
+    str,
+    typer.Option(
+        "--baseline-dir", envvar="PERFGATE_BASELINE_DIR", help=STORE_HELP, show_default=True
+    ),
 ]
 PromoteOpt = Annotated[
     bool, typer.Option(help="On a pass, store this run as the scenario's newest baseline.")
@@ -310,7 +317,7 @@ def run(
     locustfile: LocustfileOpt = None,
     staging: StagingOpt = None,
     release: ReleaseOpt = None,
-    baseline_dir: GateBaselineDirOpt = Path("baselines"),
+    baseline_store: GateBaselineDirOpt = "baselines",
     report_dir: ReportDirOpt = Path("reports"),
     promote: PromoteOpt = False,
     force: ForceOpt = False,
@@ -415,18 +422,17 @@ def report(
         Path | None,
         typer.Option(help="Folder to write to (default: the folder holding RESULT_JSON)."),
     ] = None,
-    baseline_dir: Annotated[
-        Path, typer.Option(help="Baselines, for the history chart.", show_default=True)
-    ] = Path("baselines"),
+    baseline_dir: GateBaselineDirOpt = "baselines",
 ) -> int:
     """Re-render every output (HTML, JUnit, Markdown, CSV) from a saved result.json, without load."""
-    from perfgate import baseline
+    from perfgate import baseline, store
     from perfgate.report import load_result, write_report
 
     result = load_result(result_json)
     history: tuple[Any, ...] = ()
     try:
-        history = tuple(b.ref() for b in baseline.list_baselines(baseline_dir, result.scenario))
+        with store.read_only(baseline_dir) as folder:
+            history = tuple(b.ref() for b in baseline.list_baselines(folder, result.scenario))
     except PerfgateError as exc:
         print(f"perfgate: warning: history chart left out: {exc}", file=sys.stderr)
     files = write_report(result, out or result_json.parent, history=history)
@@ -445,9 +451,7 @@ def calibrate(
     locustfile: LocustfileOpt = None,
     baseline_target: BaselineTargetOpt = None,
     staging: StagingOpt = None,
-    baseline_dir: Annotated[
-        Path, typer.Option(help="Where the noise model is stored (beside the baselines).")
-    ] = Path("baselines"),
+    baseline_store: GateBaselineDirOpt = "baselines",
     start_users: StartUsersOpt = None,
     max_users: MaxUsersOpt = None,
     step_users: StepUsersOpt = None,
@@ -550,9 +554,7 @@ def simulate(
 
 # -- baselines ---------------------------------------------------------------------------------
 
-BaselineDirOpt = Annotated[
-    Path, typer.Option(help="Where baselines are stored.", show_default=True)
-]
+BaselineDirOpt = GateBaselineDirOpt
 
 
 ScenarioNameOpt = Annotated[
@@ -566,22 +568,23 @@ def baseline_list(
     scenario: Annotated[
         str | None, typer.Option("--scenario", help="Scenario name (default: every scenario).")
     ] = None,
-    baseline_dir: BaselineDirOpt = Path("baselines"),
+    baseline_dir: BaselineDirOpt = "baselines",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object: baselines and problems.")
     ] = False,
 ) -> int:
     """List stored baselines, oldest first: release, saturation, date, fingerprint."""
-    from perfgate import baseline
+    from perfgate import baseline, store
 
-    names = [scenario] if scenario else sorted(p.name for p in baseline_dir.glob("*") if p.is_dir())
-    scans = {name: baseline.scan_baselines(baseline_dir, name) for name in names}
+    with store.read_only(baseline_dir) as folder:
+        names = [scenario] if scenario else baseline.scenario_names(folder)
+        scans = {name: baseline.scan_baselines(folder, name) for name in names}
     problems = sum(len(scan.problems) for scan in scans.values())
     if as_json:
         print(json.dumps(baseline.list_record(scans), indent=2))
         return EXIT_INPUT if problems else EXIT_PASS
     if not names:
-        print(f"no baselines under {baseline_dir}")
+        print(f"no baselines under {store.describe_spec(baseline_dir)}")
     for name, scan in scans.items():
         print(f"{name}:")
         print(baseline.format_list(scan.baselines, problems=scan.problems))
@@ -594,38 +597,48 @@ def baseline_show(
         str | None, typer.Argument(help="Release name or baseline file (default: the newest).")
     ] = None,
     scenario: ScenarioNameOpt = "exchange",
-    baseline_dir: BaselineDirOpt = Path("baselines"),
+    baseline_dir: BaselineDirOpt = "baselines",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the baseline file's JSON as stored.")
     ] = False,
 ) -> int:
     """Show one stored baseline in full."""
-    from perfgate import baseline
+    from perfgate import baseline, store
 
-    if release is None:
-        items = baseline.list_baselines(baseline_dir, scenario)
-        if not items:
-            raise InputError(f"no baselines for scenario {scenario!r} under {baseline_dir}")
-        b = items[-1]
-    else:
-        b = baseline.resolve_baseline(baseline_dir, scenario, release)
-    print(baseline.show_json(b) if as_json else baseline.format_show(b))
+    with store.open_store(baseline_dir) as opened:
+        if release is None:
+            items = baseline.list_baselines(opened.root, scenario)
+            if not items:
+                raise InputError(
+                    f"no baselines for scenario {scenario!r} under "
+                    f"{store.describe_spec(baseline_dir)}"
+                )
+            b = items[-1]
+        else:
+            b = baseline.resolve_baseline(opened.root, scenario, release)
+        shown = (
+            baseline.show_json(b)
+            if as_json
+            else baseline.format_show(b, where=opened.describe(b.path))
+        )
+        print(shown)
     return EXIT_PASS
 
 
 @baseline_app.command("promote")
 def baseline_promote(
     result_json: Annotated[Path, typer.Argument(help="result.json of a passing run.")],
-    baseline_dir: BaselineDirOpt = Path("baselines"),
+    baseline_dir: BaselineDirOpt = "baselines",
     force: Annotated[
         bool, typer.Option(help="Overwrite an existing baseline of that release.")
     ] = False,
 ) -> int:
-    """Store a saved run as its scenario's newest baseline (same safety as `run --promote`)."""
-    from perfgate import baseline
+    """Store a saved run as its scenario's newest baseline (same safety as `run --promote`; a git store is committed and pushed)."""
+    from perfgate import baseline, store
 
-    path = baseline.promote(result_json, baseline_dir, force=force)
-    print(f"stored {path}")
+    with store.open_store(baseline_dir, log=lambda m: print(m, file=sys.stderr)) as opened:
+        where = baseline.promote(result_json, opened, force=force)
+    print(f"stored {where}")
     return EXIT_PASS
 
 
@@ -634,13 +647,14 @@ def baseline_diff(
     release_a: Annotated[str, typer.Argument(help="Older release (name or file).")],
     release_b: Annotated[str, typer.Argument(help="Newer release (name or file).")],
     scenario: ScenarioNameOpt = "exchange",
-    baseline_dir: BaselineDirOpt = Path("baselines"),
+    baseline_dir: BaselineDirOpt = "baselines",
 ) -> int:
     """Compare two stored baselines: saturation change, SLO and fingerprint differences, common levels."""
-    from perfgate import baseline
+    from perfgate import baseline, store
 
-    a = baseline.resolve_baseline(baseline_dir, scenario, release_a)
-    b = baseline.resolve_baseline(baseline_dir, scenario, release_b)
+    with store.read_only(baseline_dir) as folder:
+        a = baseline.resolve_baseline(folder, scenario, release_a)
+        b = baseline.resolve_baseline(folder, scenario, release_b)
     print(baseline.format_diff(baseline.diff(a, b)))
     return EXIT_PASS
 

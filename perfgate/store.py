@@ -12,6 +12,10 @@ reader sees the old file or the new one, never half of one; any failure leaves t
 no temp file behind and raises :class:`~perfgate.errors.OutputError` naming the path and why.
 Locking (several writers of one folder) is the caller's business; this module needs only the
 standard library and the records.
+
+Where baselines live is a *store* (:class:`BaselineStore`, opened by :func:`open_store` from the
+``--baseline-dir`` value): a local folder, or a git branch (``git+<url>#<branch>``, see
+:mod:`perfgate.gitstore`). Every reader sees a local folder; writes go through ``publish``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import os
 import re
 import secrets
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from perfgate import gitstore
 from perfgate._version import __version__
 from perfgate.errors import BaselineError, OutputError, PerfgateError, ResultFileError
 from perfgate.models import RESULT_SCHEMA, RunResult, from_jsonable
@@ -35,11 +41,17 @@ __all__ = [
     "LOCK_NAME",
     "MAX_FILE_BYTES",
     "MAX_NAME_CHARS",
+    "BaselineStore",
+    "FolderStore",
+    "describe_spec",
     "dumps",
     "finite",
+    "is_remote",
     "json_type",
     "load_json",
     "load_result",
+    "open_store",
+    "read_only",
     "safe_component",
     "typed",
     "write_bytes",
@@ -56,6 +68,7 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 _KIND_ADVICE = {"perfgate-baseline": ": store it with `perfgate baseline promote`"}
 
 Error = type[PerfgateError]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,3 +309,75 @@ def _output_error(path: Path, what: str, exc: OSError) -> OutputError:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Stores: where baselines (and noise models) live
+# ---------------------------------------------------------------------------------------------
+
+
+class BaselineStore(typing.Protocol):
+    """A baseline folder (``<scenario>/<release>.json``) on disk, wherever it is kept.
+
+    ``root`` is a local folder every reader uses as is; writers go through :meth:`publish`,
+    which a git store turns into commit + push (retried), a folder store into a plain call.
+    """
+
+    @property
+    def root(self) -> Path: ...
+
+    def describe(self, path: Path | None = None) -> str: ...
+
+    def publish(self, write: Callable[[Path], T], *, message: str, keep_to: Path) -> T: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FolderStore:
+    """Baselines in a local folder (committed with the code, or kept by the CI cache)."""
+
+    root: Path
+
+    def describe(self, path: Path | None = None) -> str:
+        return str(self.root if path is None else path)
+
+    def publish(self, write: Callable[[Path], T], *, message: str, keep_to: Path) -> T:
+        return write(self.root)
+
+
+def is_remote(spec: str | Path) -> bool:
+    """Whether ``spec`` names a git-branch store (``git+<url>#<branch>``), not a folder."""
+    return str(spec).startswith(gitstore.PREFIX)
+
+
+def describe_spec(spec: str | Path) -> str:
+    """``spec`` as messages may show it (a git URL's credentials redacted)."""
+    return gitstore.redact(str(spec)) if is_remote(spec) else str(spec)
+
+
+@contextlib.contextmanager
+def open_store(
+    spec: str | Path, *, log: Callable[[str], None] = lambda m: None
+) -> Iterator[BaselineStore]:
+    """The store named by ``--baseline-dir`` / ``PERFGATE_BASELINE_DIR`` for a ``with`` block.
+
+    A folder is used in place. ``git+<url>#<branch>`` is fetched (shallow) into a private
+    temporary clone, removed when the block ends; a branch that does not exist yet is an empty
+    store (the first promotion creates it). Fetch failures are StoreError (exit 3).
+    """
+    if is_remote(spec):
+        with gitstore.checkout(gitstore.parse(str(spec)), log=log) as branch:
+            yield branch
+    else:
+        yield FolderStore(Path(spec))
+
+
+@contextlib.contextmanager
+def read_only(spec: str | Path) -> Iterator[Path]:
+    """A local folder holding the store's baselines as they are now, for readers only.
+
+    For ``perfgate history`` and other tools: iterate ``<folder>/<scenario>/*.json`` (with
+    :func:`perfgate.baseline.scan_baselines`). A git store's folder is a temporary clone that
+    disappears when the block ends; writing into it publishes nothing.
+    """
+    with open_store(spec) as opened:
+        yield opened.root

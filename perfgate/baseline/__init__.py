@@ -24,9 +24,11 @@ from perfgate.baseline.files import (
     load_baseline,
     previous_baseline,
     promote,
+    publish_baseline,
     read_result,
     resolve_baseline,
     scan_baselines,
+    scenario_names,
     store_baseline,
 )
 from perfgate.baseline.fingerprints import comparability, fingerprint, fingerprint_id, slo_text
@@ -54,9 +56,11 @@ __all__ = [
     "load_baseline",
     "previous_baseline",
     "promote",
+    "publish_baseline",
     "read_result",
     "resolve_baseline",
     "scan_baselines",
+    "scenario_names",
     "show_json",
     "slo_text",
     "store_baseline",

@@ -47,9 +47,11 @@ __all__ = [
     "parse_time",
     "previous_baseline",
     "promote",
+    "publish_baseline",
     "read_result",
     "resolve_baseline",
     "scan_baselines",
+    "scenario_names",
     "store_baseline",
 ]
 
@@ -84,6 +86,7 @@ class StoredBaseline:
     # how the release was staged, so a later run can stage it again side by side
     recipe: dict[str, Any] = field(default_factory=dict)
     windows: tuple[WindowStats, ...] = ()  # its gate's windows: stored-mode comparisons use them
+    where: str = ""  # how to show ``path`` when it is a temporary clone of a git store
 
     def ref(self) -> BaselineRef:
         """The reference a RunResult carries to this baseline."""
@@ -91,7 +94,7 @@ class StoredBaseline:
             release=self.release,
             saturation=self.saturation,
             created_at=self.created_at,
-            path=str(self.path),
+            path=self.where or str(self.path),
             fingerprint=self.fingerprint,
         )
 
@@ -198,6 +201,17 @@ def _baseline_files(directory: Path) -> list[Path]:
         for p in entries
         if p.suffix == ".json" and not p.name.startswith(".") and p.name != NOISE_FILE
     ]
+
+
+def scenario_names(baseline_dir: Path) -> list[str]:
+    """The scenarios that have a folder in ``baseline_dir`` (hidden names left out), sorted."""
+    try:
+        entries = list(Path(baseline_dir).iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BaselineError(f"baseline folder {baseline_dir}: cannot list: {exc.strerror}") from exc
+    return sorted(p.name for p in entries if p.is_dir() and not p.name.startswith("."))
 
 
 def _history_key(b: StoredBaseline) -> tuple[datetime, float, str]:
@@ -351,9 +365,33 @@ def store_baseline(
     return path
 
 
-def promote(result_json: Path, baseline_dir: Path, *, force: bool = False) -> Path:
+def publish_baseline(
+    result: RunResult,
+    into: store.BaselineStore,
+    *,
+    force: bool = False,
+    source: str | None = None,
+    keep_to: Path,
+) -> str:
+    """Store ``result`` as a baseline in a store (a git store commits and pushes it, retrying).
+
+    Returns where it went, as users should see it. ``keep_to``: where a git store copies the
+    file when every push is rejected (the StoreError then names it).
+    """
+    path = into.publish(
+        lambda root: store_baseline(result, root, force=force, source=source),
+        message=f"perfgate: baseline of {result.scenario} for release {result.release}",
+        keep_to=keep_to,
+    )
+    return into.describe(path)
+
+
+def promote(result_json: Path, into: store.BaselineStore | Path, *, force: bool = False) -> str:
     """``perfgate baseline promote RESULT_JSON``: store a saved passing run as a baseline."""
+    if isinstance(into, Path):
+        into = store.FolderStore(into)
     result = read_result(result_json)
-    return store_baseline(
-        result, baseline_dir, force=force, source=str(Path(result_json).resolve().parent)
+    folder = Path(result_json).resolve().parent
+    return publish_baseline(
+        result, into, force=force, source=str(folder), keep_to=folder / "unpushed-baseline"
     )

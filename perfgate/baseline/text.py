@@ -107,12 +107,12 @@ _STEP_COLUMNS: tuple[Column[StepStats], ...] = (
 )
 
 
-def format_show(b: StoredBaseline) -> str:
-    """Everything in one baseline, for ``perfgate baseline show``."""
+def format_show(b: StoredBaseline, *, where: str = "") -> str:
+    """Everything in one baseline, for ``perfgate baseline show`` (``where``: its file's name)."""
     s = b.saturation
     lines = [
         f"baseline     {b.scenario} / {b.release}",
-        f"file         {b.path}",
+        f"file         {where or b.where or b.path}",
         f"stored       {b.created_at}" + (f" (measured {b.measured_at})" if b.measured_at else ""),
         f"verdict      {b.verdict}",
         f"source       {b.source or '-'}",

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfgate import redaction
+from perfgate import redaction, store
 from perfgate.errors import InputError, ScenarioError
 from perfgate.events import EventSink, Log
 from perfgate.load import templates
@@ -27,7 +29,8 @@ class RunOptions:
     target: str | None = None
     provider: str | None = None
     release: str = "dev"
-    baseline_dir: Path = Path("baselines")
+    baseline_dir: Path = Path("baselines")  # the local folder the baselines are read from
+    baseline_store: str = ""  # --baseline-dir as given: a folder or git+<url>#<branch>
     report_dir: Path = Path("reports")
     promote: bool = False
     force: bool = False
@@ -172,3 +175,19 @@ def reserved_prefix(scen: Scenario) -> str | None:
     from perfgate.load.pods import LOAD_NAME_PREFIX
 
     return LOAD_NAME_PREFIX
+
+
+@contextlib.contextmanager
+def opened_store(
+    opts: RunOptions, on_event: EventSink
+) -> Iterator[tuple[RunOptions, store.BaselineStore]]:
+    """The baseline store for the run (a git store is fetched now), and ``opts`` reading from it.
+
+    A manual ramp has no baseline: it opens nothing.
+    """
+    spec = opts.baseline_store or opts.baseline_dir
+    if not opts.gate:
+        yield opts, store.FolderStore(opts.baseline_dir)
+        return
+    with store.open_store(spec, log=lambda m: on_event(Log(message=m))) as into:
+        yield dataclasses.replace(opts, baseline_dir=into.root), into

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perfgate import analysis, baseline, calibration, gate, redaction, report
+from perfgate import analysis, baseline, calibration, gate, redaction, report, store
 from perfgate._version import __version__
 from perfgate.errors import (
     BaselineError,
@@ -37,6 +37,7 @@ from perfgate.events import (
     look_event,
     window_event,
 )
+from perfgate.gitstore import StoreError
 from perfgate.load.runner import LocustRunner
 from perfgate.models import (
     BaselineRef,
@@ -52,6 +53,7 @@ from perfgate.models import (
 from perfgate.pipeline.options import (
     RunOptions,
     check_targets,
+    opened_store,
     prepare_scenario,
     reserved_prefix,
     staging_options,
@@ -64,7 +66,7 @@ from perfgate.staging import StagingOptions, provision, redact_url
 class Outcome:
     result: RunResult
     report: report.ReportFiles
-    promoted: Path | None = None
+    promoted: str | None = None  # where the baseline went (a file, or git+<url>#<branch>:file)
     interrupted: Interrupted | None = None
     failure: PerfgateError | None = None  # an infrastructure failure after load had started
     promote_error: PerfgateError | None = None  # --promote could not store the (passing) run
@@ -86,6 +88,7 @@ class Plan:
     provider: str
     run_id: str
     started_at: str
+    store: store.BaselineStore = field(repr=False)
 
 
 @dataclass(slots=True)
@@ -109,10 +112,11 @@ class Evidence:
 
 def execute(opts: RunOptions, *, on_event: EventSink = lambda e: None) -> Outcome:
     """Run the whole pipeline once; raise only for failures before any load was measured."""
-    plan = preflight(opts)
-    evidence = measure(plan, on_event)
-    result = judge(plan, evidence, on_event)
-    return publish(plan, result, evidence, on_event)
+    with opened_store(opts, on_event) as (local, into):
+        plan = preflight(local, into)
+        evidence = measure(plan, on_event)
+        result = judge(plan, evidence, on_event)
+        return publish(plan, result, evidence, on_event)
 
 
 def _now() -> str:
@@ -124,7 +128,7 @@ def _now() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def preflight(opts: RunOptions) -> Plan:
+def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan:
     scen = prepare_scenario(opts)
     check_targets(opts, scen)
     check_writable(opts.report_dir, "reports")
@@ -136,7 +140,13 @@ def preflight(opts: RunOptions) -> Plan:
             check_writable(opts.baseline_dir, "baselines")
         # read the baseline before spending minutes on load: a corrupt one is bad input (exit 2)
         prev = _previous(opts, scen)
-        history = tuple(b.ref() for b in baseline.list_baselines(opts.baseline_dir, scen.name))
+        where = into.describe if into is not None else str
+        if prev is not None:
+            prev = dataclasses.replace(prev, where=where(prev.path))
+        history = tuple(
+            dataclasses.replace(b.ref(), path=where(b.path))
+            for b in baseline.list_baselines(opts.baseline_dir, scen.name)
+        )
         noise = calibration.load_noise(opts.baseline_dir, scen.name)
         if opts.promote:
             # refuse a clash now rather than after minutes of load
@@ -155,6 +165,7 @@ def preflight(opts: RunOptions) -> Plan:
         provider=provider,
         run_id=uuid.uuid4().hex[:6],
         started_at=_now(),
+        store=into if into is not None else store.FolderStore(opts.baseline_dir),
     )
 
 
@@ -200,7 +211,8 @@ def _check_baseline_image(
     elif not opts.side_by_side:
         why = "it contradicts --no-side-by-side"
     elif prev is None:
-        why = f"no baseline of this scenario is stored in {opts.baseline_dir} to stage from it"
+        shown = store.describe_spec(opts.baseline_store or opts.baseline_dir)
+        why = f"no baseline of this scenario is stored in {shown} to stage from it"
     if why:
         raise InputError(f"--baseline-image {opts.baseline_image}: {why}")
 
@@ -523,10 +535,14 @@ def publish(plan: Plan, result: RunResult, ev: Evidence, on_event: EventSink) ->
     promoted, promote_error = None, None
     if opts.gate and opts.promote and result.verdict == "pass" and not result.aborted:
         try:
-            promoted = baseline.store_baseline(
-                result, opts.baseline_dir, force=opts.force, source=str(files.dir)
+            promoted = baseline.publish_baseline(
+                result,
+                plan.store,
+                force=opts.force,
+                source=str(files.dir),
+                keep_to=files.dir / "unpushed-baseline",
             )
-        except (BaselineError, OutputError) as exc:
+        except (BaselineError, OutputError, StoreError) as exc:
             promote_error = exc  # the report is written: say so, then fail
     return Outcome(
         result=result,

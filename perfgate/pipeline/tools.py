@@ -18,6 +18,7 @@ from perfgate.pipeline.options import (
     RunOptions,
     check_targets,
     local_load_only,
+    opened_store,
     prepare_scenario,
     staging_options,
 )
@@ -60,6 +61,17 @@ def calibrate(
     side (:func:`perfgate.gate.calibrate.aa_run`), which measures the deployment difference and
     the between-run spread the gate's priors stand for. Otherwise: full searches on one target.
     """
+    with opened_store(opts, on_event) as (local, into):
+        model = _calibrated(local, runs, on_event)
+        path = into.publish(
+            lambda root: calibration.save_noise(model, root, model.scenario),
+            message=f"perfgate: noise model of {model.scenario}",
+            keep_to=Path("perfgate-unpushed"),
+        )
+        return model, Path(into.describe(path))
+
+
+def _calibrated(opts: RunOptions, runs: int, on_event: EventSink) -> calibration.NoiseModel:
     scen = prepare_scenario(opts)
     check_targets(opts, scen)
     provider = opts.provider or ("none" if opts.target else scen.staging.provider)
@@ -79,7 +91,7 @@ def calibrate(
             )
     except ValueError as exc:
         raise InputError(f"calibration of {scen.name}: {exc}") from None
-    return model, calibration.save_noise(model, opts.baseline_dir, scen.name)
+    return model
 
 
 def _aa(
