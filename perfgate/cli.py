@@ -253,13 +253,16 @@ def _run_options(ctx: typer.Context, **fixed: Any) -> RunOptions:
     """The command's parsed options as RunOptions, then ``fixed`` over them.
 
     Every option of a staged command is named as the RunOptions field it sets (``--staging``
-    sets ``provider``), so this is the one place they are copied over and checked.
+    sets ``provider``; ``--baseline-dir``, a folder or a git store, sets ``baseline_store``),
+    so this is the one place they are copied over and checked.
     """
     from perfgate.pipeline import RunOptions
 
-    names = {f.name for f in dataclasses.fields(RunOptions)}
+    names = {f.name for f in dataclasses.fields(RunOptions)} - {"baseline_dir"}
     given = {k: v for k, v in ctx.params.items() if k in names}
     given["provider"] = ctx.params["staging"]
+    if "baseline_dir" in ctx.params:
+        given["baseline_store"] = ctx.params["baseline_dir"]
     if given["scenario"] is None:
         from perfgate.scenario import DEFAULT_SCENARIO
 
@@ -317,7 +320,7 @@ def run(
     locustfile: LocustfileOpt = None,
     staging: StagingOpt = None,
     release: ReleaseOpt = None,
-    baseline_store: GateBaselineDirOpt = "baselines",
+    baseline_dir: GateBaselineDirOpt = "baselines",
     report_dir: ReportDirOpt = Path("reports"),
     promote: PromoteOpt = False,
     force: ForceOpt = False,
@@ -451,7 +454,7 @@ def calibrate(
     locustfile: LocustfileOpt = None,
     baseline_target: BaselineTargetOpt = None,
     staging: StagingOpt = None,
-    baseline_store: GateBaselineDirOpt = "baselines",
+    baseline_dir: GateBaselineDirOpt = "baselines",
     start_users: StartUsersOpt = None,
     max_users: MaxUsersOpt = None,
     step_users: StepUsersOpt = None,
