@@ -83,7 +83,7 @@ ScenarioOpt = Annotated[
     typer.Option(
         "--scenario",
         "-s",
-        help="Scenario file (YAML). Default: the packaged exchange scenario (the repository's scenarios/exchange.yaml), which works from any folder.",
+        help="Scenario file (YAML). Default: ./perfgate.yaml if this folder has one (perfgate init writes it), else the packaged exchange scenario (the repository's scenarios/exchange.yaml).",
     ),
 ]
 TargetOpt = Annotated[
@@ -264,9 +264,9 @@ def _run_options(ctx: typer.Context, **fixed: Any) -> RunOptions:
     if "baseline_dir" in ctx.params:
         given["baseline_store"] = ctx.params["baseline_dir"]
     if given["scenario"] is None:
-        from perfgate.scenario import DEFAULT_SCENARIO
+        from perfgate.scenario import default_scenario
 
-        given["scenario"] = DEFAULT_SCENARIO
+        given["scenario"] = default_scenario()
     return RunOptions(**{**given, **fixed})
 
 
@@ -415,6 +415,35 @@ def validate(
         return EXIT_INPUT
     if not as_json:
         print(check_text(check))
+    return EXIT_PASS
+
+
+@app.command()
+def init(
+    url: Annotated[
+        str, typer.Argument(help="Your service's base URL (staging), e.g. http://localhost:8080.")
+    ],
+    openapi: Annotated[
+        Path | None,
+        typer.Option(
+            help="OpenAPI 3 document (JSON or YAML): one weighted request per GET/POST operation."
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Scenario file to write.", show_default=True)
+    ] = Path("perfgate.yaml"),
+    name: Annotated[
+        str | None, typer.Option(help="Scenario name (default: from the URL's host).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> int:
+    """Write a scenario for your own service (from its URL, or its OpenAPI document) and print the CI snippet."""
+    from perfgate.scaffold import ci_snippet, scaffold, write_scaffold
+
+    made = scaffold(url, openapi=openapi, name=name, output=output)
+    write_scaffold(made, output, force=force)
+    print(f"wrote {output}: scenario {made.name!r}, {made.requests} request(s) against {url}")
+    print(ci_snippet(output))
     return EXIT_PASS
 
 

@@ -111,6 +111,7 @@ class StagingSpec:
     provider: Provider = "embedded"
     embedded: dict[str, Any] = field(default_factory=dict)
     kubernetes: KubernetesSpec | None = None
+    target: str | None = None  # provider none: the service's URL (--target/--host win over it)
 
 
 @dataclass(**_FROZEN)

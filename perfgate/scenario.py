@@ -46,6 +46,15 @@ MAX_WORKERS = 256
 # packaged (pyproject package-data), so the default works from any folder; the repository's
 # scenarios/exchange.yaml is a symlink to this one file
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "exchange.yaml"
+# what `perfgate init` writes; `perfgate run` in a folder that has one uses it (Locust's habit
+# with ./locustfile.py)
+LOCAL_SCENARIO = Path("perfgate.yaml")
+
+
+def default_scenario() -> Path:
+    """``./perfgate.yaml`` when this folder has one, else the packaged exchange scenario."""
+    return LOCAL_SCENARIO if LOCAL_SCENARIO.is_file() else DEFAULT_SCENARIO
+
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: no trailing newline
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -99,25 +108,44 @@ def _expanded_size(node: Any, memo: dict[int, int]) -> int:
 
 def load_scenario(path: str | Path, *, env: Mapping[str, str] | None = None) -> Scenario:
     """Read and validate the scenario file at ``path``."""
-    file = Path(path)
-    label = str(path)
+    text = _read_text(Path(path), str(path), "scenario file")
+    return parse_scenario(text, source=str(path), base_dir=Path(path).resolve().parent, env=env)
+
+
+def load_yaml_file(path: Path, *, what: str) -> Any:
+    """Any YAML (or JSON) document the user hands perfgate, read with the scenario's limits
+    (size, alias bombs, duplicate keys); ScenarioError names the file."""
+    return _parse_yaml(_read_text(path, str(path), what), str(path))
+
+
+def _read_text(file: Path, label: str, what: str) -> str:
     try:
         raw = file.read_bytes() if file.stat().st_size <= MAX_FILE_BYTES else None
     except FileNotFoundError:
-        raise ScenarioError(f"{label}: scenario file not found") from None
+        raise ScenarioError(f"{label}: {what} not found") from None
     except IsADirectoryError:
-        raise ScenarioError(f"{label}: is a folder, not a scenario file") from None
+        raise ScenarioError(f"{label}: is a folder, not a {what}") from None
     except OSError as exc:
-        raise ScenarioError(f"{label}: cannot read the scenario file ({exc.strerror})") from exc
+        raise ScenarioError(f"{label}: cannot read the {what} ({exc.strerror})") from exc
     if raw is None:
-        raise ScenarioError(f"{label}: scenario file is larger than {MAX_FILE_BYTES} bytes")
+        raise ScenarioError(f"{label}: {what} is larger than {MAX_FILE_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ScenarioError(
             f"{label}: not UTF-8 text (invalid byte at offset {exc.start})"
         ) from None
-    return parse_scenario(text, source=label, base_dir=file.resolve().parent, env=env)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int parser accepts
+        raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)[:200]}") from None
 
 
 def parse_scenario(
@@ -128,14 +156,7 @@ def parse_scenario(
     env: Mapping[str, str] | None = None,
 ) -> Scenario:
     """Validate scenario YAML text; ``source`` names it in errors."""
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)}") from None
-    except RecursionError:
-        raise ScenarioError(f"{source}: invalid YAML: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's int parser accepts
-        raise ScenarioError(f"{source}: invalid YAML: {_one_line(exc)[:200]}") from None
+    data = _parse_yaml(text, source)
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: expected a mapping at the top level")
     v = _Validator(source, base_dir or Path.cwd(), os.environ if env is None else env)
@@ -343,10 +364,16 @@ class _Validator:
         )
 
     def staging(self, data: dict[str, Any]) -> StagingSpec:
-        s = self.section(data, "staging", {"provider", "embedded", "kubernetes"})
-        # no staging section: the user's own service at --target/--host, never the demo exchange
-        default = "embedded" if data.get("staging") else "none"
+        s = self.section(data, "staging", {"provider", "embedded", "kubernetes", "target"})
+        # no staging section (or only a target): the user's own service, never the demo exchange
+        default = "none" if not s or "target" in s else "embedded"
         provider = self.choice(s, "staging.provider", default, ("none", "embedded", "kubernetes"))
+        target = s.get("target")
+        if target is not None:
+            if not isinstance(target, str) or not target.startswith(("http://", "https://")):
+                raise self.fail("staging.target", "must be a URL starting with http:// or https://")
+            if provider != "none":
+                raise self.fail("staging.target", f"only with provider none (here: {provider})")
         embedded = s.get("embedded") or {}
         if not isinstance(embedded, dict):
             raise self.fail("staging.embedded", f"expected a mapping, got {_type(embedded)}")
@@ -355,7 +382,12 @@ class _Validator:
             kube = self.kubernetes(s)
         elif provider == "kubernetes":
             raise self.fail("staging.kubernetes", "required when staging.provider is kubernetes")
-        return StagingSpec(provider=provider, embedded=dict(embedded), kubernetes=kube)  # type: ignore[arg-type]
+        return StagingSpec(
+            provider=provider,  # type: ignore[arg-type]
+            embedded=dict(embedded),
+            kubernetes=kube,
+            target=target,
+        )
 
     def kubernetes(self, s: dict[str, Any]) -> KubernetesSpec:
         key = "staging.kubernetes"

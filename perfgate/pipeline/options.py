@@ -146,6 +146,8 @@ def check_targets(opts: RunOptions, scen: Scenario) -> None:
     """
     if opts.target:
         validate_url(opts.target)
+    elif scen.staging.target and opts.provider in (None, "none"):
+        validate_url(scen.staging.target, "staging.target")
     if opts.baseline_target:
         url = validate_url(opts.baseline_target, "--baseline-target")
         local_load_only(scen, "--baseline-target")

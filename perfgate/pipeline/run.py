@@ -156,7 +156,8 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
     return Plan(
         opts=opts,
         scen=scen,
-        secrets=scen.users.secret_values + _url_passwords(opts.target, opts.baseline_target),
+        secrets=scen.users.secret_values
+        + _url_passwords(opts.target, opts.baseline_target, scen.staging.target),
         prev=prev,
         history=history,
         noise=noise,

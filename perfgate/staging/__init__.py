@@ -91,8 +91,11 @@ def provision(
 ) -> Iterator[StagedTarget]:
     """Yield the target to load; tear down on exit (normal, exception or KeyboardInterrupt).
 
-    ``provider`` None means the scenario's ``staging.provider``; a ``target`` URL means ``none``.
+    ``provider`` None means the scenario's ``staging.provider``; a ``target`` URL means ``none``
+    (without one, provider ``none`` loads the scenario's ``staging.target``).
     """
+    if target is None and (provider or scenario.staging.provider) == "none":
+        target = scenario.staging.target
     if target is not None:
         if provider not in (None, "none"):
             raise InputError(f"--target cannot be combined with --staging {provider}")
@@ -101,9 +104,9 @@ def provision(
     if chosen == "none":
         if target is None:
             raise InputError(
-                "staging provider 'none' needs a target URL: --target/--host URL or "
-                "PERFGATE_TARGET (a scenario without a `staging` section loads your service, "
-                "not the reference exchange)"
+                "staging provider 'none' needs a target URL: --target/--host URL, "
+                "PERFGATE_TARGET or the scenario's staging.target (a scenario without a "
+                "`staging` section loads your service, not the reference exchange)"
             )
         with _provision_none(target, options) as staged:
             yield staged
