@@ -100,7 +100,7 @@ In CI, after the release candidate is deployed to staging (GitHub Actions step; 
       PERFGATE_TARGET: ${{{{ vars.STAGING_URL }}}}   # overrides staging.target
       PERFGATE_RELEASE: ${{{{ github.sha }}}}
     run: |
-      pip install perfgate
+      pip install perfgate   # from your package index, or a checkout: pip install ./perfgate
       perfgate run{scenario} --quiet ${{{{ github.ref == 'refs/heads/main' && '--promote' || '' }}}}
   # exit codes: 0 pass, 1 blocked, 2 bad input, 3 infrastructure, 4 inconclusive
 """
