@@ -66,9 +66,14 @@ exchange_app = typer.Typer(
     help="The reference exchange (perfgate's embedded default target).", no_args_is_help=True
 )
 staging_app = typer.Typer(help="Staging housekeeping.", no_args_is_help=True)
+ci_app = typer.Typer(
+    help="CI helpers: the pull/merge request comment (used by action.yml and the GitLab template).",
+    no_args_is_help=True,
+)
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(staging_app, name="staging")
+app.add_typer(ci_app, name="ci")
 
 _state = {"debug": False}
 
@@ -761,6 +766,42 @@ def staging_gc(
     )
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {len(deleted)} namespace(s)" + (": " + ", ".join(deleted) if deleted else ""))
+    return EXIT_PASS
+
+
+# -- CI ----------------------------------------------------------------------------------------
+
+
+@ci_app.command("comment")
+def ci_comment(
+    result_json: Annotated[Path, typer.Argument(help="result.json of the run.")],
+    post: Annotated[
+        bool,
+        typer.Option(
+            "--post",
+            help="Create the comment on this job's pull request (GitHub: $GITHUB_TOKEN) or merge request (GitLab: $PERFGATE_GITLAB_TOKEN), or update the one an earlier run posted.",
+        ),
+    ] = False,
+    number: Annotated[
+        int | None, typer.Option(help="Pull/merge request number (default: from the CI's event).")
+    ] = None,
+    report_url: Annotated[
+        str | None, typer.Option(help="Link to the report (default: this CI run).")
+    ] = None,
+) -> int:
+    """Print the pull request comment for a run (verdict, deciding rule, change); --post creates or updates it."""
+    from perfgate import ci
+    from perfgate.report import load_result
+
+    body = ci.comment_body(
+        load_result(result_json),
+        report_url=report_url if report_url is not None else ci.env_report_url(os.environ),
+    )
+    if not post:
+        sys.stdout.write(body)
+        return EXIT_PASS
+    done, cid = ci.upsert_comment(ci.forge_from_env(os.environ, number=number), body)
+    print(f"perfgate: {done} comment {cid}", file=sys.stderr)
     return EXIT_PASS
 
 
