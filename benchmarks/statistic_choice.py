@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate.analysis import saturation
-from perfgate.gate.design import _strategy
+from perfgate.gate.design import search_strategy
 from perfgate.simulate import NOISE_PROFILES, PRESETS, SimSides
 
 SETTLE_S = 2.0
@@ -59,7 +59,7 @@ def _searches(sides: SimSides, key: str) -> tuple[float, float]:
     pre = sides.preset
     got, start = {}, sides.clock
     for build in ("candidate", "baseline"):
-        out = _strategy(pre.ramp)(sides.runner(build), pre.ramp, pre.slo)  # type: ignore[arg-type]
+        out = search_strategy(pre.ramp)(sides.runner(build), pre.ramp, pre.slo)  # type: ignore[arg-type]
         sides.idle(build)  # type: ignore[arg-type]
         sat = saturation(out.steps, pre.slo, max_users=pre.ramp.max_users)
         got[build] = math.log(getattr(sat, key) or 1e-9)

@@ -545,9 +545,22 @@ def simulate(
         bool,
         typer.Option(
             "--crossover/--no-crossover",
-            help="Swap the two deployments (the embedded provider) or not (Kubernetes, --baseline-target).",
+            help="Swap the two deployments or not (--no-crossover is --staging target).",
         ),
     ] = True,
+    sim_staging: Annotated[
+        Literal["embedded", "kubernetes", "target"],
+        typer.Option(
+            "--staging",
+            help="How the two deployments swap: embedded (default: a restart, ~1 s), kubernetes (a rollout, new pods), target (--baseline-target: no swap).",
+        ),
+    ] = "embedded",
+    swap_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds one swap costs (default: 1 embedded, 60 kubernetes).", min=0, max=3600
+        ),
+    ] = None,
     strategy: StrategyOpt = None,
     table: Annotated[
         bool,
@@ -577,6 +590,8 @@ def simulate(
         "calibrated": calibrated,
         "interleave": interleave,
         "crossover": crossover,
+        "staging": sim_staging,
+        "swap_s": swap_seconds,
         "strategy": strategy,
         "workers": workers,
     }

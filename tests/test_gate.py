@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import pytest
 from perfgate import gate
 from perfgate.errors import LoadError
 from perfgate.gate import sequential
+from perfgate.gate.crossover import Schedule, judgeable, renewal_var
 from perfgate.gate.design import GateInputs, run_gate
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 
@@ -153,6 +156,8 @@ class ScriptedSides:
     clock: float = 0.0
     calls: list[tuple[str, int, str]] = field(default_factory=list)
     swaps: int = 0
+    swap_s: float = 0.0
+    renews: bool = False
 
     def runner(self, build: str) -> _Runner:
         return _Runner(self, build)
@@ -175,6 +180,13 @@ class ScriptedSides:
 
     def swap(self) -> None:
         self.swaps += 1
+        self.clock += self.swap_s
+
+    def swap_cost_s(self) -> float:
+        return self.swap_s
+
+    def swap_renews_placement(self) -> bool:
+        return self.renews
 
     def elapsed_s(self) -> float:
         return self.clock
@@ -233,6 +245,44 @@ def test_crossover_swaps_when_the_sides_can() -> None:
     assert sides.swaps >= 2
     assert {w.arrangement for w in out.windows} == {1, -1}
     assert "cross-over" in out.result.reasons[-1]
+
+
+def test_slow_swaps_are_spread_out_and_no_look_judges_one_arrangement_alone() -> None:
+    budget = dataclasses.replace(GATE, budget_minutes=30.0)
+    sides = ScriptedSides(
+        {"candidate": 1000.0, "baseline": 1000.0}, swappable=True, sd=0.03, swap_s=60.0
+    )
+    out = run_gate(sides, _inputs(gate=budget))
+    arrangements = [w.arrangement for w in out.windows if w.build == "candidate"]
+    runs = [len(list(g)) for _, g in itertools.groupby(arrangements)]
+    assert len(runs) >= 2 and runs[0] > 1  # periods of several pairs, not a swap per pair
+    assert sides.swaps == len(runs) - 1
+    for look in out.looks:  # every look saw both arrangements, ≥ 3 pairs each
+        seen = arrangements[: look.pairs]
+        assert min(seen.count(1), seen.count(-1)) >= 3
+    # the swaps' time was planned: the gate stays within its budget
+    assert sides.clock <= budget.budget_minutes * 60 + 60
+
+
+def test_renewed_placement_adds_the_offsets_of_each_period() -> None:
+    assert renewal_var([1] * 10, 0.02) == 0.0  # a swap per pair: the pairs' spread has it
+    assert renewal_var([10], 0.02) == pytest.approx(2 * 0.02**2 * 0.9)
+    d, arrangement = [0.01, -0.01] * 8, [1] * 8 + [-1] * 8
+    kept = sequential.estimate_pairs(d, arrangement, deploy_sd=0.02)
+    renewed = sequential.estimate_pairs(
+        d, arrangement, deploy_sd=0.02, renewed_var=renewal_var([8, 8], 0.02)
+    )
+    assert renewed.se > kept.se and renewed.fixed_var > 0 and kept.fixed_var == 0
+    assert "re-placed" in renewed.how
+
+
+def test_schedule_swaps_every_pair_when_swaps_are_cheap() -> None:
+    cheap = Schedule.plan(True, 1.0, 13.0, 32)
+    assert cheap.every == 1 and cheap.due(2) and cheap.due(3)
+    slow = Schedule.plan(True, 60.0, 11.0, 32)
+    assert slow.every == 16  # at most half the plan, never one period only
+    assert not slow.due(16) and slow.due(17)
+    assert judgeable(20, 16, True) and not judgeable(14, 16, True) and judgeable(6, 1, True)
 
 
 def test_stored_baseline_on_the_default_prior_is_inconclusive_fast_and_says_what_would_help() -> (

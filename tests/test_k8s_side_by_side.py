@@ -174,6 +174,16 @@ class Cluster:
             for d in self.created("deployments.apps")
         }
 
+    def images_served(self) -> dict[str, set[str]]:
+        """namespace → every image its Deployment had (a cross-over swaps them)."""
+        served: dict[str, set[str]] = {}
+        with self.fake.cond:
+            for _, _, q, obj in self.fake.events:
+                if q == "deployments.apps":
+                    image = obj["spec"]["template"]["spec"]["containers"][0]["image"]
+                    served.setdefault(obj["metadata"]["namespace"], set()).add(image)
+        return served
+
     def namespace_writes(self) -> list[tuple[str, str]]:
         """(method, name) of every namespace create and delete that succeeded, in order."""
         with self.fake.cond:
@@ -333,6 +343,11 @@ def test_side_by_side_stages_v1_from_its_recipe_and_deletes_both_namespaces(
     assert result["baseline"]["mode"] == "side-by-side"
     assert window_builds(result) == {"candidate", "baseline"}
     assert result["staging_recipe"]["image"] == "example.test/web:v2"
+    # the cross-over: each namespace served both images, and the windows saw both arrangements
+    both = {"example.test/web:v1", "example.test/web:v2"}
+    assert cluster.images_served() == {namespaces["v1"]: both, namespaces["v2"]: both}
+    assert {w["arrangement"] for w in result["windows"]} == {1, -1}
+    assert "cross-over" in next(r for r in result["rules"] if r["name"] == "regression")["message"]
     assert cluster.all_deleted(), cli.text
     # both up at once, then the inner one (the previous release) deleted first
     assert [m for m, _ in cluster.namespace_writes()] == ["POST", "POST", "DELETE", "DELETE"]

@@ -9,11 +9,12 @@ publishes is a figure of the gate users run. Two designs:
        boundary — the saturation point and the floor rule come from it. A stored baseline's
        bracket is the adaptive search's hint.
     2. *compare*: both builds at the same level ``N_w`` (the candidate's boundary) in short
-       alternating windows, random order within each pair, the two deployments swapped every
-       ``SWAP_EVERY`` pairs when they can be (cross-over); planned looks spend the error budgets
-       (:mod:`perfgate.gate.sequential`); the first clear look stops the gate, the time budget
-       (``gate.budget_minutes``) ends it. Against a stored baseline the candidate's windows are
-       compared with the stored numbers, with the between-session drift in the variance.
+       alternating windows, random order within each pair, the two deployments swapped when they
+       can be (cross-over, scheduled by :mod:`perfgate.gate.crossover`); planned looks spend the
+       error budgets (:mod:`perfgate.gate.sequential`); the first clear look stops the gate, the
+       time budget (``gate.budget_minutes``) ends it. Against a stored baseline the candidate's
+       windows are compared with the stored numbers, with the between-session drift in the
+       variance.
 
 ``replicates`` (``--repeat K`` ≥ 2)
     K full searches per build (interleaved with the previous release when it runs side by side),
@@ -35,6 +36,7 @@ from perfgate import adaptive, analysis, search
 from perfgate.calibration import NoiseModel
 from perfgate.errors import LoadError
 from perfgate.gate import rules, sequential
+from perfgate.gate.crossover import Schedule, judgeable, renewal_var
 from perfgate.models import (
     BaselineRef,
     GateResult,
@@ -75,8 +77,6 @@ DEFAULT_DEPLOY_SD = 0.02
 DEFAULT_BETWEEN_SD = 0.04  # SD of drift between sessions (a stored baseline's day and today)
 LOOK_PAIRS = (6, 10, 14, 20, 26, 32)  # planned looks, in window pairs (the last: budget)
 MIN_PAIRS = 6  # fewer pairs cannot estimate their own spread (and a cross-over's offset)
-SWAP_EVERY = 1  # cross-over: swap the deployments after every pair (a transient on one
-# deployment cannot then pass for a fixed offset: measured on the process-episodes profile)
 SWITCH_S = 1.0  # allowance per window for stopping and starting users (budget planning)
 WINDOW_S = 10.0  # measured seconds per window: the least variance per second of load on the
 # shared-machine profile (4 s: 0.178, 6 s: 0.180, 10 s: 0.130, 20 s: 0.141 — pair variance ×
@@ -104,6 +104,12 @@ class Sides(Protocol):
 
     def swap(self) -> None:
         """Exchange the two builds' deployments: each build then runs where the other ran."""
+
+    def swap_cost_s(self) -> float:
+        """About how many seconds one swap takes (the cross-over's schedule is planned on it)."""
+
+    def swap_renews_placement(self) -> bool:
+        """Whether a swap may put the builds on other machines (new pods on Kubernetes)."""
 
     def elapsed_s(self) -> float:
         """Seconds of load this gate has spent so far (the budget's clock)."""
@@ -182,7 +188,9 @@ _NO_PROGRESS = Progress()
 def run_gate(sides: Sides, inputs: GateInputs, progress: Progress = _NO_PROGRESS) -> GateOutcome:
     """Measure and decide: locate the candidate's boundary, then compare (see module doc)."""
     if inputs.repeat > 1:
-        return _replicates(sides, inputs, progress)
+        from perfgate.gate.replicates import run_replicates  # it builds on this module
+
+        return run_replicates(sides, inputs, progress)
     steps = _locate(sides, inputs, progress)
     sat = analysis.saturation(steps, inputs.slo, max_users=inputs.ramp.max_users)
     if not inputs.gate_enabled:
@@ -201,7 +209,7 @@ def run_gate(sides: Sides, inputs: GateInputs, progress: Progress = _NO_PROGRESS
 # ---------------------------------------------------------------------------------------------
 
 
-def _strategy(ramp: RampSpec) -> Callable[..., SearchOutcome]:
+def search_strategy(ramp: RampSpec) -> Callable[..., SearchOutcome]:
     return adaptive.adaptive if ramp.strategy == "adaptive" else search.linear
 
 
@@ -211,7 +219,7 @@ def _locate(sides: Sides, inputs: GateInputs, progress: Progress) -> tuple[StepS
     if base is not None and inputs.ramp.strategy == "adaptive":
         hint = adaptive.replicate_hint([base.saturation])
     extra = {"hint": hint} if hint is not None else {}
-    got = _strategy(inputs.ramp)(
+    got = search_strategy(inputs.ramp)(
         sides.runner("candidate"),
         inputs.ramp,
         inputs.slo,
@@ -246,6 +254,8 @@ class _Windows:
     d: list[float] = field(default_factory=list)  # per pair (side by side) or window (stored)
     arrangement: list[int] = field(default_factory=list)
     started: float = 0.0
+    schedule: Schedule = field(default_factory=lambda: Schedule(enabled=False))
+    renews: bool = False  # a swap re-draws the deployments' offsets (crossover.renewal_var)
 
 
 def _window_s(inputs: GateInputs) -> float:
@@ -256,13 +266,24 @@ def _window_s(inputs: GateInputs) -> float:
 def _plan(
     sides: Sides, inputs: GateInputs, w: _Windows, turns: int, crossover: bool
 ) -> tuple[int, ...]:
-    """Planned looks (in pairs) that fit in what is left of the budget."""
+    """Planned looks (in pairs) that fit in what is left of the budget, swaps included.
+
+    Sets ``w.schedule``. A look before both arrangements of a cross-over are measured is not
+    planned (:func:`perfgate.gate.crossover.judgeable`); the last look always is.
+    """
     left = inputs.gate.budget_minutes * 60.0 - sides.elapsed_s()
     unit_s = turns * (w.settle_s + w.window_s + SWITCH_S)
-    most = min(LOOK_PAIRS[-1], int(left // unit_s)) if unit_s > 0 else 0
+    if unit_s <= 0:
+        return ()
+    most = min(LOOK_PAIRS[-1], int(left // unit_s))
+    swap_s = sides.swap_cost_s() if crossover else 0.0
+    w.schedule = Schedule.plan(crossover, swap_s, unit_s, most)
+    most = min(most, int(left // w.schedule.unit_cost_s(unit_s)))
     if most < MIN_PAIRS:
         return ()
-    return (*[p for p in LOOK_PAIRS if p < most], most)
+    w.schedule.every = max(1, min(w.schedule.every, most // 2))
+    early = [p for p in LOOK_PAIRS if p < most and judgeable(p, w.schedule.every, crossover)]
+    return (*early, most)
 
 
 def _record(
@@ -345,6 +366,7 @@ def _compare(
     crossover = side_by_side and inputs.allow_swap and sides.can_swap()
     turns = 2 if side_by_side and inputs.interleave == "alternate" else 1
     looks = _plan(sides, inputs, w, turns, crossover) if users else ()
+    w.renews = crossover and sides.swap_renews_placement()
     if not looks:
         return _no_room(inputs, sat, steps, users)
     spend_b = sequential.spend([p / looks[-1] for p in looks], sequential.ALPHA_BLOCK)
@@ -355,10 +377,12 @@ def _compare(
     est: sequential.Estimate | None = None
     arrangement = 1
     for unit in range(1, looks[-1] + 1):
-        if crossover and unit > 1 and (unit - 1) % SWAP_EVERY == 0:
+        swapped = w.schedule.due(unit)
+        if swapped:
             sides.swap()
             arrangement = -arrangement
         _one_unit(sides, w, unit, arrangement, rng, inputs, progress)
+        w.schedule.measured(swapped)
         if unit not in looks:
             continue
         j = looks.index(unit)
@@ -422,7 +446,10 @@ def _stored_log_x(inputs: GateInputs) -> tuple[float, float]:
 
 def _estimate(w: _Windows, inputs: GateInputs, side_by_side: bool) -> sequential.Estimate:
     if side_by_side:
-        return sequential.estimate_pairs(w.d, w.arrangement, deploy_sd=inputs.priors.deploy_sd)
+        renewed = renewal_var(w.schedule.periods, inputs.priors.deploy_sd) if w.renews else 0.0
+        return sequential.estimate_pairs(
+            w.d, w.arrangement, deploy_sd=inputs.priors.deploy_sd, renewed_var=renewed
+        )
     log_b, se_b = _stored_log_x(inputs)
     return sequential.estimate_stored(w.d, log_b, se_b, between_sd=inputs.priors.between_sd)
 
@@ -430,7 +457,9 @@ def _estimate(w: _Windows, inputs: GateInputs, side_by_side: bool) -> sequential
 def _floor_se(inputs: GateInputs, side_by_side: bool, est: sequential.Estimate) -> float:
     """The part of the standard error more windows cannot remove."""
     if side_by_side:
-        return 0.0 if est.offset is not None else math.sqrt(2) * inputs.priors.deploy_sd
+        if est.offset is None:
+            return math.sqrt(2) * inputs.priors.deploy_sd
+        return math.sqrt(est.fixed_var)
     _, se_b = _stored_log_x(inputs)
     return math.sqrt(se_b * se_b + 2 * inputs.priors.between_sd**2)
 
@@ -693,94 +722,3 @@ def _stored_single(
         fixed_sd=math.sqrt(2) * inputs.priors.between_sd,
     )
     return GateOutcome(result=result, saturation=sat, steps=steps, baseline=inputs.baseline)
-
-
-# ---------------------------------------------------------------------------------------------
-# the replicate design (--repeat K)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Replicates:
-    steps: list[StepStats] = field(default_factory=list)
-    base_steps: list[StepStats] = field(default_factory=list)
-    cand: list[Saturation] = field(default_factory=list)
-    base: list[Saturation] = field(default_factory=list)
-
-
-def _one_replicate(
-    sides: Sides, inputs: GateInputs, progress: Progress, build: Build, r: _Replicates
-) -> None:
-    into = r.steps if build == "candidate" else r.base_steps
-    firsts = r.cand[:1] + r.base[:1]
-    extra = {}
-    if firsts and inputs.ramp.strategy == "adaptive":
-        # both builds' replicates re-measure the same levels (see adaptive.replicate_hint)
-        extra["hint"] = adaptive.replicate_hint(firsts)
-
-    def on_step(step: StepStats) -> None:
-        into.append(step)
-        progress.on_step(step, build)
-
-    got = _strategy(inputs.ramp)(
-        sides.runner(build), inputs.ramp, inputs.slo, on_step=on_step, **extra
-    )
-    sides.idle(build)
-    sat = analysis.saturation(got.steps, inputs.slo, max_users=inputs.ramp.max_users)
-    (r.cand if build == "candidate" else r.base).append(sat)
-
-
-def _replicates(sides: Sides, inputs: GateInputs, progress: Progress) -> GateOutcome:
-    paired = inputs.mode == "side-by-side"
-    looks = rules.plan_looks(inputs.repeat)
-    rng = random.Random(inputs.seed)
-    r = _Replicates()
-    result: GateResult | None = None
-    for i in range(1, looks[-1] + 1):
-        order: list[Build] = ["candidate", "baseline"] if paired else ["candidate"]
-        rng.shuffle(order)  # randomised interleaving (RMIT) cancels drift
-        for build in order:
-            _one_replicate(sides, inputs, progress, build, r)
-        if i in looks:
-            result = _judge_replicates(inputs, r, paired)
-            if result.verdict != "inconclusive":
-                break
-    assert result is not None
-    sat = analysis.combine_replicates(r.cand)
-    base = inputs.baseline
-    if paired and base is not None:
-        base = replace(base, saturation=analysis.combine_replicates(r.base), mode="side-by-side")
-    return GateOutcome(
-        result=result,
-        saturation=sat,
-        steps=tuple(r.steps),
-        baseline=base,
-        baseline_steps=tuple(r.base_steps),
-        replicates=tuple(r.cand),
-    )
-
-
-def _judge_replicates(inputs: GateInputs, r: _Replicates, paired: bool) -> GateResult:
-    sat = analysis.combine_replicates(r.cand)
-    base = inputs.baseline
-    if not inputs.gate_enabled:
-        return GateResult(verdict="pass", reasons=(f"manual ramp: {sat.reason}",))
-    if base is None or inputs.mode == "none":
-        return rules.decide(sat, gate=inputs.gate, baseline=None, steps=tuple(r.steps))
-    if paired:
-        base = replace(base, saturation=analysis.combine_replicates(r.base))
-    base_reps = tuple(r.base) if paired else inputs.baseline_replicates
-    fixed = inputs.priors.deploy_sd if paired else inputs.priors.between_sd
-    return rules.decide(
-        sat,
-        gate=inputs.gate,
-        baseline=base,
-        steps=tuple(r.steps),
-        replicates=tuple(r.cand),
-        baseline_replicates=base_reps,
-        noise=inputs.priors.noise,
-        comparable=True if paired else inputs.comparable,
-        comparability_note="" if paired else inputs.comparability_note,
-        paired=paired,
-        fixed_sd=math.sqrt(2) * fixed,
-    )

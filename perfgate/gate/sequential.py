@@ -36,6 +36,8 @@ from typing import Literal
 
 from scipy import stats
 
+from perfgate.gate.crossover import MIN_PER_ARRANGEMENT
+
 __all__ = [
     "ALPHA_BLOCK",
     "ALPHA_PASS",
@@ -50,7 +52,6 @@ __all__ = [
 ALPHA_BLOCK = 0.01  # one-sided false-block budget over all looks of one gate
 ALPHA_PASS = 0.01  # one-sided budget for passing a regression beyond max_regression
 MAX_RHO = 0.8  # lag-1 autocorrelation is clipped here: beyond it k_eff says nothing useful
-MIN_PER_ARRANGEMENT = 3  # fewer pairs on one side of a cross-over cannot tell an offset from luck
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -66,6 +67,7 @@ class Estimate:
     rho: float = 0.0  # lag-1 autocorrelation of the residuals (0 when not estimable)
     offset: float | None = None  # estimated deployment offset (cross-over only), log scale
     how: str = ""
+    fixed_var: float = 0.0  # the part of se² more pairs cannot remove (priors)
 
 
 @dataclass(**_FROZEN)
@@ -121,11 +123,19 @@ def _satterthwaite(within_se2: float, within_df: float, prior_se2: float) -> flo
     return min(1e6, total * total / (within_se2 * within_se2 / within_df))
 
 
-def estimate_pairs(d: Sequence[float], arrangement: Sequence[int], *, deploy_sd: float) -> Estimate:
+def estimate_pairs(
+    d: Sequence[float],
+    arrangement: Sequence[int],
+    *,
+    deploy_sd: float,
+    renewed_var: float = 0.0,
+) -> Estimate:
     """Estimate from pair log ratios ``d`` and each pair's arrangement (+1 / −1 = swapped).
 
     With both arrangements present (a cross-over) the deployment offset is fitted by least
     squares, ``d = Δ + δ·a``, and removed; otherwise ``2 · deploy_sd²`` is added to the variance.
+    ``renewed_var`` is what offsets re-drawn at every swap add to a cross-over's variance
+    (:func:`perfgate.gate.crossover.renewal_var`).
     """
     k = len(d)
     if k < 3:
@@ -140,15 +150,17 @@ def estimate_pairs(d: Sequence[float], arrangement: Sequence[int], *, deploy_sd:
         resid = [x - m - offset * a for x, a in zip(d, arrangement, strict=True)]
         se2, df, rho = _within(resid, 2)
         se2 *= 1 + k * a_mean * a_mean / sxx  # OLS: var(Δ) = σ²(1/k + ā²/Sxx)
+        renewed = f", re-placed deployments SD {deploy_sd:.1%}" if renewed_var > 0 else ""
         return Estimate(
             m=m,
-            se=math.sqrt(se2),
-            df=df,
+            se=math.sqrt(se2 + renewed_var),
+            df=_satterthwaite(se2, df, renewed_var) if renewed_var > 0 else df,
             pairs=k,
             rho=rho,
             offset=offset,
             how=f"{k} window pairs, cross-over (deployment offset "
-            f"{math.expm1(offset):+.1%} removed)",
+            f"{math.expm1(offset):+.1%} removed{renewed})",
+            fixed_var=renewed_var,
         )
     how = f"{k} window pairs, deployment difference SD {deploy_sd:.1%} assumed"
     return _with_fixed(list(d), 0.0, 2 * deploy_sd * deploy_sd, how)
@@ -165,6 +177,7 @@ def _with_fixed(values: list[float], reference: float, fixed_var: float, how: st
         pairs=len(values),
         rho=rho,
         how=how,
+        fixed_var=fixed_var,
     )
 
 

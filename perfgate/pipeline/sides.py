@@ -73,13 +73,37 @@ class LiveSides:
         return len(self.places) == 2 and all(p.staged.restage is not None for p in self.places)
 
     def swap(self) -> None:
-        """Each place now serves the other build (same URL, the other release's recipe)."""
+        """Each place now serves the other build (same URL, the other release's recipe).
+
+        Both places restage at once (a Kubernetes rollout takes a while); the first error is
+        raised after both have finished, so neither is left half done.
+        """
         a, b = self.places
         a.recipe, b.recipe = b.recipe, a.recipe
-        for place in (a, b):
-            assert place.staged.restage is not None
-            place.staged.restage(place.recipe)
+        errors: list[BaseException] = []
+
+        def restage(place: Place) -> None:
+            try:
+                assert place.staged.restage is not None
+                place.staged.restage(place.recipe)
+            except BaseException as exc:  # re-raised on the caller's thread
+                errors.append(exc)
+
+        helper = threading.Thread(target=restage, args=(b,), daemon=True)
+        helper.start()
+        restage(a)
+        helper.join()
+        if errors:
+            raise errors[0]
         self.where = {"candidate": self.where["baseline"], "baseline": self.where["candidate"]}
+
+    def swap_cost_s(self) -> float:
+        """How long staging took (a swap restages both places at once): the schedule's guess."""
+        return max(float(p.staged.details.get("provision_s") or 1.0) for p in self.places)
+
+    def swap_renews_placement(self) -> bool:
+        """Whether a swap puts the builds on new machines (Kubernetes re-creates the pods)."""
+        return any(p.staged.provider == "kubernetes" for p in self.places)
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started

@@ -137,7 +137,7 @@ def _search(opts: RunOptions, scen: Scenario, i: int, runs: int, on_event: Event
         provision(scen, provider=opts.provider, target=opts.target, options=options) as staged,
         LocustRunner(staged.url, scen.users, scen.slo, scen.load, on_event=on_event) as runner,
     ):
-        got = gate.design._strategy(scen.ramp)(
+        got = gate.design.search_strategy(scen.ramp)(
             runner, scen.ramp, scen.slo, on_step=lambda step: on_event(StepMeasured(step=step))
         )
     sat = analysis.saturation(got.steps, scen.slo, max_users=scen.ramp.max_users)

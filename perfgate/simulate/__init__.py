@@ -11,6 +11,7 @@
 
 from perfgate.simulate.harness import (
     PRESETS,
+    STAGINGS,
     Preset,
     SimSides,
     clopper_pearson,
@@ -28,6 +29,7 @@ __all__ = [
     "NOISE_PROFILES",
     "PRESETS",
     "SEARCH_SETTINGS",
+    "STAGINGS",
     "Deployment",
     "NoiseProfile",
     "Preset",

@@ -27,6 +27,16 @@ from perfgate.simulate.queue import SimulatedRunner, TargetModel
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 SWITCH_S = 0.5  # simulated seconds to stop one build's users and start the other's
+# How each staging provider swaps the two deployments (cross-over): (can swap, seconds a swap
+# costs, whether the swap re-draws the deployments' offsets). Embedded: both exchanges restart at
+# their ports (about a second, measured by `provision_s`); Kubernetes: a rollout in each namespace
+# (a minute is typical for a small service with readiness probes: --swap-seconds), new pods on
+# whichever nodes the scheduler picks; an existing target (--baseline-target) cannot swap.
+STAGINGS: dict[str, tuple[bool, float, bool]] = {
+    "embedded": (True, 1.0, False),
+    "kubernetes": (True, 60.0, True),
+    "target": (False, 0.0, False),
+}
 Mode = Literal["side-by-side", "stored"]
 
 
@@ -123,11 +133,13 @@ class SimSides:
         *,
         start_s: float = 0.0,
         timeline: Timeline | None = None,
-        crossover: bool = True,
+        staging: str = "embedded",
+        swap_s: float | None = None,
     ) -> None:
         self.preset, self.ramp, self.noise, self.rng = preset, ramp, noise, rng
         self.regression = regression
-        self.crossover = crossover
+        self.crossover, default_swap_s, self.renews = STAGINGS[staging]
+        self.swap_s = default_swap_s if swap_s is None else swap_s
         self.clock = start_s
         self.started = start_s
         self.timeline = timeline or Timeline(noise, random.Random(rng.getrandbits(63)))
@@ -179,13 +191,27 @@ class SimSides:
         return got[0], got[1]
 
     def can_swap(self) -> bool:
-        # True as the embedded provider; False as Kubernetes and --baseline-target today
         return self.crossover
 
     def swap(self) -> None:
         self.where = {"candidate": self.where["baseline"], "baseline": self.where["candidate"]}
-        self.places = [p.redeployed(self.clock) for p in self.places]
+        if self.renews:  # new pods, anywhere: offsets of their own (no candidate_offset again)
+            self.places = [
+                Deployment(
+                    self.noise, random.Random(self.rng.getrandbits(63)), started_s=self.clock
+                )
+                for _ in self.places
+            ]
+        else:
+            self.places = [p.redeployed(self.clock) for p in self.places]
         self.runners.clear()
+        self.clock += self.swap_s
+
+    def swap_cost_s(self) -> float:
+        return self.swap_s
+
+    def swap_renews_placement(self) -> bool:
+        return self.renews
 
     def elapsed_s(self) -> float:
         return self.clock - self.started
@@ -248,6 +274,12 @@ class _SelfSides:
     def swap(self) -> None:  # pragma: no cover - never called (can_swap is False)
         raise NotImplementedError
 
+    def swap_cost_s(self) -> float:
+        return 0.0
+
+    def swap_renews_placement(self) -> bool:
+        return False
+
     def elapsed_s(self) -> float:
         return self.sides.elapsed_s()
 
@@ -272,7 +304,8 @@ class Config:
     repeat: int
     calibrated: bool
     interleave: str = "simultaneous"
-    crossover: bool = True
+    staging: str = "embedded"  # how the two deployments swap (STAGINGS)
+    swap_s: float | None = None  # seconds a swap costs; None: the provider's typical cost
 
 
 def _calibrate(cfg: Config, rng: random.Random) -> Any:
@@ -305,7 +338,15 @@ def trial(cfg: Config, index: int) -> Trial:
     baseline, windows = _hint_ref(cfg.preset), ()
     if cfg.mode == "stored":
         baseline, windows = _stored_session(cfg.preset, cfg.ramp, cfg.noise, rng)
-    sides = SimSides(cfg.preset, cfg.ramp, cfg.noise, rng, cfg.regression, crossover=cfg.crossover)
+    sides = SimSides(
+        cfg.preset,
+        cfg.ramp,
+        cfg.noise,
+        rng,
+        cfg.regression,
+        staging=cfg.staging,
+        swap_s=cfg.swap_s,
+    )
     inputs = GateInputs(
         slo=cfg.preset.slo,
         ramp=cfg.ramp,
@@ -379,7 +420,8 @@ def _config(
     noise: str | None,
     strategy: str | None,
     interleave: str = "simultaneous",
-    crossover: bool = True,
+    staging: str = "embedded",
+    swap_s: float | None = None,
 ) -> Config:
     if not 0.0 <= regression < 1.0:
         raise ValueError(f"regression must be in [0, 1), got {regression}")
@@ -393,6 +435,10 @@ def _config(
         raise ValueError(f"unknown strategy {strategy!r} (adaptive or linear)")
     if repeat < 1:
         raise ValueError(f"repeat must be ≥ 1, got {repeat}")
+    if staging not in STAGINGS:
+        raise ValueError(f"unknown staging {staging!r} (one of {', '.join(STAGINGS)})")
+    if swap_s is not None and not 0.0 <= swap_s <= 3600.0:
+        raise ValueError(f"swap seconds must be in [0, 3600], got {swap_s}")
     if interleave not in ("simultaneous", "alternate"):
         raise ValueError(f"unknown interleave {interleave!r} (simultaneous or alternate)")
     pre = PRESETS[preset]
@@ -407,7 +453,8 @@ def _config(
         repeat=repeat,
         calibrated=calibrated,
         interleave=interleave,
-        crossover=crossover,
+        staging=staging,
+        swap_s=swap_s,
     )
 
 
@@ -424,12 +471,16 @@ def simulate(
     strategy: str | None = None,
     interleave: str = "simultaneous",
     crossover: bool = True,
+    staging: str = "embedded",
+    swap_s: float | None = None,
     workers: int = 1,
 ) -> dict[str, Any]:
     """Run ``trials`` whole gates for a candidate with a capacity loss of ``regression``.
 
     With no options this is what ``perfgate run`` does by default on the default scenario:
-    side by side, alternating windows, sequential looks, shared-machine noise. Returns the
+    side by side, alternating windows, sequential looks, shared-machine noise. ``staging`` is how
+    the two deployments can swap (``STAGINGS``); ``crossover=False`` is ``staging="target"``.
+    Returns the
     verdict fractions with 95 % Clopper–Pearson intervals and the simulated load time per gate.
     """
     if trials < 1:
@@ -444,7 +495,8 @@ def simulate(
         noise=noise,
         strategy=strategy,
         interleave=interleave,
-        crossover=crossover,
+        staging=staging if crossover else "target",
+        swap_s=swap_s,
     )
     started = time.perf_counter()
     results = _run_trials(cfg, trials, workers)
@@ -476,7 +528,9 @@ def _summary(cfg: Config, results: list[Trial], wall_s: float) -> dict[str, Any]
         "sd_log_ratio": statistics.stdev(ratios) if len(ratios) > 1 else None,
         "mode": cfg.mode,
         "interleave": cfg.interleave,
-        "crossover": cfg.crossover,
+        "crossover": STAGINGS[cfg.staging][0],
+        "staging": cfg.staging,
+        "swap_seconds": cfg.swap_s if cfg.swap_s is not None else STAGINGS[cfg.staging][1],
         "repeat": cfg.repeat,
         "calibrated": cfg.calibrated,
         "strategy": cfg.ramp.strategy,

@@ -102,12 +102,14 @@ def provision_embedded(scenario: Scenario, options: StagingOptions) -> Iterator[
     place = _Place(options.log)
     with contextlib.ExitStack() as outer:
         outer.callback(lambda: place.stack.close())  # whichever process runs at the end
+        started = time.monotonic()
         running = place.start(config)
+        took = round(time.monotonic() - started, 3)
         yield StagedTarget(
             url=running.url,
             provider="embedded",
             description=f"reference exchange (pid {running.pid}) on {running.url}",
-            details={"exchange": config.to_dict(), "pid": running.pid},
+            details={"exchange": config.to_dict(), "pid": running.pid, "provision_s": took},
             recipe={"exchange": config.to_dict()},
             restage=place.restage,
         )

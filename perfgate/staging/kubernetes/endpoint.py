@@ -20,7 +20,7 @@ from perfgate.staging.kubernetes.portforward import PortForwarder
 from perfgate.staging.kubernetes.readiness import pod_ready, pods_of
 from perfgate.staging.kubernetes.rest import Api, ApiError, list_items
 
-__all__ = ["find_endpoint"]
+__all__ = ["backend_pod", "find_endpoint"]
 
 _MAX_NODE_PROBES = 3
 
@@ -37,10 +37,10 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def find_endpoint(
-    api: Api, spec: KubernetesSpec, namespace: str, log: Callable[[str], None]
-) -> tuple[str, str, PortForwarder | None]:
-    """(url, how it was found, port-forwarder to close or None)."""
+def _service(
+    api: Api, spec: KubernetesSpec, namespace: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(the Service, its spec, its port named by ``staging.kubernetes.port``)."""
     _, svc = api.request(
         "GET",
         f"/api/v1/namespaces/{namespace}/services/{spec.service}",
@@ -50,6 +50,20 @@ def find_endpoint(
     port = next((p for p in svc_spec.get("ports") or () if p.get("port") == spec.port), None)
     if port is None:
         raise StagingError(f"service {spec.service} in {namespace} has no port {spec.port}")
+    return svc, svc_spec, port
+
+
+def backend_pod(api: Api, spec: KubernetesSpec, namespace: str) -> tuple[str, int]:
+    """(a ready pod behind the scenario's Service, its target port): where to port-forward."""
+    _, svc_spec, port = _service(api, spec, namespace)
+    return _backend_pod(api, spec, namespace, svc_spec, port)
+
+
+def find_endpoint(
+    api: Api, spec: KubernetesSpec, namespace: str, log: Callable[[str], None]
+) -> tuple[str, str, PortForwarder | None]:
+    """(url, how it was found, port-forwarder to close or None)."""
+    svc, svc_spec, port = _service(api, spec, namespace)
     for ingress in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ():
         host = ingress.get("ip") or ingress.get("hostname")
         if host:
@@ -110,7 +124,7 @@ def _backend_pod(
             "set staging.kubernetes.url"
         )
     for pod in pods_of(api, namespace, selector, action=f"reading pods of service {spec.service}"):
-        if not pod_ready(pod):
+        if not pod_ready(pod) or (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
         target: Any = port.get("targetPort", port.get("port"))
         if isinstance(target, str):  # a named container port

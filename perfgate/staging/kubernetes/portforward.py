@@ -120,6 +120,20 @@ class PortForwarder:
         finally:
             close_ws(ws)
 
+    def retarget(self, pod: str, port: int) -> None:
+        """Forward to ``pod`` from now on (a rollout replaced the old one); drop old tunnels.
+
+        The local port stays, so the load keeps its URL; connections into the old pod are shut
+        (the load is idle while a cross-over restages, and reconnects).
+        """
+        self.pod, self.target_port = pod, port
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.check()
+
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
             try:

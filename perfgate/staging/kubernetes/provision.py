@@ -26,10 +26,11 @@ written: the same manifests, rendered with the recipe's image and variables
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from perfgate.errors import Interrupted, ScenarioError, StagingError
 from perfgate.models import KubernetesSpec, Scenario
 from perfgate.staging.kubernetes.config import ClusterConfig, load_cluster_config
-from perfgate.staging.kubernetes.endpoint import find_endpoint
+from perfgate.staging.kubernetes.endpoint import backend_pod, find_endpoint
 from perfgate.staging.kubernetes.names import (
     FIELD_MANAGER,
     MANAGED_BY,
@@ -153,7 +154,9 @@ def provision_kubernetes(scenario: Scenario, options: StagingOptions) -> Iterato
             pull_fatal=plan.pull_fatal,
         )
         url, via, forwarder = _target(api, scenario, plan, options.log)
-        yield _staged(plan, cluster, url=url, via=via, started=started, log=options.log)
+        staged = _staged(plan, cluster, url=url, via=via, started=started, log=options.log)
+        restage = _restager(api, scenario, options, plan, forwarder)
+        yield dataclasses.replace(staged, restage=restage) if restage else staged
     except (KeyboardInterrupt, Interrupted, SystemExit):
         interrupted = True
         raise
@@ -209,6 +212,49 @@ def _plan(scenario: Scenario, options: StagingOptions) -> _Plan:
         recipe=recorded_recipe(image, spec, digest),
         pull_fatal=frozenset({image} if recipe is not None and image else ()),
     )
+
+
+# Kinds a cross-over does not re-apply: one-shot set-up (a Job's template is immutable, and a
+# migration has already run); only what serves is swapped.
+_ONE_SHOT = frozenset({"Job", "CronJob", "Pod"})
+
+
+def _restager(
+    api: Api,
+    scenario: Scenario,
+    options: StagingOptions,
+    plan: _Plan,
+    forwarder: PortForwarder | None,
+) -> Callable[[Mapping[str, Any]], None] | None:
+    """How this namespace serves another release (the gate's cross-over), or None if it cannot.
+
+    The namespace's manifests are rendered again with the other release's recipe (its image and
+    variables) and applied over the running objects; the rollout is waited for like the first
+    one, and a port-forward follows the new pod. The namespace, its Service and the target URL
+    stay. Without an image in this target's own recipe the swap back would be impossible.
+    """
+    if not plan.recipe.get("image"):
+        return None
+
+    def restage(recipe: Mapping[str, Any]) -> None:
+        again = _plan(scenario, dataclasses.replace(options, recipe=recipe, run_id=plan.run_id))
+        docs = [d for d in apply_order(again.docs) if d.kind not in _ONE_SHOT]
+        options.log(
+            f"kubernetes: cross-over: {plan.namespace} now serves image {again.recipe['image']}"
+        )
+        apply_documents(api, docs, plan.namespace, options.log)
+        wait_ready(
+            api,
+            docs,
+            plan.namespace,
+            again.spec.ready_timeout_s,
+            options.log,
+            pull_fatal=again.pull_fatal,
+        )
+        if forwarder is not None:
+            forwarder.retarget(*backend_pod(api, again.spec, plan.namespace))
+
+    return restage
 
 
 def _check_recipe_fits(
