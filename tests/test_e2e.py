@@ -34,7 +34,7 @@ ramp:
   settle_seconds: 0.5
   min_samples: 0
 slo: {{p95_ms: {slo}}}
-gate: {{min_users: {floor}, max_regression: 0.10}}
+gate: {{min_users: {floor}, max_regression: 0.10, budget_minutes: 1.5}}
 """
 
 

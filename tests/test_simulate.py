@@ -6,7 +6,6 @@ import json
 import math
 import random
 import statistics
-import time
 
 import pytest
 
@@ -25,6 +24,7 @@ from perfgate.simulate import (
     simulate,
     simulate_table,
 )
+from perfgate.simulate.harness import true_users
 
 SLO = Slo(p95_ms=500.0)
 
@@ -188,9 +188,7 @@ def test_clopper_pearson() -> None:
 
 
 def test_harness_smoke_run() -> None:
-    started = time.perf_counter()
     out = simulate(0.2, trials=6, seed=3)
-    assert time.perf_counter() - started < 20
     for key in (
         "trials",
         "regression",
@@ -212,12 +210,29 @@ def test_harness_smoke_run() -> None:
     assert out["noise"]["name"] == "shared" and out["mode"] == "side-by-side"
     json.dumps(out, allow_nan=False)
     assert "6 simulated gates, capacity loss 20.0%" in format_result(out)
+    assert "embedded staging (cross-over, 1 s a swap)" in format_result(out)
+    # the floor interval's coverage of the candidate's true users at the SLO (80 % capacity)
+    floor = out["floor_interval"]
+    assert floor["trials"] >= 1 and 0.0 <= floor["coverage"] <= 1.0
+    full = true_users(PRESETS["exchange"], 0.0, NOISE_PROFILES["shared"])
+    assert floor["true_users"] == pytest.approx(0.8 * full, rel=0.08)
     # the same seed gives the same answer
     again = simulate(0.2, trials=6, seed=3)
     assert (
         again["block"] == out["block"]
         and again["mean_simulated_seconds"] == out["mean_simulated_seconds"]
     )
+
+
+def test_kubernetes_staging_swaps_in_long_periods_and_pays_for_the_swaps() -> None:
+    out = simulate(0.0, trials=2, seed=5, staging="kubernetes", noise="quiet")
+    embedded = simulate(0.0, trials=2, seed=5, noise="quiet")
+    assert out["staging"] == "kubernetes" and out["swap_seconds"] == 60.0 and out["crossover"]
+    assert out["pass"] == 1.0  # the same build, quiet machine
+    # every look waited for both arrangements (≥ 3 pairs each) and two one-minute swaps
+    assert out["mean_simulated_seconds"] > embedded["mean_simulated_seconds"] + 100
+    target = simulate(0.0, trials=1, seed=5, crossover=False, noise="quiet")
+    assert target["staging"] == "target" and not target["crossover"]
 
 
 def test_table_mode() -> None:

@@ -10,6 +10,7 @@ anything: it only counts verdicts and simulated seconds of load.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import statistics
@@ -20,12 +21,14 @@ from typing import Any, Literal
 from perfgate import gate
 from perfgate._version import __version__
 from perfgate.gate import GateInputs
-from perfgate.gate.design import Build, measure_window
+from perfgate.gate.design import Build, measure_window, users_interval
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 from perfgate.simulate.noise import NOISE_PROFILES, Deployment, NoiseProfile, Timeline
 from perfgate.simulate.queue import SimulatedRunner, TargetModel
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+TRUTH_DEPLOYMENTS = 4  # deployments × steps behind the floor interval's coverage
+TRUTH_STEPS = 25
 SWITCH_S = 0.5  # simulated seconds to stop one build's users and start the other's
 # How each staging provider swaps the two deployments (cross-over): (can swap, seconds a swap
 # costs, whether the swap re-draws the deployments' offsets). Embedded: both exchanges restart at
@@ -291,6 +294,7 @@ class Trial:
     gate_s: float
     looks: int
     windows: int
+    users_ci: tuple[float, float] | None = None  # the floor rule's interval (saturation.users_ci)
 
 
 @dataclass(**_FROZEN)
@@ -367,6 +371,7 @@ def trial(cfg: Config, index: int) -> Trial:
         gate_s=sides.elapsed_s(),
         looks=len(out.looks),
         windows=len(out.windows),
+        users_ci=users_interval(out.saturation, cfg.preset.slo, list(out.windows)),
     )
 
 
@@ -503,6 +508,54 @@ def simulate(
     return _summary(cfg, results, round(time.perf_counter() - started, 2))
 
 
+@functools.lru_cache(maxsize=64)
+def true_users(preset: Preset, regression: float, noise: NoiseProfile) -> float:
+    """The candidate's users at the SLO in this environment: what the floor interval is about.
+
+    The SLO is judged per step, so the truth is the level at which the *median step's* p95 is
+    the SLO, under the same noise (stalls and neighbours included), over many steps of the
+    scenario's length on several deployments (slow drift and offsets average out); past the knee
+    p95 grows in proportion to the users, so ``N · L / p95`` is the crossing.
+    """
+    rng = random.Random(f"perfgate-true-users:{preset.name}:{regression}:{noise.name}")
+    step_s, settle_s = preset.ramp.step_seconds, preset.ramp.settle_s
+    logs = []
+    for _ in range(TRUTH_DEPLOYMENTS):
+        runner = SimulatedRunner(
+            preset.model, preset.slo, seed=rng.getrandbits(63), regression=regression, noise=noise
+        )
+        users = preset.model.analytical_n_star(preset.slo.p95_ms) * (1.0 - regression)
+        for _ in range(2):
+            n = max(1, round(users))
+            p95 = [
+                runner.measure(
+                    n, settle_s=settle_s, min_s=step_s, max_s=step_s, min_samples=0, phase="t"
+                ).p95_ms
+                or math.inf
+                for _ in range(TRUTH_STEPS)
+            ]
+            users = n * preset.slo.p95_ms / statistics.median(p95)
+        logs.append(math.log(users))
+    return math.exp(statistics.fmean(logs))
+
+
+def _floor_interval(cfg: Config, results: list[Trial]) -> dict[str, Any]:
+    """How often the floor rule's users interval covers the noise-free truth (docs/verdict.md)."""
+    cis = [t.users_ci for t in results if t.users_ci is not None]
+    if not cis:
+        return {"trials": 0}
+    truth = true_users(cfg.preset, cfg.regression, cfg.noise)
+    covered = sum(1 for lo, hi in cis if lo <= truth <= hi)
+    half = sorted((math.log(hi) - math.log(lo)) / 2 for lo, hi in cis)
+    return {
+        "trials": len(cis),
+        "true_users": round(truth, 1),
+        "coverage": covered / len(cis),
+        "coverage_ci": list(clopper_pearson(covered, len(cis))),
+        "median_half_width": math.expm1(half[len(half) // 2]),
+    }
+
+
 def _summary(cfg: Config, results: list[Trial], wall_s: float) -> dict[str, Any]:
     n = len(results)
     counts = {
@@ -523,6 +576,7 @@ def _summary(cfg: Config, results: list[Trial], wall_s: float) -> dict[str, Any]
         "p90_simulated_seconds": seconds[min(n - 1, math.ceil(0.9 * n) - 1)],
         "max_simulated_seconds": seconds[-1],
         "mean_windows": statistics.fmean(t.windows for t in results),
+        "floor_interval": _floor_interval(cfg, results),
         "stopped_at_look": dict(sorted(looks.items())),
         "mean_log_ratio": statistics.fmean(ratios) if ratios else None,
         "sd_log_ratio": statistics.stdev(ratios) if len(ratios) > 1 else None,

@@ -14,9 +14,13 @@ def format_result(out: dict[str, Any]) -> str:
     """One :func:`~perfgate.simulate.simulate` result in one line."""
     design = "windows" if out["repeat"] == 1 else f"repeat {out['repeat']}"
     cal = "calibrated" if out["calibrated"] else "no calibration"
+    staging = f"{out['staging']} staging"
+    if out["crossover"]:
+        staging += f" (cross-over, {out['swap_seconds']:g} s a swap)"
     return (
         f"{out['trials']} simulated gates, capacity loss {out['regression']:.1%} "
-        f"({out['mode']}, {design}, {out['interleave']}, {cal}, {out['strategy']} search, "
+        f"({out['mode']}, {design}, {out['interleave']}, {staging}, {cal}, "
+        f"{out['strategy']} search, "
         f"{out['noise']['name']} noise, seed {out['seed']}): "
         f"{_part(out, 'block')}, {_part(out, 'pass')}, {_part(out, 'inconclusive')} "
         f"(95 % Clopper-Pearson); load per gate: mean {out['mean_simulated_seconds'] / 60:.1f} "
