@@ -6,8 +6,10 @@ function ``perfgate run`` calls — on the simulated default scenario. Arms:
 * the default (side by side, windows together, shared-machine noise, the profile the defaults
   were chosen on): the operating characteristic from no change to a 20 % capacity loss;
 * the same on the quiet profile, and on every held-out profile the method was not tuned on;
-* side by side without the cross-over (Kubernetes and ``--baseline-target`` today) on the
-  tuning profile and the held-out profiles that a cross-over would otherwise cancel;
+* side by side without the cross-over (``--baseline-target``) on the tuning profile and the
+  held-out profiles that a cross-over would otherwise cancel;
+* Kubernetes staging: the cross-over by rollouts (60 s a swap, new pods each time) on the
+  tuning profile and the held-out profiles about deployments;
 * the alternatives the default was chosen against: alternating windows; a stored baseline only;
   the replicate design (``--repeat 3``).
 
@@ -53,6 +55,10 @@ def arms(n: int) -> list[tuple[str, float, int, dict[str, Any]]]:
         out.append(("stored", loss, max(10, n * 2 // 3), {"mode": "stored"}))
     for loss in (0.0, 0.10):
         out.append(("repeat 3", loss, max(10, n // 3), {"repeat": 3}))
+    for profile in ("shared", "deploy-offset", "proc-drift", "process-episodes"):
+        for loss in (0.0, 0.10):
+            options = {"staging": "kubernetes", "noise": profile}
+            out.append((f"kubernetes, {profile}", loss, max(10, n * 2 // 3), options))
     return out
 
 
@@ -64,8 +70,16 @@ def _line(group: str, r: dict[str, Any]) -> str:
     return (
         f"| {group} | {r['regression']:.1%} | {r['trials']} | {cell('block')} | {cell('pass')} | "
         f"{r['inconclusive']:.1%} | {r['mean_simulated_seconds'] / 60:.1f} | "
-        f"{r['p90_simulated_seconds'] / 60:.1f} |"
+        f"{r['p90_simulated_seconds'] / 60:.1f} | {_coverage(r)} |"
     )
+
+
+def _coverage(r: dict[str, Any]) -> str:
+    floor = r.get("floor_interval") or {}
+    if not floor.get("trials"):
+        return "n/a"
+    lo, hi = floor["coverage_ci"]
+    return f"{floor['coverage']:.0%} [{lo:.0%}, {hi:.0%}] (±{floor['median_half_width']:.0%})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     n = 10 if args.quick else args.trials
     started = time.perf_counter()
     results = []
-    print("| arm | capacity loss | gates | block | pass | inconclusive | mean min | p90 min |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| arm | capacity loss | gates | block | pass | inconclusive | mean min | p90 min "
+        "| floor interval coverage |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, (group, loss, trials, options) in enumerate(arms(n)):
         if not group.startswith(args.only):
             continue
