@@ -18,10 +18,12 @@ __all__ = [
     "margin",
     "ms",
     "percent",
+    "quantity",
     "rate",
     "rps",
     "saturation",
     "saturation_users",
+    "share",
     "signed",
     "users",
     "value",
@@ -150,3 +152,23 @@ def saturation(sat: SaturationLike, *, with_ci: bool = False, ascii_only: bool =
     if with_ci and sat.users_ci:
         text += f" (CI {interval(sat.users_ci, ascii_only=ascii_only)})"
     return f"{text} at {rps(sat.throughput_rps)} req/s"
+
+
+def share(x: float | None) -> str:
+    """A utilisation or a share (fraction) as a whole percentage: '97 %', '4 %', '0.4 %'."""
+    if x is None or x != x:
+        return MISSING
+    pct = x * 100
+    return f"{pct:.1f} %" if 0 < abs(pct) < 1 else f"{pct:.0f} %"
+
+
+def quantity(x: float | None, unit: str = "") -> str:
+    """A resource's amount with its unit: '0.31 cores', '16 slots', '120 MB', '3.5'."""
+    if x is None or x != x:
+        return MISSING
+    text = value(round(x, 2) if abs(x) < 100 else round(x))
+    if unit in ("", "ratio", "share"):
+        return text
+    if unit == "cores" and text == "1":
+        return "1 core"
+    return f"{text} {unit}"

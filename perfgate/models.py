@@ -123,6 +123,30 @@ class LoadSpec:
 
 
 @dataclass(**_FROZEN)
+class PromQuery:
+    """One named PromQL query of ``metrics.prometheus.queries``, sampled per load level."""
+
+    name: str
+    query: str  # may hold {{ namespace }} (the staging namespace)
+    limit: float | None = None  # the query's capacity (e.g. cores): then judged like a resource
+    unit: str = ""
+
+
+@dataclass(**_FROZEN)
+class PrometheusSpec:
+    url: str  # the server's base URL
+    queries: tuple[PromQuery, ...] = ()
+
+
+@dataclass(**_FROZEN)
+class MetricsSpec:
+    """Resource telemetry beyond what staging offers by itself (the scenario's ``metrics``)."""
+
+    prometheus: PrometheusSpec | None = None
+    enabled: bool = True  # false: no telemetry at all (not even the exchange's or the pods')
+
+
+@dataclass(**_FROZEN)
 class Scenario:
     name: str
     path: str  # the file it was read from ("" when built in code)
@@ -133,6 +157,7 @@ class Scenario:
     slo: Slo
     gate: GateSpec
     load: LoadSpec = field(default_factory=LoadSpec)
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +191,37 @@ class GeneratorHealth:
 
 
 @dataclass(**_FROZEN)
+class ResourceReading:
+    """One resource of the system under test over one load level's measuring window.
+
+    ``value`` is the window's mean in ``unit``; ``limit`` the capacity it is judged against (a
+    container's CPU limit in cores, the exchange's slots), ``utilisation`` = value / limit (0 … 1,
+    more when a limit is exceeded). ``of`` names the resource a ``share`` reading splits (the
+    order-book rebuild's share of the exchange's slot time).
+    """
+
+    name: str  # "exchange slot pool", "container app/web CPU", "prometheus: queue"
+    source: str  # exchange | process | kubernetes | prometheus
+    kind: str  # utilisation | cpu | memory | share | value
+    value: float
+    unit: str = ""  # "slots", "cores", "MB", "%", "" (a query's own unit)
+    limit: float | None = None
+    utilisation: float | None = None
+    of: str = ""  # share readings: the resource whose use this is a part of
+    route: str = ""  # share readings: the HTTP route (METHOD /path/{param}) it comes from
+
+
+@dataclass(**_FROZEN)
+class StepResources:
+    """What the telemetry measured of the system under test during one level's window."""
+
+    readings: tuple[ResourceReading, ...] = ()
+    cpu_cores: float | None = None  # CPU the system under test used (all its processes), cores
+    events: tuple[str, ...] = ()  # restarts, OOM kills seen during the window, in words
+    missing: tuple[str, ...] = ()  # what could not be measured, in words
+
+
+@dataclass(**_FROZEN)
 class StepStats:
     """One load level, measured after its settle period."""
 
@@ -193,6 +249,7 @@ class StepStats:
         default_factory=dict, repr=False
     )  # mergeable, see histogram.py
     stalls: int = 0  # 1-s windows with < 50 % of the step's median completions
+    resources: StepResources | None = None  # telemetry of the system under test (None: none ran)
 
 
 @dataclass(**_FROZEN)
@@ -301,6 +358,48 @@ class GateResult:
 
 
 @dataclass(**_FROZEN)
+class Cost:
+    """What a request costs the system under test, in CPU (from the steps' telemetry)."""
+
+    cpu_cores: float | None  # CPU used at the SLO boundary, cores
+    throughput_rps: float | None  # req/s at the SLO boundary
+    rps_per_core: float | None  # capacity per CPU core
+    cpu_ms_per_request: float | None  # CPU time per request, ms
+    baseline_cpu_ms_per_request: float | None = None
+    change: float | None = None  # cpu_ms_per_request / the baseline's − 1 (0.18: 18 % more)
+    text: str = ""
+
+
+@dataclass(**_FROZEN)
+class Bottleneck:
+    """Why the release broke: the resource that saturated first and how it relates to the knee.
+
+    ``kind``: ``resource`` (a measured resource at its limit at the knee), ``software`` (every
+    measured resource well below its limit: a pool, lock or queue), ``unclear`` (something high
+    but not at its limit), ``unmeasured`` (no telemetry of the system under test), ``none`` (the
+    SLO never broke).
+    """
+
+    kind: Literal["resource", "software", "unclear", "unmeasured", "none"]
+    sentence: str
+    confidence: Literal["high", "medium", "low"]
+    resource: str | None = None  # the resource that saturated first
+    source: str = ""
+    saturated_at_users: int | None = None  # first level where it was at its limit
+    knee_users: float | None = None  # the SLO boundary
+    utilisation: float | None = None  # at the knee level
+    limit: float | None = None
+    unit: str = ""
+    consumer: str | None = None  # what used most of it (the order-book rebuild), when dominant
+    consumer_share: float | None = None
+    route: str = ""
+    request: str | None = None  # the scenario's request type behind it (or degraded first)
+    evidence: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    cost: Cost | None = None
+
+
+@dataclass(**_FROZEN)
 class RunResult:
     """Everything a run measured and decided: this is result.json."""
 
@@ -333,6 +432,7 @@ class RunResult:
     windows: tuple[WindowStats, ...] = ()  # the side-by-side (or stored-mode) gate's windows
     looks: tuple[LookRecord, ...] = ()
     staging_recipe: dict[str, Any] = field(default_factory=dict)  # how this release was staged
+    bottleneck: Bottleneck | None = None  # why it broke (None: no telemetry ran)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from perfgate.models import (
     GateSpec,
     KubernetesSpec,
     LoadSpec,
+    MetricsSpec,
+    PrometheusSpec,
+    PromQuery,
     RampSpec,
     RequestSpec,
     Scenario,
@@ -61,7 +65,9 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
-_TOP_KEYS = {"schema", "name", "description", "staging", "users", "ramp", "slo", "gate", "load"}
+_TOP_KEYS = {
+    "schema", "name", "description", "staging", "users", "ramp", "slo", "gate", "load", "metrics",
+}  # fmt: skip
 
 
 class _Loader(yaml.SafeLoader):
@@ -361,6 +367,7 @@ class _Validator:
             slo=slo,
             gate=gate,
             load=load,
+            metrics=self.metrics(data),
         )
 
     def staging(self, data: dict[str, Any]) -> StagingSpec:
@@ -617,6 +624,78 @@ class _Validator:
             placement=placement,  # type: ignore[arg-type]
             worker_image=worker_image.strip() if worker_image else None,
         )
+
+    def metrics(self, data: dict[str, Any]) -> MetricsSpec:
+        m = self.section(data, "metrics", {"prometheus", "enabled"})
+        enabled = m.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise self.fail("metrics.enabled", f"expected true or false, got {_type(enabled)}")
+        p = self.section(m, "metrics.prometheus", {"url", "queries"})
+        if not p:
+            return MetricsSpec(enabled=enabled)
+        url = self.string(p, "metrics.prometheus.url", None)
+        if not url or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise self.fail("metrics.prometheus.url", "required: the server's http(s) URL")
+        queries = p.get("queries")
+        if not isinstance(queries, dict) or not queries:
+            raise self.fail(
+                "metrics.prometheus.queries", "required: a mapping of names to PromQL queries"
+            )
+        return MetricsSpec(
+            enabled=enabled,
+            prometheus=PrometheusSpec(
+                url=url.rstrip("/"),
+                queries=tuple(self.prom_query(str(k), v) for k, v in queries.items()),
+            ),
+        )
+
+    def prom_query(self, name: str, value: Any) -> PromQuery:
+        key = f"metrics.prometheus.queries.{name}"
+        if isinstance(value, str):
+            value = {"query": value}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a PromQL string or a mapping, got {_type(value)}")
+        self.known(value, key, {"query", "limit", "unit"})
+        query = self.string(value, f"{key}.query", None)
+        if not query or not query.strip():
+            raise self.fail(f"{key}.query", "required: a PromQL query")
+        problem = promql_problem(query)
+        if problem:
+            raise self.fail(f"{key}.query", problem)
+        return PromQuery(
+            name=name,
+            query=query.strip(),
+            limit=self.number(value, f"{key}.limit", None, lo=0, lo_open=True),
+            unit=self.string(value, f"{key}.unit", "") or "",
+        )
+
+
+def promql_problem(query: str) -> str:
+    """An offline PromQL sanity check (brackets, quotes, templates); "" when nothing is wrong.
+
+    The server's own parser is authoritative: ``perfgate validate`` asks it when it answers.
+    """
+    templates = re.findall(r"{{\s*(.*?)\s*}}", query)
+    unknown = [t for t in templates if t != "namespace"]
+    if unknown:
+        return f"unknown template {{{{ {unknown[0]} }}}} (only {{{{ namespace }}}} is known)"
+    text = re.sub(r"{{\s*namespace\s*}}", "ns", query)
+    pairs, stack, quote = {")": "(", "]": "[", "}": "{"}, [], ""
+    for i, c in enumerate(text):
+        if quote:
+            if c == quote and text[i - 1] != "\\":
+                quote = ""
+        elif c in "\"'`":
+            quote = c
+        elif c in "([{":
+            stack.append(c)
+        elif c in pairs and (not stack or stack.pop() != pairs[c]):
+            return f"unbalanced {c!r} at character {i + 1}"
+    if quote:
+        return f"unterminated string ({quote})"
+    if stack:
+        return f"unclosed {stack[-1]!r}"
+    return ""
 
 
 def check_ramp(ramp: RampSpec, fail: Callable[[str, str], Exception]) -> RampSpec:

@@ -1,6 +1,7 @@
 """The reference exchange's HTTP layer: aiohttp routes over the engine, and the capacity model.
 
-Every route except ``GET /health`` first holds a virtual service slot (:class:`CapacityModel`),
+Every route except ``GET /health`` and ``GET /metrics`` (the exchange's telemetry,
+:mod:`perfgate.exchange.metrics`) first holds a virtual service slot (:class:`CapacityModel`),
 then does its real work on the engine; see the package docstring for the knobs and the formula.
 """
 
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from perfgate.exchange import ExchangeConfig
 from perfgate.exchange.book import BookError, Exchange
+from perfgate.exchange.metrics import CONTENT_TYPE, Metrics
 from perfgate.exchange.noise import CapacityNoise
 
 DEFAULT_DEPTH = 20
@@ -40,7 +42,7 @@ class CapacityModel:
     Optional ``noise`` scales each cost by the machine's state when its service starts.
     """
 
-    __slots__ = ("_free", "_jitter", "_noise", "_rng")
+    __slots__ = ("_free", "_jitter", "_noise", "_rng", "last_cost_s")
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class CapacityModel:
         self._jitter = jitter
         self._rng = rng or random.Random(1)
         self._noise = noise
+        self.last_cost_s = 0.0  # slot time of the latest reservation (jitter and noise applied)
 
     def reserve(self, now: float, cost_s: float) -> float:
         """Reserve the earliest-free slot for ``cost_s`` seconds; return when service ends."""
@@ -65,14 +68,16 @@ class CapacityModel:
             cost_s *= self._noise.factor(start)
         end = start + cost_s
         heapq.heapreplace(self._free, end)
+        self.last_cost_s = cost_s
         return end
 
-    async def hold(self, cost_s: float) -> None:
-        """Wait until this request's reserved service ends (no wait when ``cost_s`` is 0)."""
+    async def hold(self, cost_s: float) -> float:
+        """Wait until this request's reserved service ends; return its slot time (0: no wait)."""
         if cost_s <= 0:
-            return
+            return 0.0
         loop = asyncio.get_running_loop()
         end = self.reserve(loop.time(), cost_s)
+        cost_s = self.last_cost_s
         waiter = loop.create_future()
         # call_at with the absolute end time: a late timer delays this answer, never the slot.
         timer = loop.call_at(end, _wake, waiter)
@@ -80,6 +85,7 @@ class CapacityModel:
             await waiter
         finally:
             timer.cancel()
+        return cost_s
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -114,6 +120,21 @@ class _State:
         # (market, depth) -> (book version, loop time built, encoded body)
         self.depth_cache: dict[tuple[str, int], tuple[int, float, bytes]] = {}
         self.requests = 0
+        self.metrics = Metrics(config.slots)
+
+    async def slot(self, request: web.Request, cost_s: float) -> float:
+        """Hold a service slot for ``cost_s`` on behalf of ``request``'s route; counted."""
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        self.metrics.in_flight += 1
+        try:
+            slot_s = await self.capacity.hold(cost_s)
+        finally:
+            self.metrics.in_flight -= 1
+        info = request.match_info.route
+        route = f"{request.method} {info.resource.canonical if info.resource else '?'}"
+        self.metrics.served(route, slot_s, loop.time() - arrived)
+        return slot_s
 
 
 _STATE: web.AppKey[_State] = web.AppKey("perfgate_exchange_state", _State)
@@ -166,7 +187,7 @@ async def _health(request: web.Request) -> web.Response:
 async def _place_order(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     raw = await request.read()
-    await state.capacity.hold(state.service_s)
+    await state.slot(request, state.service_s)
     try:
         body = json.loads(raw)
     except ValueError:
@@ -186,13 +207,13 @@ async def _place_order(request: web.Request) -> web.Response:
 
 async def _get_order(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    await state.capacity.hold(state.service_s)
+    await state.slot(request, state.service_s)
     return _json(state.exchange.get_order(request.match_info["order_id"]).to_json())
 
 
 async def _cancel_order(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    await state.capacity.hold(state.service_s)
+    await state.slot(request, state.service_s)
     return _json(state.exchange.cancel(request.match_info["order_id"]).to_json())
 
 
@@ -200,11 +221,13 @@ async def _orderbook(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     config = state.config
     cost_s = state.service_s if config.cache else state.service_s + state.rebuild_s
-    await state.capacity.hold(cost_s)
+    slot_s = await state.slot(request, cost_s)
     market = request.match_info["market"]
     depth = _int_query(request, "depth", min(DEFAULT_DEPTH, config.max_depth), config.max_depth)
     book = state.exchange.book(market)
     if not config.cache:
+        state.metrics.rebuilds += 1
+        state.metrics.rebuild_s += slot_s * state.rebuild_s / cost_s
         return _json(book.depth(depth).to_json())
     now = asyncio.get_running_loop().time()
     key = (market, depth)
@@ -212,12 +235,15 @@ async def _orderbook(request: web.Request) -> web.Response:
     if cached is None or (cached[0] != book.version and now - cached[1] >= state.stale_s):
         body = json.dumps(book.depth(depth).to_json(), separators=(",", ":")).encode()
         cached = state.depth_cache[key] = (book.version, now, body)
+        state.metrics.rebuilds += 1
+    else:
+        state.metrics.cache_hits += 1
     return web.Response(body=cached[2], content_type="application/json")
 
 
 async def _trades(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    await state.capacity.hold(state.service_s)
+    await state.slot(request, state.service_s)
     market = request.match_info["market"]
     limit = _int_query(request, "limit", DEFAULT_TRADES, state.config.trades_kept)
     trades = state.exchange.recent_trades(market, limit)
@@ -226,15 +252,22 @@ async def _trades(request: web.Request) -> web.Response:
 
 async def _balances(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    await state.capacity.hold(state.service_s)
+    await state.slot(request, state.service_s)
     account = request.match_info["account"]
     return _json({"account": account, "balances": state.exchange.balances(account)})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the exchange's telemetry (holds no slot, not counted)."""
+    body = request.app[_STATE].metrics.render()
+    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count requests and turn engine refusals into JSON errors with their HTTP status."""
-    request.app[_STATE].requests += 1
+    if request.path != "/metrics":
+        request.app[_STATE].requests += 1
     try:
         return await handler(request)
     except BookError as exc:
@@ -248,6 +281,7 @@ def create_app(config: ExchangeConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors])
     app[_STATE] = _State(config or ExchangeConfig())
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_post("/orders", _place_order)
     app.router.add_get("/orders/{order_id}", _get_order)
     app.router.add_delete("/orders/{order_id}", _cancel_order)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perfgate import analysis, baseline, calibration, gate, redaction, report, store
+from perfgate import analysis, baseline, calibration, gate, redaction, report, store, telemetry
 from perfgate._version import __version__
 from perfgate.errors import (
     BaselineError,
@@ -41,6 +41,7 @@ from perfgate.gitstore import StoreError
 from perfgate.load.runner import LocustRunner
 from perfgate.models import (
     BaselineRef,
+    Bottleneck,
     GateResult,
     LookRecord,
     RunResult,
@@ -50,6 +51,7 @@ from perfgate.models import (
     WindowStats,
     to_jsonable,
 )
+from perfgate.pipeline.observe import recorder_for
 from perfgate.pipeline.options import (
     RunOptions,
     check_targets,
@@ -286,6 +288,7 @@ def _stage(plan: Plan, stack: contextlib.ExitStack, ev: Evidence, on_event: Even
             staged=staged,
             runner=_runner(plan, stack, staged, options, on_event),
             recipe=dict(staged.recipe),
+            recorder=recorder_for(scen, staged, stack, exclude=reserved_prefix(scen)),
         )
     ]
     if plan.mode == "side-by-side":
@@ -325,7 +328,8 @@ def _stage_previous(
     on_event(Log(message=f"previous release {name} side by side on {redact_url(staged.url)}"))
     ev.staging["baseline"] = {"description": staged.description, "release": name}
     runner = _runner(plan, stack, staged, options, on_event)
-    return Place(staged=staged, runner=runner, recipe=dict(staged.recipe))
+    recorder = recorder_for(plan.scen, staged, stack, exclude=reserved_prefix(plan.scen))
+    return Place(staged=staged, runner=runner, recipe=dict(staged.recipe), recorder=recorder)
 
 
 def _runner(
@@ -443,6 +447,7 @@ def judge(plan: Plan, ev: Evidence, on_event: EventSink) -> RunResult:
         verdict, base, diagnostics = GateResult(verdict="inconclusive", reasons=()), None, {}
     if verdict.ratio is not None:
         diagnostics.update(gate_ratio=verdict.ratio, gate_ratio_ci=verdict.ratio_ci)
+    bottleneck = _bottleneck(plan, ev, sat)
     if ev.fallback:
         verdict = dataclasses.replace(
             verdict,
@@ -457,7 +462,24 @@ def judge(plan: Plan, ev: Evidence, on_event: EventSink) -> RunResult:
             reasons=(_abort_reason(stopped), *verdict.reasons),
             rules=verdict.rules,
         )
-    return _result(plan, ev, sat, verdict, base, diagnostics)
+    return dataclasses.replace(
+        _result(plan, ev, sat, verdict, base, diagnostics), bottleneck=bottleneck
+    )
+
+
+def _bottleneck(plan: Plan, ev: Evidence, sat: Saturation) -> Bottleneck | None:
+    """Why it broke, from the steps' telemetry (pure; None when no telemetry ran)."""
+    scen = plan.scen
+    degraded = analysis.degraded_first(ev.steps, scen.slo.p95_ms)
+    base_steps = tuple(ev.base_steps) or (plan.prev.steps if plan.prev is not None else ())
+    return telemetry.attribute(
+        ev.steps,
+        sat,
+        baseline_steps=base_steps,
+        baseline_release=_baseline_name(plan),
+        requests=[telemetry.Request(r.name, r.method, r.path) for r in scen.users.requests],
+        degraded=(degraded.name, degraded.text) if degraded and degraded.name else None,
+    )
 
 
 def _result(

@@ -18,7 +18,10 @@ from perfgate.events import EventSink
 from perfgate.gate.design import measure_window
 from perfgate.load.runner import LocustRunner
 from perfgate.models import StepStats
+from perfgate.pipeline.observe import Observed
+from perfgate.search import StepRunner
 from perfgate.staging import StagedTarget
+from perfgate.telemetry import Recorder
 
 IDLE_S = 0.1  # a hold with no users: the engine stops its users and answers
 
@@ -28,6 +31,7 @@ class Place:
     staged: StagedTarget
     runner: LocustRunner
     recipe: dict[str, Any]  # what this place serves now
+    recorder: Recorder | None = None  # the telemetry of this place's deployment
 
 
 class LiveSides:
@@ -38,8 +42,10 @@ class LiveSides:
         self.where = {"candidate": 0, "baseline": 1 if len(places) > 1 else 0}
         self.started = time.monotonic()
 
-    def runner(self, build: str) -> LocustRunner:
-        return self.places[self.where[build]].runner
+    def runner(self, build: str) -> StepRunner:
+        """The build's runner; its steps carry the place's telemetry when it has any."""
+        place = self.places[self.where[build]]
+        return place.runner if place.recorder is None else Observed(place.runner, place.recorder)
 
     def idle(self, build: str) -> None:
         self.runner(build).hold(0, IDLE_S)

@@ -14,6 +14,7 @@ from perfgate.report.common import (
     sorted_steps,
     verdict_word,
 )
+from perfgate.report.why import console_lines as why_lines
 
 __all__ = ["console_summary", "console_verdict", "first_errors"]
 
@@ -39,6 +40,7 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
     if decided:
         lines.append(f"  {decided}")
     lines += _rule_lines(result)
+    lines += why_lines(result)
     line = f"  saturation: {fmt.saturation(sat, with_ci=True, ascii_only=True)}"
     if sat.reason:
         line += f"; {sat.reason}"

@@ -29,6 +29,8 @@ from perfgate.report.common import (
     verdict_class,
     verdict_word,
 )
+from perfgate.report.resource_charts import resource_charts
+from perfgate.report.why import why
 
 _TEMPLATES = Path(__file__).parent / "templates"
 VERDICT_COLORS = {
@@ -131,6 +133,8 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
         "steps": [_step_row(s) for s in steps],
         "has_generator": any(s.generator for s in steps),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "why": why(result),
+        "resource_charts": [_svg(c) for c in resource_charts(result)],
         "fmt_ms": fmt.ms,
         "fmt_rps": fmt.rps,
         "fmt_rate": fmt.rate,

@@ -14,6 +14,7 @@ from perfgate.report.common import (
     sorted_steps,
     verdict_word,
 )
+from perfgate.report.why import why
 
 __all__ = ["md", "summary_md"]
 
@@ -48,6 +49,7 @@ def summary_md(result: RunResult, report_dir: Path | None = None) -> str:
     lines += [f"_{md(text)}_" for text in (compared,) if text]
     if decided or compared:
         lines.append("")
+    lines += _why(result)
     lines += [f"- {md(r)}" for r in result.reasons]
     if result.reasons:
         lines.append("")
@@ -64,6 +66,20 @@ def summary_md(result: RunResult, report_dir: Path | None = None) -> str:
     else:
         lines.append("Full report: index.html in this folder.")
     return "\n".join(lines) + "\n"
+
+
+def _why(result: RunResult) -> list[str]:
+    w = why(result)
+    if w is None:
+        return []
+    lines = ["**Why it broke:** " + md(w.sentence) + f" _(confidence {w.confidence})_", ""]
+    if w.cost:
+        lines += [f"Cost: {md(w.cost)}", ""]
+    lines += [f"- {md(e)}" for e in w.events]
+    lines += [f"- not measured: {md(m)}" for m in w.missing]
+    if w.events or w.missing:
+        lines.append("")
+    return lines
 
 
 def _rules(result: RunResult) -> list[str]:

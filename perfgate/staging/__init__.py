@@ -54,6 +54,12 @@ class StagedTarget:
     restage: Callable[[Mapping[str, Any]], None] | None = field(
         default=None, repr=False, compare=False
     )
+    # For the telemetry stage: the pid of the local process serving the target now (embedded;
+    # a restage changes it), and GET of a path on the cluster's API as (status, JSON) (kubernetes).
+    pid: Callable[[], int | None] | None = field(default=None, repr=False, compare=False)
+    api_get: Callable[[str], tuple[int, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def _no_log(msg: str) -> None:

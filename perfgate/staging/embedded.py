@@ -112,6 +112,7 @@ def provision_embedded(scenario: Scenario, options: StagingOptions) -> Iterator[
             details={"exchange": config.to_dict(), "pid": running.pid, "provision_s": took},
             recipe={"exchange": config.to_dict()},
             restage=place.restage,
+            pid=lambda: place.running.pid if place.running is not None else None,
         )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 import urllib.parse
 import uuid
@@ -156,7 +157,7 @@ def provision_kubernetes(scenario: Scenario, options: StagingOptions) -> Iterato
         url, via, forwarder = _target(api, scenario, plan, options.log)
         staged = _staged(plan, cluster, url=url, via=via, started=started, log=options.log)
         restage = _restager(api, scenario, options, plan, forwarder)
-        yield dataclasses.replace(staged, restage=restage) if restage else staged
+        yield dataclasses.replace(staged, restage=restage, api_get=functools.partial(_api_get, api))
     except (KeyboardInterrupt, Interrupted, SystemExit):
         interrupted = True
         raise
@@ -318,6 +319,11 @@ def _staged(
         },
         recipe=plan.recipe,
     )
+
+
+def _api_get(api: Api, path: str) -> tuple[int, Any]:
+    """GET ``path`` for the telemetry stage (metrics API): 403/404/503 are answers, not errors."""
+    return api.request("GET", path, action=f"reading {path}", allow=(403, 404, 503))
 
 
 def create_namespace(api: Api, ns: RunNamespace, *, scenario: Scenario, release: str) -> str:
