@@ -401,7 +401,7 @@ def validate(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> int:
-    """Check a scenario file (its Kubernetes manifests rendered, its locustfile imported in a child process) without running anything."""
+    """Check a scenario file (its Kubernetes manifests rendered, its locustfile imported in a child process, its PromQL queries parsed by the server when it answers) without running anything."""
     from perfgate.pipeline import RunOptions
     from perfgate.pipeline.check import check_record, check_scenario, check_text, error_record
 
@@ -413,10 +413,13 @@ def validate(
         raise
     if as_json:
         print(json.dumps(check_record(check), indent=2))
-    for p in check.problems:
+    for p in (*check.problems, *check.promql_problems):
         print(f"{scenario}: {p}", file=sys.stderr)
-    if not check.ok:
+    if check.problems:
         print(f"{scenario}: {len(check.problems)} manifest error(s)", file=sys.stderr)
+    if check.promql_problems:
+        print(f"{scenario}: {len(check.promql_problems)} PromQL error(s)", file=sys.stderr)
+    if not check.ok:
         return EXIT_INPUT
     if not as_json:
         print(check_text(check))

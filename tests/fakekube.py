@@ -31,6 +31,13 @@ Emulated:
   ``127.0.0.1:<containerPort>`` (or ``port_map[containerPort]``), like kubelet would to the pod;
   a pod running an image in ``image_ports`` is served at ``127.0.0.1:image_ports[image]``
   instead (different images serve differently, e.g. two releases side by side);
+- the metrics API (``metrics.k8s.io/v1beta1`` PodMetrics, what metrics-server serves; off with
+  ``metrics_api = False``, then 404 like a cluster without metrics-server), with usage driven by
+  the load the fake sees: every HTTP request a port-forward carries to a pod costs its first
+  container ``cpu_per_request_s`` of CPU, up to its CPU limit (the kernel throttles a container
+  there), over a 1-s window; other containers idle at ``idle_cpu_cores``; memory
+  ``memory_base_bytes``. ``oom_after_requests``: a pod's first container is OOM killed and
+  restarted (``restartCount``, ``lastState.terminated.reason``) after that many requests;
 - ``tcpSocket`` readiness probes: a running pod whose container has one becomes Ready only once
   ``127.0.0.1:<port>`` (the same mapping as the port-forward; a named port is looked up in the
   container's ports) accepts a connection, probed every 0.1 s (other probes: ready at once).
@@ -251,6 +258,12 @@ class FakeKube:
         self.forbid: set[tuple[str, str]] = set()  # (verb, resource) or ("*", resource) → 403
         self.port_map: dict[int, int] = {}  # containerPort → 127.0.0.1 port for port-forwards
         self.image_ports: dict[str, int] = {}  # image → 127.0.0.1 port its pods serve on
+        self.metrics_api = True  # serve metrics.k8s.io (PodMetrics)
+        self.cpu_per_request_s = 0.002  # CPU seconds a forwarded request costs the pod
+        self.idle_cpu_cores = 0.002
+        self.memory_base_bytes = 40 * 2**20
+        self.oom_after_requests: int | None = None
+        self.served: dict[tuple[str, str], list[float]] = {}  # (ns, pod) -> request times
         self.requests: list[Request] = []
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (qualified, ns, name)
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, type, qualified, obj)
@@ -1297,6 +1310,8 @@ class FakeKube:
                     ],
                 },
             )
+        if self.metrics_api and path.startswith("/apis/metrics.k8s.io/v1beta1"):
+            return self._metrics(h, path, info)
         if path == "/apis":
             groups = {}
             for r in RESOURCES:
@@ -1305,6 +1320,11 @@ class FakeKube:
                     groups.setdefault(
                         r.group, {"name": r.group, "versions": [gv], "preferredVersion": gv}
                     )
+            if self.metrics_api:
+                gv = {"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}
+                groups["metrics.k8s.io"] = {
+                    "name": "metrics.k8s.io", "versions": [gv], "preferredVersion": gv,
+                }  # fmt: skip
             return h.send_json(
                 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
             )
@@ -1402,6 +1422,109 @@ class FakeKube:
                 options = self._body(h, None, allow_empty=True)
                 return h.send_json(200, self._delete(rt, namespace, name, options, dry_run=dry_run))
         return self._watch(h, rt, namespace, query)
+
+    # -- metrics.k8s.io -----------------------------------------------------------------------
+
+    def _metrics(self, h: _Handler, path: str, info: dict[str, str]) -> int:
+        m = re.match(
+            r"^/apis/metrics\.k8s\.io/v1beta1(?:/namespaces/([^/]+))?/pods(?:/([^/]+))?$", path
+        )
+        if path == "/apis/metrics.k8s.io/v1beta1":
+            resource = {
+                "name": "pods",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "PodMetrics",
+                "verbs": ["get", "list"],
+            }
+            return h.send_json(
+                200,
+                {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": "metrics.k8s.io/v1beta1",
+                    "resources": [resource],
+                },
+            )
+        if m is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        namespace, name = m.group(1) or "", m.group(2) or ""
+        info.update(
+            verb="get" if name else "list",
+            resource="pods.metrics.k8s.io",
+            namespace=namespace,
+            name=name,
+        )
+        with self.cond:
+            pods = [
+                p for (q, ns, n), p in self.objects.items()
+                if q == "pods" and (not namespace or ns == namespace) and (not name or n == name)
+                and p["status"].get("phase") == "Running"
+            ]  # fmt: skip
+            items = [self._pod_metrics(p) for p in pods]
+        if name:
+            if not items:
+                raise ApiError(404, "NotFound", f'podmetrics.metrics.k8s.io "{name}" not found')
+            return h.send_json(200, items[0])
+        return h.send_json(
+            200,
+            {
+                "kind": "PodMetricsList",
+                "apiVersion": "metrics.k8s.io/v1beta1",
+                "metadata": {},
+                "items": items,
+            },
+        )
+
+    def _pod_metrics(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """Usage over the last second, driven by the requests forwarded to this pod."""
+        meta = pod["metadata"]
+        now = time.monotonic()
+        times = self.served.get((meta["namespace"], meta["name"]), [])
+        rate = sum(1 for t in times if t >= now - 1.0)
+        containers = []
+        for i, c in enumerate(pod["spec"].get("containers") or ()):
+            cores = self.idle_cpu_cores + (rate * self.cpu_per_request_s if i == 0 else 0.0)
+            limit = _cpu_cores(((c.get("resources") or {}).get("limits") or {}).get("cpu"))
+            if limit is not None:
+                cores = min(cores, limit)  # throttled at its limit
+            containers.append({
+                "name": c["name"],
+                "usage": {"cpu": f"{int(cores * 1e9)}n", "memory": f"{self.memory_base_bytes // 1024}Ki"},
+            })  # fmt: skip
+        return {
+            "kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "creationTimestamp": _now()},
+            "timestamp": _now(), "window": "1s", "containers": containers,
+        }  # fmt: skip
+
+    def _count_requests(self, namespace: str, name: str, data: bytes) -> None:
+        """HTTP requests a port-forward carried to a pod (what drives its PodMetrics)."""
+        n = data.count(b"\r\n\r\n")
+        if not n:
+            return
+        now = time.monotonic()
+        with self.cond:
+            times = self.served.setdefault((namespace, name), [])
+            times.extend([now] * n)
+            del times[: max(0, len(times) - 100_000)]
+            total = len(times)
+            if self.oom_after_requests is not None and total >= self.oom_after_requests:
+                self.oom_after_requests = None
+                self._oom_kill(namespace, name)
+
+    def _oom_kill(self, namespace: str, name: str) -> None:
+        pod = self.objects.get(("pods", namespace, name))
+        if pod is None:
+            return
+        statuses = pod["status"].get("containerStatuses") or []
+        if statuses:
+            st = statuses[0]
+            st["restartCount"] = int(st.get("restartCount") or 0) + 1
+            st["lastState"] = {
+                "terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": _now()}
+            }
+            self._bump(_BY_KIND["Pod"], pod, "MODIFIED")
 
     def _discovery(self, h: _Handler, group: str, version: str) -> int:
         found = [r for r in RESOURCES if r.group == group and r.version == version]
@@ -1718,6 +1841,7 @@ class FakeKube:
                     break
                 if frame[:1] == b"\x00" and len(frame) > 1:
                     backend.sendall(frame[1:])
+                    self._count_requests(namespace, name, frame[1:])
         except OSError:
             pass
         finally:
@@ -1728,6 +1852,13 @@ class FakeKube:
             with self.cond:
                 self._sockets.discard(backend)
         return 101
+
+
+def _cpu_cores(text: Any) -> float | None:
+    if text is None:
+        return None
+    text = str(text)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 def _qualified_type(qualified: str) -> ResourceType:

@@ -18,10 +18,12 @@ class ScenarioCheck:
     scenario: Scenario
     problems: tuple[str, ...] = ()
     user_classes: tuple[str, ...] = ()
+    promql_problems: tuple[str, ...] = ()  # metrics.prometheus queries the server refused
+    promql: str = ""  # how the queries were checked (by the server, or offline only)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.promql_problems
 
 
 def check_scenario(opts: RunOptions, *, strict: bool = True) -> ScenarioCheck:
@@ -44,7 +46,21 @@ def check_scenario(opts: RunOptions, *, strict: bool = True) -> ScenarioCheck:
         from perfgate.load.check import check_locustfile
 
         classes = check_locustfile(scen.users.locustfile)
-    return ScenarioCheck(path=opts.scenario, scenario=scen, problems=problems, user_classes=classes)
+    promql_problems: list[str] = []
+    promql = ""
+    if scen.metrics.prometheus is not None:
+        from perfgate.telemetry import check_queries
+
+        promql_problems, how = check_queries(scen.metrics.prometheus)
+        promql = f"{len(scen.metrics.prometheus.queries)} PromQL query(ies) {how}"
+    return ScenarioCheck(
+        path=opts.scenario,
+        scenario=scen,
+        problems=problems,
+        user_classes=classes,
+        promql_problems=tuple(promql_problems),
+        promql=promql,
+    )
 
 
 def check_text(check: ScenarioCheck) -> str:
@@ -59,6 +75,7 @@ def check_text(check: ScenarioCheck) -> str:
         f"{check.path}: ok: scenario {scen.name!r}, staging {scen.staging.provider}, {users}, "
         f"ramp {r.strategy} {r.start_users}..{r.max_users} users, "
         f"SLO p95 ≤ {scen.slo.p95_ms:g} ms and errors ≤ {scen.slo.error_rate:.2%}"
+        + (f", {check.promql}" if check.promql else "")
     )
 
 
@@ -83,7 +100,8 @@ def check_record(check: ScenarioCheck) -> dict[str, Any]:
             "step_seconds": r.step_seconds,
         },
         "slo": {"p95_ms": scen.slo.p95_ms, "error_rate": scen.slo.error_rate},
-        "problems": list(check.problems),
+        "problems": [*check.problems, *check.promql_problems],
+        "promql": check.promql,
     }
 
 

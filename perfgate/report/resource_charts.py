@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 from matplotlib.axes import Axes
 
-from perfgate import fmt
 from perfgate.models import ResourceReading, RunResult, StepStats
 from perfgate.report import charts as c
 from perfgate.report.common import sorted_steps
@@ -40,7 +39,8 @@ def _order(curves: dict[str, list[tuple[int, ResourceReading]]], first: str | No
 
 
 def resource_charts(result: RunResult) -> list[c.Chart]:
-    """One chart per measured resource, and one of the shares of the saturated resource."""
+    """The measured resources against users (small multiples, one figure), and the shares of
+    the saturated resource."""
     steps = sorted_steps(result.steps)
     curves = _readings(steps)
     if not curves:
@@ -48,25 +48,51 @@ def resource_charts(result: RunResult) -> list[c.Chart]:
     base = _readings(sorted_steps(result.baseline_steps))
     b = result.bottleneck
     first = b.resource if b is not None else None
+    names = _order(curves, first)[:MAX_CHARTS]
     out = []
-    for i, name in enumerate(_order(curves, first)[:MAX_CHARTS]):
-        pts = curves[name]
-        unit = pts[0][1].unit
-        limit = next((r.limit for _, r in reversed(pts) if r.limit is not None), None)
-        title = name + (" — saturated first" if name == first else "")
-        label = f"{name} ({unit or 'value'}) against virtual users"
-
-        def draw(ax: Axes, name: str = name, limit: float | None = limit, unit: str = unit) -> None:
-            _draw(ax, result, curves[name], base.get(name, []), limit, unit)
-
-        caption = f"limit {fmt.quantity(limit, unit)}" if limit is not None else ""
+    if names:
         out.append(
-            c.Chart(key=f"res{i}", title=title, caption=caption, svg=_panel(draw, f"res{i}", label))
+            c.Chart(
+                key="resources",
+                title="Resources against users",
+                caption=(
+                    "Each measured resource of the system under test, with its limit (red, "
+                    "dashed) where it has one, the SLO boundary (amber) and the baseline's "
+                    "curve (grey, dashed) when it was measured."
+                ),
+                svg=_grid(result, names, curves, base, first),
+            )
         )
     shares = _shares(curves, first)
     if shares:
-        out.insert(1 if first else 0, shares)
+        out.append(shares)
     return out
+
+
+def _grid(
+    result: RunResult,
+    names: list[str],
+    curves: dict[str, list[tuple[int, ResourceReading]]],
+    base: dict[str, list[tuple[int, ResourceReading]]],
+    first: str | None,
+) -> str:
+    cols = 2 if len(names) > 1 else 1
+    rows = -(-len(names) // cols)
+    with c._style():
+        fig = c._new_fig(6.4 * cols / 1.6 + 1.0, 2.3 * rows + 0.4)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for i, name in enumerate(names):
+            ax = axes[i // cols][i % cols]
+            pts = curves[name]
+            unit = pts[0][1].unit
+            limit = next((r.limit for _, r in reversed(pts) if r.limit is not None), None)
+            _draw(ax, result, pts, base.get(name, []), limit, unit)
+            ax.set_title(c._label(name + (" — saturated first" if name == first else ""), 48))
+        for j in range(len(names), rows * cols):
+            axes[j // cols][j % cols].set_visible(False)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=8)
+        return c._to_svg(fig, "resources", "Resources of the system under test against users")
 
 
 def _panel(draw: Callable[[Axes], None], svg_id: str, label: str) -> str:
@@ -99,7 +125,7 @@ def _draw(
     x, y = [float(u) for u, _ in pts], [r.value for _, r in pts]
     ax.plot(x, y, color=c.CURRENT, marker="o", ms=c._dot(x), label=c._label(result.release))
     if limit is not None:
-        ax.axhline(limit, color=c.SLO, ls="--", lw=1.2, label=f"limit {fmt.quantity(limit, unit)}")
+        ax.axhline(limit, color=c.SLO, ls="--", lw=1.2, label="limit")
     c._mark_saturation(ax, result.saturation, with_label=True)
     ax.set_ylabel(unit or "value")
     ax.set_ylim(bottom=0)

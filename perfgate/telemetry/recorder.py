@@ -97,8 +97,9 @@ class Recorder:
         parts: list[Summary] = []
         missing = list(self.missing)
         with self._lock:
+            # enough around the window to interpolate counters at its edges, no more
+            margin = 2 * self.interval_s + (t1 - t0) / 4
             for src in self.sources:
-                margin = 2 * max(self.interval_s, t1 - t0)
                 snaps = [(t, s) for t, s in src.snaps if t0 - margin <= t <= t1 + margin]
                 if not snaps:
                     missing.append(src.error or f"{src.sampler.label}: no sample in this window")
