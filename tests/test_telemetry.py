@@ -426,6 +426,6 @@ def test_resources_and_the_bottleneck_round_trip_and_the_report_draws_the_baseli
     assert from_jsonable(RunResult, old).bottleneck is None  # an older result.json still reads
     html = render_html(result)
     why = html[html.index('id="why"') : html.index('class="toc"')]
-    assert "container api-1/api CPU — saturated first" in why
-    assert "baseline r1" in why and "limit 1 core" in why
+    assert "container api-1/api CPU (limit 1 core) — saturated first" in why
+    assert "baseline r1" in why
     assert "this release needs" in why and "more CPU per request than r1" in why

@@ -110,7 +110,8 @@ def test_the_release_without_the_cache_is_attributed_to_the_order_book_rebuild(
     assert f"not measured: Prometheus at {dead} did not answer" in err
     why = html[html.index('id="why"') : html.index('class="toc"')]
     assert (
-        "exchange slot pool — saturated first" in why and "What used the exchange slot pool" in why
+        "exchange slot pool (limit 16 slots) — saturated first" in why
+        and "What used the exchange slot pool" in why
     )
     assert why.count("<svg") == 2  # the resources (small multiples) and the shares
 
@@ -241,7 +242,7 @@ def test_each_prometheus_query_is_charted_against_users_and_validated(
         assert got["slot use"]["utilisation"] > 0.5  # 4 slots are busy from 10 users on
     assert result["bottleneck"]["resource"] == "slot use"
     why = html[html.index('id="why"') : html.index('class="toc"')]
-    assert ">slot use — saturated first<" in why and ">queue<" in why
+    assert ">slot use (limit 1) — saturated first<" in why and ">queue<" in why
     offline = tmp_path / "offline.yaml"
     dead = f"http://127.0.0.1:{_free_port()}"
     offline.write_text(PROM_SCENARIO.format(url=dead, queue="x"), encoding="utf-8")

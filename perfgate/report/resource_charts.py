@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from matplotlib.axes import Axes
 
+from perfgate import fmt
 from perfgate.models import ResourceReading, RunResult, StepStats
 from perfgate.report import charts as c
 from perfgate.report.common import sorted_steps
@@ -87,7 +88,8 @@ def _grid(
             unit = pts[0][1].unit
             limit = next((r.limit for _, r in reversed(pts) if r.limit is not None), None)
             _draw(ax, result, pts, base.get(name, []), limit, unit)
-            ax.set_title(c._label(name + (" — saturated first" if name == first else ""), 48))
+            title = name + (f" (limit {fmt.quantity(limit, unit)})" if limit is not None else "")
+            ax.set_title(c._label(title + (" — saturated first" if name == first else ""), 64))
         for j in range(len(names), rows * cols):
             axes[j // cols][j % cols].set_visible(False)
         handles, labels = axes[0][0].get_legend_handles_labels()
