@@ -98,6 +98,16 @@ def rate(x: float | None) -> str:
     return f"{pct:.3g} %" if pct < 100 else f"{pct:.0f} %"
 
 
+def size(n_bytes: float | None) -> str:
+    """A byte count in decimal units, 3 significant digits: ``812 B``, ``1.25 MB``."""
+    if n_bytes is None or n_bytes != n_bytes:
+        return MISSING
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n_bytes) >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
 def users(x: float | None) -> str:
     """A users count: whole numbers as such, interpolated ones with one decimal (``114.2``)."""
     if x is None or x != x:

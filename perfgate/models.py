@@ -222,6 +222,17 @@ class StepResources:
 
 
 @dataclass(**_FROZEN)
+class ErrorKind:
+    """One kind of failure of one request type within one step (the report's errors table)."""
+
+    method: str  # "" for a user error outside any request
+    name: str
+    kind: str  # "HTTP 503", "ConnectionResetError: ...", "user error: KeyError: ..."
+    count: int
+    first_s: float  # first seen, seconds into the step's measuring window
+
+
+@dataclass(**_FROZEN)
 class StepStats:
     """One load level, measured after its settle period."""
 
@@ -250,6 +261,10 @@ class StepStats:
     )  # mergeable, see histogram.py
     stalls: int = 0  # 1-s windows with < 50 % of the step's median completions
     resources: StepResources | None = None  # telemetry of the system under test (None: none ran)
+    p999_ms: float | None = None
+    error_kinds: tuple[ErrorKind, ...] = ()  # by (request, status/exception), most frequent first
+    bytes_sent: int = 0  # request lines, headers and bodies as sent (0: not recorded)
+    bytes_received: int = 0  # response bodies (Locust's response_length)
 
 
 @dataclass(**_FROZEN)

@@ -133,6 +133,7 @@ def judge_step(
         p50_ms=hist.percentile(50),
         p95_ms=p95,
         p99_ms=hist.percentile(99),
+        p999_ms=hist.percentile(99.9),
         error_rate=error_rate,
         slo_ok=slo_ok,
         index=index,

@@ -177,6 +177,19 @@ def test_steps_end_to_end(server: tuple[str, Target]) -> None:
         assert not s.slo_ok and s.slo_reason.startswith("error rate ")
         assert s.errors and s.errors[0][0] == "GET fail: HTTP 500"
         assert s.errors[0][1] == s.failures
+        (kind,) = s.error_kinds  # the errors table's row: request × status, first seen
+        assert (kind.method, kind.name, kind.kind, kind.count) == (
+            "GET",
+            "fail",
+            "HTTP 500",
+            s.failures,
+        )
+        assert 0 <= kind.first_s < s.duration_s
+        # bodies: '{"ok": true}' (12 bytes) and '{"error": "boom"}' (17 bytes)
+        assert s.bytes_received == 12 * (s.requests - s.failures) + 17 * s.failures
+        assert len("GET /fail HTTP/1.1\r\n") * s.requests < s.bytes_sent < 1000 * s.requests
+        assert s.p99_ms is not None and s.p999_ms is not None
+        assert s.p99_ms <= s.p999_ms <= (s.max_ms or 0) * 1.01
         by_name = {e.name: e for e in s.endpoints}
         assert set(by_name) == {"fast", "fail"}
         assert by_name["fail"].failures == by_name["fail"].requests == s.failures
@@ -682,6 +695,15 @@ def test_step_stats_from_message() -> None:
         step_stats_from_message(
             {"type": "step_done"}, slo=SLO, users_spec=UsersSpec(), index=0, phase="ramp"
         )
+
+
+def test_error_kinds_of_several_generators_merge() -> None:
+    a = {"error_kinds": [["GET", "x", "HTTP 500", 3, 1.5], ["GET", "y", "HTTP 404", 1, 0.2]]}
+    b = {"error_kinds": [["GET", "x", "HTTP 500", 2, 0.7]]}
+    assert protocol.merge_error_kinds([a, b], top=10) == [
+        ["GET", "x", "HTTP 500", 5, 0.7],
+        ["GET", "y", "HTTP 404", 1, 0.2],
+    ]
 
 
 def test_protocol_lines() -> None:

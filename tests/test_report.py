@@ -400,8 +400,10 @@ def test_everything_is_escaped(tmp_path: Path) -> None:
     names = [tc.get("name") for tc in root.iter("testcase")]
     assert f"rule{EVIL}" in names
     summary = files.markdown.read_text(encoding="utf-8")
-    assert "<script" not in summary and "<img" not in summary
-    assert "&lt;script&gt;" in summary
+    # every tag-like '<' is backslash-escaped (literal text in GFM), never an HTML entity
+    assert not re.search(r"(?<!\\)<[A-Za-z/!?]", summary)
+    assert "\\<script>" in summary
+    assert "&lt;" not in summary and "&gt;" not in summary and "&amp;" not in summary
 
 
 class _Tags(HTMLParser):
@@ -537,7 +539,8 @@ def test_summary_md(tmp_path: Path) -> None:
         assert f"| {rule.name} | {rule.outcome.upper()} | {fmt.value(rule.value)} |" in text
     assert "| Saturation users |" in text and "Baseline (v1.4.0)" in text
     assert "-11.2 %" in text  # saturation change against the baseline
-    assert f"<summary>Steps ({len(result.steps)})</summary>" in text
+    assert f"#### Steps ({len(result.steps)})" in text
+    assert "<" not in text and "&gt;" not in text  # plain-text Markdown: no HTML, no entities
     assert str(tmp_path / "run" / "index.html") in text
     assert "GET order book degraded first: p95" in text
     no_base = summary_md(VARIANTS["pass-no-baseline"], None)

@@ -25,6 +25,7 @@ MAX_ENDPOINTS = 200  # distinct (method, name) pairs per step; more go to "(othe
 MAX_ERROR_KINDS = 100  # distinct error messages per step; more go to "(other errors)"
 MAX_ERROR_CHARS = 200
 TOP_ERRORS = 10
+TOP_ERROR_KINDS = 20  # rows of the report's errors table per step
 
 _perf = time.perf_counter
 
@@ -46,8 +47,11 @@ class StepRecorder:
     """Everything recorded in one step's measuring window (bounded memory)."""
 
     __slots__ = (
+        "bytes_received",
+        "bytes_sent",
         "cpu0",
         "endpoints",
+        "error_kinds",
         "errors",
         "failures",
         "lags_ms",
@@ -63,6 +67,10 @@ class StepRecorder:
         self.cpu0 = time.process_time()
         self.endpoints: dict[tuple[str, str], EndpointRecord] = {}
         self.errors: dict[str, int] = {}
+        # (method, name, kind) -> [count, first seen in s since window start]
+        self.error_kinds: dict[tuple[str, str, str], list[float]] = {}
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self.requests = 0
         self.failures = 0
         self.latency_sum_ms = 0.0
@@ -80,11 +88,20 @@ class StepRecorder:
         rec = self.endpoints[key] = EndpointRecord(*key)
         return rec
 
-    def note_error(self, message: str) -> None:
+    def note_error(self, method: str, name: str, kind: str) -> None:
+        message = f"{method} {name}: {kind}" if method else kind
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[: MAX_ERROR_CHARS - 1] + "…"
         errors = self.errors
+        key = (method, name, kind[:MAX_ERROR_CHARS])
         if message not in errors and len(errors) >= MAX_ERROR_KINDS:
-            message = "(other errors)"
+            message, key = "(other errors)", ("", "", "(other errors)")
         errors[message] = errors.get(message, 0) + 1
+        seen = self.error_kinds.get(key)
+        if seen is None:
+            self.error_kinds[key] = [1, _perf() - self.window_start]
+        else:
+            seen[0] += 1
 
     def snapshot(self, end: float, secrets: tuple[str, ...]) -> dict[str, Any]:
         """The step's results as protocol fields (histograms serialised, errors redacted)."""
@@ -118,6 +135,9 @@ class StepRecorder:
                 for e in self.endpoints.values()
             ],
             "errors": [[m, n] for m, n in top],
+            "error_kinds": _error_kinds(self.error_kinds, secrets),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
             "user_errors": self.user_errors,
             "per_second": per_second,
             "cpu_percent": 100.0 * (time.process_time() - self.cpu0) / wall,
@@ -174,12 +194,15 @@ class RequestListener:
         ep.requests += 1
         rec.requests += 1
         rec.latency_sum_ms += response_time
+        rec.bytes_received += response_length or 0
+        if response is not None:
+            rec.bytes_sent += sent_bytes(response)
         if ok:
             ep.hist.record(response_time)
         else:
             ep.failures += 1
             rec.failures += 1
-            rec.note_error(failure_message(request_type, name, response, exception, expected))
+            rec.note_error(request_type, name, failure_kind(response, exception, expected))
         second = int(_perf() - rec.window_start)
         per_second = rec.per_second
         while len(per_second) <= second:
@@ -192,7 +215,7 @@ class RequestListener:
             return
         rec.user_errors += 1
         text = " ".join(str(exception).split())
-        rec.note_error(f"user error: {type(exception).__name__}: {text}"[:MAX_ERROR_CHARS])
+        rec.note_error("", "", f"user error: {type(exception).__name__}: {text}")
 
     def take_tick(self) -> tuple[int, int, list[float]]:
         """(completions, failures, latencies of successes) of the second that just ended."""
@@ -207,10 +230,8 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return redaction.redact_text(text, secrets)
 
 
-def failure_message(
-    method: str, name: str, response: Any, exception: BaseException | None, expected: Any
-) -> str:
-    """One line per kind of failure, so that equal failures count as one error message."""
+def failure_kind(response: Any, exception: BaseException | None, expected: Any) -> str:
+    """The status or exception of a failed request, without ids: equal failures are one kind."""
     status = getattr(response, "status_code", 0) or 0
     if status and (exception is None or type(exception).__name__ in _STATUS_ERRORS):
         detail = f"HTTP {status}"
@@ -222,10 +243,41 @@ def failure_message(
         detail = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
     else:
         detail = "failed"
-    message = f"{method} {name}: {detail}"
-    if len(message) > MAX_ERROR_CHARS:
-        message = message[: MAX_ERROR_CHARS - 1] + "…"
-    return message
+    return detail
+
+
+def sent_bytes(response: Any) -> int:
+    """Bytes of a request as sent: the request line and headers, and the body.
+
+    FastHttpUser's responses keep the head as it went on the wire (``_sent_request``); for
+    HttpUser (requests) the head is rebuilt from the prepared request, close to the wire's size.
+    """
+    request = getattr(response, "request", None)
+    head = getattr(response, "_sent_request", None)
+    if isinstance(head, str | bytes):
+        n = len(head)
+    elif request is not None and getattr(request, "headers", None) is not None:
+        n = len(f"{request.method} {request.url} HTTP/1.1\r\n") + sum(
+            len(f"{k}: {v}\r\n") for k, v in request.headers.items()
+        )
+    else:
+        return 0
+    body = getattr(request, "body", None)
+    return n + (len(body) if isinstance(body, str | bytes) else 0)
+
+
+def _error_kinds(
+    kinds: dict[tuple[str, str, str], list[float]], secrets: tuple[str, ...]
+) -> list[list[Any]]:
+    """The step's error kinds, redacted (then merged), most frequent first, as protocol rows."""
+    merged: dict[tuple[str, str, str], list[float]] = {}
+    for (method, name, kind), (count, first) in kinds.items():
+        key = (method, redact(name, secrets), redact(kind, secrets))
+        into = merged.setdefault(key, [0, first])
+        into[0] += count
+        into[1] = min(into[1], first)
+    rows = sorted(merged.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[:TOP_ERROR_KINDS]
+    return [[m, n, k, int(c), round(f, 3)] for (m, n, k), (c, f) in rows]
 
 
 _URL = re.compile(r"https?://[^\s,'\"]+")

@@ -251,6 +251,9 @@ def merge_step_results(
     merged["errors"] = [
         [m, n] for m, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:top_errors]
     ]
+    merged["error_kinds"] = merge_error_kinds(results, top=top_errors * 2)
+    for count in ("bytes_sent", "bytes_received"):
+        merged[count] = sum(int(r.get(count, 0)) for r in results)
     seconds = min(len(r.get("per_second", ())) for r in results)
     merged["per_second"] = [sum(int(r["per_second"][i]) for r in results) for i in range(seconds)]
     cpus = [float(r.get("cpu_percent", 0.0)) for r in results]
@@ -258,6 +261,19 @@ def merge_step_results(
     merged["cpu_percent_each"] = cpus
     merged["loop_lag_p95_ms"] = max(float(r.get("loop_lag_p95_ms", 0.0)) for r in results)
     return merged
+
+
+def merge_error_kinds(results: Sequence[dict[str, Any]], *, top: int) -> list[list[Any]]:
+    """Error-kind rows ``[method, name, kind, count, first_s]`` of several processes: counts
+    add up, the earliest first sighting wins; most frequent first."""
+    kinds: dict[tuple[str, str, str], list[Any]] = {}
+    for r in results:
+        for method, name, kind, count, first in r.get("error_kinds", ()):
+            into = kinds.setdefault((method, name, kind), [0, float(first)])
+            into[0] += int(count)
+            into[1] = min(into[1], float(first))
+    rows = sorted(kinds.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[:top]
+    return [[m, n, k, c, f] for (m, n, k), (c, f) in rows]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ still an unreaped zombie, so its process-group id cannot have been reused.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import queue
 import signal
@@ -84,6 +85,7 @@ from perfgate.histogram import Histogram
 from perfgate.load import protocol
 from perfgate.models import (
     EndpointStats,
+    ErrorKind,
     LoadSpec,
     Slo,
     StepStats,
@@ -148,7 +150,7 @@ def step_stats_from_message(
             )
         )
     endpoints.sort(key=lambda ep: (ep.name, ep.method))
-    return judge_step(
+    step = judge_step(
         hist,
         users=users,
         duration_s=duration,
@@ -165,6 +167,15 @@ def step_stats_from_message(
         started_s=float(msg.get("t_window") or 0.0),
         endpoints=tuple(endpoints),
         errors=tuple((str(m), int(n)) for m, n in msg.get("errors", ())),
+    )
+    return dataclasses.replace(
+        step,
+        error_kinds=tuple(
+            ErrorKind(method=str(m), name=str(n), kind=str(k), count=int(c), first_s=float(f))
+            for m, n, k, c, f in msg.get("error_kinds", ())
+        ),
+        bytes_sent=int(msg.get("bytes_sent", 0)),
+        bytes_received=int(msg.get("bytes_received", 0)),
     )
 
 

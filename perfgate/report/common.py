@@ -86,15 +86,25 @@ def first_degraded(result: RunResult) -> FirstDegraded | None:
     )
 
 
+# a pass is decided by the comparison with the previous release when there was one, else the floor
+_PASS_DECIDERS = ("regression", "floor")
+
+
 def deciding_rule(result: RunResult) -> str | None:
-    """The rule that decided the verdict, in one line (what a reader needs first)."""
-    wanted = {"block": "fail", "inconclusive": "inconclusive"}.get(result.verdict)
-    if wanted is None:
+    """The rule that decided the verdict and its numbers, in one sentence (what a reader needs
+    first): the first failing rule of a block, the first inconclusive one, or what let it pass."""
+    if getattr(result, "mode", "run") == "ramp":
         return None
-    for rule in result.rules:
-        if rule.outcome == wanted:
-            return f"decided by {rule.name}: {rule.message}"
-    return None
+    wanted = {"block": "fail", "inconclusive": "inconclusive", "pass": "pass"}.get(result.verdict)
+    rules = [r for r in result.rules if r.outcome == wanted]
+    if result.verdict == "pass":
+        rank = {name: i for i, name in enumerate(_PASS_DECIDERS)}
+        rules.sort(key=lambda r: rank.get(r.name, len(rank)))
+    if not rules:
+        return None
+    rule = rules[0]
+    message = rule.message.removeprefix(f"{rule.name}: ")
+    return f"decided by the {rule.name} rule: {message}"
 
 
 def comparison_text(result: RunResult) -> str | None:

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from perfgate import fmt
 from perfgate.models import BaselineRef, Fingerprint, RunResult, StepStats
-from perfgate.report import charts
+from perfgate.report import charts, tables
 from perfgate.report.common import (
     DEGRADED_FIRST_KEY,
     FirstDegraded,
@@ -130,6 +130,7 @@ def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, A
         "staging_info": _staging_info(result.diagnostics.get("staging")),
         "fingerprint": _fingerprint_rows(result.fingerprint, base.fingerprint if base else None),
         "fingerprint_note": _comparability_note(result, base),
+        **_tables(steps),
         "steps": [_step_row(s) for s in steps],
         "has_generator": any(s.generator for s in steps),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -535,6 +536,17 @@ def _comparability_note(result: RunResult, base: BaselineRef | None) -> str:
         f"Environment differs ({names}): part of any difference may come from the environment, "
         "not the release."
     )
+
+
+def _tables(steps: tuple[StepStats, ...]) -> dict[str, Any]:
+    """The response-time distribution and the errors table (shared with summary.md)."""
+    levels, rows = tables.error_table(steps)
+    return {
+        "distribution": tables.distribution(steps),
+        "distribution_labels": [label for label, _ in tables.DISTRIBUTION],
+        "error_levels": levels,
+        "error_rows": rows,
+    }
 
 
 def _step_row(s: StepStats) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from perfgate import fmt
 from perfgate.models import RunResult
+from perfgate.report import tables
 from perfgate.report.common import (
     comparison_text,
     deciding_rule,
@@ -19,13 +20,16 @@ from perfgate.report.why import why
 __all__ = ["md", "summary_md"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+# what would start raw HTML (a tag, comment, declaration) or a character reference
+_HTML_START = re.compile(r"([<&])(?=[A-Za-z/!?#])")
 
 
 def md(text: object) -> str:
-    """Escape text for a GFM table cell or line: no HTML, no markup, no line breaks."""
-    s = " ".join(str(text).split())
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", s)
+    """Plain text for a GFM table cell or line: markup and HTML neutralised with backslash
+    escapes (no HTML entities, so the file reads as plain text), no line breaks."""
+    s = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    s = _HTML_START.sub(r"\\\1", s)
+    return "\\" + s if s.startswith(">") else s  # not a block quote
 
 
 def _code(text: str) -> str:
@@ -58,6 +62,7 @@ def summary_md(result: RunResult, report_dir: Path | None = None) -> str:
     first = first_degraded(result)
     if first:
         lines += [f"{md(first.text)}.", ""]
+    lines += _errors(result)
     lines += _steps(result)
     if report_dir is not None:
         lines.append(
@@ -134,19 +139,62 @@ def _saturation(result: RunResult) -> list[str]:
 
 
 def _steps(result: RunResult) -> list[str]:
+    """Each level: throughput, the response-time distribution, errors and traffic."""
     steps = sorted_steps(result.steps)
     if not steps:
         return []
-    lines = [
-        f"<details><summary>Steps ({len(steps)})</summary>",
-        "",
-        "| Users | req/s | p50 ms | p95 ms | p99 ms | Errors | SLO |",
-        "|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    dist = {(d.users, d.phase, d.requests): d for d in tables.distribution(steps)}
+    labels = [label for label, _ in tables.DISTRIBUTION]
+    lines = _section(
+        f"Steps ({len(steps)})",
+        [
+            ("Users", "n"),
+            ("req/s", "n"),
+            *((f"{label} ms", "n") for label in labels),
+            ("Errors", "n"),
+            ("Sent", "n"),
+            ("Received", "n"),
+            ("SLO", ""),
+        ],
+    )
     for s in steps:
+        d = dist.get((s.users, s.phase, s.requests))
+        cells = d.cells if d else tuple(fmt.MISSING for _ in labels)
+        traffic = (d.sent, d.received) if d else (fmt.MISSING, fmt.MISSING)
         lines.append(
-            f"| {s.users} | {fmt.rps(s.throughput_rps)} | {fmt.ms(s.p50_ms)} | "
-            f"{fmt.ms(s.p95_ms)} | {fmt.ms(s.p99_ms)} | {fmt.rate(s.error_rate)} | "
+            f"| {s.users} | {fmt.rps(s.throughput_rps)} | {' | '.join(cells)} | "
+            f"{fmt.rate(s.error_rate)} | {traffic[0]} | {traffic[1]} | "
             f"{'ok' if s.slo_ok else 'FAIL'} |"
         )
-    return [*lines, "", "</details>", ""]
+    return [*lines, ""]
+
+
+def _errors(result: RunResult) -> list[str]:
+    """Status or exception × request × level, first seen (nothing without errors)."""
+    levels, rows = tables.error_table(result.steps)
+    if not rows:
+        return []
+    lines = _section(
+        "Errors",
+        [
+            ("Status / exception", ""),
+            ("Request", ""),
+            *((f"{u} users", "n") for u in levels),
+            ("Total", "n"),
+            ("First seen", ""),
+        ],
+    )
+    for r in rows:
+        counts = " | ".join(str(n) if n else "" for n in r.counts)
+        lines.append(
+            f"| {md(r.kind)} | {md(r.request)} | {counts} | {r.total} | "
+            f"{r.first_users} users, {r.first_s:.1f} s into the run |"
+        )
+    return [*lines, ""]
+
+
+def _section(title: str, columns: list[tuple[str, str]]) -> list[str]:
+    """A heading and a table head; a column aligned "n" is numeric (right-aligned)."""
+    head = "| " + " | ".join(name for name, _ in columns) + " |"
+    rule = "|" + "".join("---:|" if align == "n" else "---|" for _, align in columns)
+    return [f"#### {title}", "", head, rule]
