@@ -563,7 +563,7 @@ def _what_would_resolve(inputs: GateInputs, est: sequential.Estimate, crossover:
         return (
             f"the assumed difference between the two deployments (SD {inputs.priors.deploy_sd:.1%})"
             " dominates: measure it with `perfgate calibrate`, or stage both builds where they can"
-            " be swapped (cross-over: the embedded provider)"
+            " be swapped (cross-over: embedded, or Kubernetes with staging.kubernetes.image)"
         )
     return f"raise gate.budget_minutes (now {inputs.gate.budget_minutes:g}) for more window pairs"
 
