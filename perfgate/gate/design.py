@@ -369,8 +369,9 @@ def _compare(
     w.renews = crossover and sides.swap_renews_placement()
     if not looks:
         return _no_room(inputs, sat, steps, users)
-    spend_b = sequential.spend([p / looks[-1] for p in looks], sequential.ALPHA_BLOCK)
-    spend_p = sequential.spend([p / looks[-1] for p in looks], sequential.ALPHA_PASS)
+    alpha_b, alpha_p = sequential.budgets(extension=False)
+    spend_b = sequential.spend([p / looks[-1] for p in looks], alpha_b)
+    spend_p = sequential.spend([p / looks[-1] for p in looks], alpha_p)
     w.started = sides.elapsed_s()
     rng = random.Random(inputs.seed)
     decision: sequential.LookDecision | None = None

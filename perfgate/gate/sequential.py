@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from scipy import stats
 
 from perfgate.gate.crossover import MIN_PER_ARRANGEMENT
@@ -41,8 +42,10 @@ from perfgate.gate.crossover import MIN_PER_ARRANGEMENT
 __all__ = [
     "ALPHA_BLOCK",
     "ALPHA_PASS",
+    "EXTENSION_SHARE",
     "Estimate",
     "LookDecision",
+    "budgets",
     "decide_look",
     "estimate_pairs",
     "estimate_stored",
@@ -51,6 +54,18 @@ __all__ = [
 
 ALPHA_BLOCK = 0.01  # one-sided false-block budget over all looks of one gate
 ALPHA_PASS = 0.01  # one-sided budget for passing a regression beyond max_regression
+# Share of each budget kept for one extension of an inconclusive gate (`perfgate run --extend`):
+# the planned looks spend the rest, the extension's looks this share, so a gate and its extension
+# stay within the budgets together (an extension is the same sequential test, not a new look).
+EXTENSION_SHARE = 0.25
+
+
+def budgets(extension: bool) -> tuple[float, float]:
+    """(block, pass) levels to spend: the planned looks', or an extension's."""
+    share = EXTENSION_SHARE if extension else 1.0 - EXTENSION_SHARE
+    return ALPHA_BLOCK * share, ALPHA_PASS * share
+
+
 MAX_RHO = 0.8  # lag-1 autocorrelation is clipped here: beyond it k_eff says nothing useful
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
@@ -129,41 +144,60 @@ def estimate_pairs(
     *,
     deploy_sd: float,
     renewed_var: float = 0.0,
+    sessions: Sequence[int] | None = None,
 ) -> Estimate:
     """Estimate from pair log ratios ``d`` and each pair's arrangement (+1 / −1 = swapped).
 
     With both arrangements present (a cross-over) the deployment offset is fitted by least
     squares, ``d = Δ + δ·a``, and removed; otherwise ``2 · deploy_sd²`` is added to the variance.
     ``renewed_var`` is what offsets re-drawn at every swap add to a cross-over's variance
-    (:func:`perfgate.gate.crossover.renewal_var`).
+    (:func:`perfgate.gate.crossover.renewal_var`). ``sessions`` numbers the staging sessions the
+    pairs come from (an extended gate, ``--extend``: new deployments, offsets of their own): each
+    crossed session gets its own ``δ_s``; a session without a cross-over adds its share of the
+    prior, ``2 · deploy_sd² · n_s² / k²``.
     """
     k = len(d)
     if k < 3:
         raise ValueError(f"need at least 3 window pairs, got {k}")
-    a_mean = statistics.fmean(arrangement)
-    sxx = sum((a - a_mean) ** 2 for a in arrangement)
-    fewest = min(sum(1 for a in arrangement if a > 0), sum(1 for a in arrangement if a < 0))
-    if fewest >= MIN_PER_ARRANGEMENT:
-        d_mean = statistics.fmean(d)
-        offset = sum((a - a_mean) * (x - d_mean) for a, x in zip(arrangement, d, strict=True)) / sxx
-        m = d_mean - offset * a_mean
-        resid = [x - m - offset * a for x, a in zip(d, arrangement, strict=True)]
-        se2, df, rho = _within(resid, 2)
-        se2 *= 1 + k * a_mean * a_mean / sxx  # OLS: var(Δ) = σ²(1/k + ā²/Sxx)
-        renewed = f", re-placed deployments SD {deploy_sd:.1%}" if renewed_var > 0 else ""
-        return Estimate(
-            m=m,
-            se=math.sqrt(se2 + renewed_var),
-            df=_satterthwaite(se2, df, renewed_var) if renewed_var > 0 else df,
-            pairs=k,
-            rho=rho,
-            offset=offset,
-            how=f"{k} window pairs, cross-over (deployment offset "
-            f"{math.expm1(offset):+.1%} removed{renewed})",
-            fixed_var=renewed_var,
-        )
-    how = f"{k} window pairs, deployment difference SD {deploy_sd:.1%} assumed"
-    return _with_fixed(list(d), 0.0, 2 * deploy_sd * deploy_sd, how)
+    tags = list(sessions) if sessions is not None else [0] * k
+    crossed = [s for s in sorted(set(tags)) if _fewest(arrangement, tags, s) >= MIN_PER_ARRANGEMENT]
+    uncrossed = [tags.count(s) for s in sorted(set(tags)) if s not in crossed]
+    fixed = 2 * deploy_sd * deploy_sd * sum(n * n for n in uncrossed) / (k * k) + renewed_var
+    span = f" in {len(set(tags))} sessions" if len(set(tags)) > 1 else ""
+    if not crossed:
+        how = f"{k} window pairs{span}, deployment difference SD {deploy_sd:.1%} assumed"
+        return _with_fixed(list(d), 0.0, fixed, how)
+    x = np.array(
+        [
+            [1.0] + [a if s == c else 0.0 for c in crossed]
+            for a, s in zip(arrangement, tags, strict=True)
+        ]
+    )
+    y = np.array(d, dtype=float)
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    c00 = float(np.linalg.inv(x.T @ x)[0, 0])
+    resid = [float(r) for r in y - x @ beta]
+    se2, df, rho = _within(resid, x.shape[1])
+    se2 *= k * c00  # OLS: var(Δ) = σ² (XᵀX)⁻¹₀₀; _within gave σ²/k_eff
+    renewed = f", re-placed deployments SD {deploy_sd:.1%}" if renewed_var > 0 else ""
+    offset = float(beta[-1])
+    return Estimate(
+        m=float(beta[0]),
+        se=math.sqrt(se2 + fixed),
+        df=_satterthwaite(se2, df, fixed) if fixed > 0 else df,
+        pairs=k,
+        rho=rho,
+        offset=offset,
+        how=f"{k} window pairs{span}, cross-over (deployment offset "
+        f"{math.expm1(offset):+.1%} removed{renewed})",
+        fixed_var=fixed,
+    )
+
+
+def _fewest(arrangement: Sequence[int], tags: Sequence[int], session: int) -> int:
+    """Pairs in the less measured arrangement of one session."""
+    signs = [a for a, s in zip(arrangement, tags, strict=True) if s == session]
+    return min(sum(1 for a in signs if a > 0), sum(1 for a in signs if a < 0))
 
 
 def _with_fixed(values: list[float], reference: float, fixed_var: float, how: str) -> Estimate:
