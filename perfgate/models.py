@@ -332,6 +332,7 @@ class WindowStats:
     arrangement: int = 1  # +1: builds on their first deployments; -1: swapped (cross-over)
     started_s: float = 0.0  # seconds since the gate's first window
     generator_limited: bool = False
+    session: int = 0  # staging session: 0, or 1 for the pairs of an extension (--extend)
 
 
 @dataclass(**_FROZEN)
@@ -349,6 +350,7 @@ class LookRecord:
     alpha_pass: float
     outcome: Literal["block", "pass", "continue", "inconclusive"]
     elapsed_s: float
+    session: int = 0  # 1: a look of an extension (--extend), spending the kept share
 
 
 @dataclass(**_FROZEN)

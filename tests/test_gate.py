@@ -15,6 +15,8 @@ from perfgate import gate
 from perfgate.errors import LoadError
 from perfgate.gate import sequential
 from perfgate.gate.crossover import Schedule, judgeable, renewal_var
+from perfgate.gate.extend import Resume
+from perfgate.gate.extend import problem as extend_problem
 from perfgate.gate.design import GateInputs, run_gate
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 
@@ -308,6 +310,40 @@ def test_no_budget_left_for_windows_is_inconclusive_with_the_fix() -> None:
     out = run_gate(ScriptedSides({"candidate": 1000.0, "baseline": 1000.0}), _inputs(gate=tight))
     assert out.result.verdict == "inconclusive"
     assert "gate.budget_minutes" in out.result.reasons[-1]
+
+
+def test_an_inconclusive_gate_is_extended_as_the_same_sequential_test() -> None:
+    short = dataclasses.replace(GATE, budget_minutes=2.0)
+    noisy = {"candidate": 920.0, "baseline": 1000.0}
+    first = run_gate(ScriptedSides(noisy, sd=0.06, swappable=True), _inputs(gate=short))
+    assert first.result.verdict == "inconclusive", first.result.reasons
+    assert "perfgate run --extend" in first.result.reasons[-1]
+    spent = sum(look.alpha_block for look in first.looks)
+    assert spent == pytest.approx(0.75 * sequential.ALPHA_BLOCK)  # a quarter kept back
+    resume = Resume(
+        saturation=first.saturation, steps=first.steps, windows=first.windows, looks=first.looks
+    )
+    assert extend_problem(resume) is None
+    sides = ScriptedSides(noisy, sd=0.06, swappable=True, rng=random.Random(11))
+    more = run_gate(
+        sides, _inputs(gate=dataclasses.replace(GATE, budget_minutes=6.0), resume=resume)
+    )
+    assert not [c for c in sides.calls if c[2] != "window"]  # no new search: the same N_w
+    assert more.windows[: len(first.windows)] == first.windows
+    assert {w.session for w in more.windows} == {0, 1} and more.window_users == first.window_users
+    new_looks = [look for look in more.looks if look.session == 1]
+    assert more.looks[: len(first.looks)] == first.looks and new_looks
+    assert new_looks[0].pairs > first.looks[-1].pairs  # pairs count on from the earlier run
+    # the extension spends the kept quarter: together within the budget
+    total = spent + sum(look.alpha_block for look in new_looks)
+    assert total <= sequential.ALPHA_BLOCK + 1e-12
+    reg = next(r for r in more.result.rules if r.name == "regression")
+    assert "2 sessions" in reg.message and "extension look" in reg.message
+    assert more.result.verdict in ("block", "inconclusive")
+    again = Resume(
+        saturation=more.saturation, steps=more.steps, windows=more.windows, looks=more.looks
+    )
+    assert extend_problem(again) is not None  # extended once at most
 
 
 def test_a_previous_release_that_answers_nothing_is_an_infrastructure_failure() -> None:

@@ -37,6 +37,7 @@ from perfgate.calibration import NoiseModel
 from perfgate.errors import LoadError
 from perfgate.gate import rules, sequential
 from perfgate.gate.crossover import Schedule, judgeable, renewal_var
+from perfgate.gate.extend import Resume, periods, prior_pairs
 from perfgate.models import (
     BaselineRef,
     GateResult,
@@ -167,6 +168,7 @@ class GateInputs:
     gate_enabled: bool = True  # False: `perfgate ramp` (locate only, no verdict)
     interleave: Interleave = "simultaneous"  # side by side: both builds at once, or in turns
     allow_swap: bool = True  # False: no cross-over (calibration measures the deployments' gap)
+    resume: Resume | None = None  # extend this inconclusive side-by-side gate (gate.extend)
 
 
 @dataclass(**_FROZEN)
@@ -191,6 +193,11 @@ def run_gate(sides: Sides, inputs: GateInputs, progress: Progress = _NO_PROGRESS
         from perfgate.gate.replicates import run_replicates  # it builds on this module
 
         return run_replicates(sides, inputs, progress)
+    if inputs.resume is not None:  # the earlier run located the boundary
+        if inputs.mode != "side-by-side" or inputs.baseline is None:
+            raise ValueError("only a side-by-side gate can be extended")
+        r = inputs.resume
+        return _compare(sides, inputs, progress, r.saturation, r.steps)
     steps = _locate(sides, inputs, progress)
     sat = analysis.saturation(steps, inputs.slo, max_users=inputs.ramp.max_users)
     if not inputs.gate_enabled:
@@ -256,6 +263,8 @@ class _Windows:
     started: float = 0.0
     schedule: Schedule = field(default_factory=lambda: Schedule(enabled=False))
     renews: bool = False  # a swap re-draws the deployments' offsets (crossover.renewal_var)
+    sessions: list[int] = field(default_factory=list)  # per pair: its staging session
+    session: int = 0  # this run's (1 when it extends an earlier gate)
 
 
 def _window_s(inputs: GateInputs) -> float:
@@ -308,6 +317,7 @@ def _record(
         arrangement=arrangement,
         started_s=round(started_s - w.started, 3),
         generator_limited=bool(st.generator is not None and st.generator.limited),
+        session=w.session,
     )
     w.records.append(record)
     return record
@@ -358,27 +368,32 @@ def _compare(
     sat: Saturation,
     steps: tuple[StepStats, ...],
 ) -> GateOutcome:
-    users = window_level(sat)
+    resume = inputs.resume
+    users = resume.users if resume is not None else window_level(sat)
     settle = inputs.ramp.settle_s
     window_s = min(_window_s(inputs), 2 * (inputs.ramp.step_seconds - settle))
     w = _Windows(users=users or 0, settle_s=settle, window_s=window_s)
+    if resume is not None:
+        _take_over(w, resume)
     side_by_side = inputs.mode == "side-by-side"
     crossover = side_by_side and inputs.allow_swap and sides.can_swap()
     turns = 2 if side_by_side and inputs.interleave == "alternate" else 1
-    looks = _plan(sides, inputs, w, turns, crossover) if users else ()
+    planned = _plan(sides, inputs, w, turns, crossover) if users else ()
     w.renews = crossover and sides.swap_renews_placement()
-    if not looks:
+    if not planned:
         return _no_room(inputs, sat, steps, users)
-    alpha_b, alpha_p = sequential.budgets(extension=False)
-    spend_b = sequential.spend([p / looks[-1] for p in looks], alpha_b)
-    spend_p = sequential.spend([p / looks[-1] for p in looks], alpha_p)
+    alpha_b, alpha_p = sequential.budgets(extension=resume is not None)
+    spend_b = sequential.spend([p / planned[-1] for p in planned], alpha_b)
+    spend_p = sequential.spend([p / planned[-1] for p in planned], alpha_p)
+    before = len(w.d)  # pairs of the run this one extends
+    looks = tuple(before + p for p in planned)
     w.started = sides.elapsed_s()
     rng = random.Random(inputs.seed)
     decision: sequential.LookDecision | None = None
     est: sequential.Estimate | None = None
     arrangement = 1
-    for unit in range(1, looks[-1] + 1):
-        swapped = w.schedule.due(unit)
+    for unit in range(before + 1, looks[-1] + 1):
+        swapped = w.schedule.due(unit - before)
         if swapped:
             sides.swap()
             arrangement = -arrangement
@@ -397,13 +412,21 @@ def _compare(
             last=unit == looks[-1],
             floor_se=_floor_se(inputs, side_by_side, est),
         )
-        look = _look_record(j + 1, unit, est, decision, spend_b[j], spend_p[j], sides, w)
+        look = _look_record(len(w.looks) + 1, unit, est, decision, spend_b[j], spend_p[j], sides, w)
         w.looks.append(look)
         progress.on_look(look)
         if decision.outcome != "continue":
             break
     assert est is not None and decision is not None
     return _finish(inputs, sat, steps, w, est, decision, looks, crossover)
+
+
+def _take_over(w: _Windows, resume: Resume) -> None:
+    """An extension starts from the evidence of the run it extends."""
+    w.records.extend(resume.windows)
+    w.looks.extend(resume.looks)
+    w.d, w.arrangement, w.sessions = prior_pairs(resume.windows)
+    w.session = resume.session
 
 
 def _one_unit(
@@ -430,6 +453,7 @@ def _one_unit(
         got[record.build] = _log_goodput(record, record.build)
     w.d.append(got["candidate"] - got.get("baseline", 0.0))
     w.arrangement.append(arrangement)
+    w.sessions.append(w.session)
 
 
 def _stored_log_x(inputs: GateInputs) -> tuple[float, float]:
@@ -447,9 +471,10 @@ def _stored_log_x(inputs: GateInputs) -> tuple[float, float]:
 
 def _estimate(w: _Windows, inputs: GateInputs, side_by_side: bool) -> sequential.Estimate:
     if side_by_side:
-        renewed = renewal_var(w.schedule.periods, inputs.priors.deploy_sd) if w.renews else 0.0
+        sd = inputs.priors.deploy_sd
+        renewed = renewal_var(periods(w.arrangement, w.sessions), sd) if w.renews else 0.0
         return sequential.estimate_pairs(
-            w.d, w.arrangement, deploy_sd=inputs.priors.deploy_sd, renewed_var=renewed
+            w.d, w.arrangement, deploy_sd=sd, renewed_var=renewed, sessions=w.sessions
         )
     log_b, se_b = _stored_log_x(inputs)
     return sequential.estimate_stored(w.d, log_b, se_b, between_sd=inputs.priors.between_sd)
@@ -458,8 +483,6 @@ def _estimate(w: _Windows, inputs: GateInputs, side_by_side: bool) -> sequential
 def _floor_se(inputs: GateInputs, side_by_side: bool, est: sequential.Estimate) -> float:
     """The part of the standard error more windows cannot remove."""
     if side_by_side:
-        if est.offset is None:
-            return math.sqrt(2) * inputs.priors.deploy_sd
         return math.sqrt(est.fixed_var)
     _, se_b = _stored_log_x(inputs)
     return math.sqrt(se_b * se_b + 2 * inputs.priors.between_sd**2)
@@ -492,6 +515,7 @@ def _look_record(
         alpha_pass=a_p,
         outcome=decision.outcome,
         elapsed_s=round(sides.elapsed_s() - w.started, 1),
+        session=w.session,
     )
 
 
@@ -526,8 +550,8 @@ def _regression_rule(
     where = "side by side" if inputs.mode == "side-by-side" else "against the stored numbers"
     numbers = (
         f"goodput at {w.users} users {_rps(x_c)} vs {_rps(x_b)} req/s "
-        f"(ratio {ratio:.3f}, bounds {lo:.3f}–{hi:.3f}; {est.how}; look {len(w.looks)} of "
-        f"{len(looks)}, {w.looks[-1].elapsed_s / 60:.1f} min of windows)"
+        f"(ratio {ratio:.3f}, bounds {lo:.3f}–{hi:.3f}; {est.how}; {_which_look(w, looks)}, "
+        f"{w.looks[-1].elapsed_s / 60:.1f} min of windows)"
     )
     outcome = {"block": "fail", "pass": "pass"}.get(decision.outcome, "inconclusive")
     if decision.outcome == "block":
@@ -544,6 +568,13 @@ def _regression_rule(
         threshold=1.0 - gate.max_regression,
         margin=lo - (1.0 - gate.max_regression),
     )
+
+
+def _which_look(w: _Windows, looks: tuple[int, ...]) -> str:
+    mine = [look for look in w.looks if look.session == w.session]
+    if w.session == 0:
+        return f"look {len(mine)} of {len(looks)}"
+    return f"extension look {len(mine)} of {len(looks)}, after {len(w.looks) - len(mine)} earlier"
 
 
 def _rps(x: float | None) -> str:
@@ -565,6 +596,12 @@ def _what_would_resolve(inputs: GateInputs, est: sequential.Estimate, crossover:
             f"the assumed difference between the two deployments (SD {inputs.priors.deploy_sd:.1%})"
             " dominates: measure it with `perfgate calibrate`, or stage both builds where they can"
             " be swapped (cross-over: embedded, or Kubernetes with staging.kubernetes.image)"
+        )
+    if inputs.resume is None:
+        return (
+            "extend this gate with `perfgate run --extend <this run's result.json>` (the same "
+            "sequential test, on the error budget kept for it), or raise gate.budget_minutes "
+            f"(now {inputs.gate.budget_minutes:g}) for more window pairs"
         )
     return f"raise gate.budget_minutes (now {inputs.gate.budget_minutes:g}) for more window pairs"
 
