@@ -189,6 +189,14 @@ SideBySideOpt = Annotated[
         help="Stage the previous release next to the candidate when its baseline says how (default), or judge against the stored numbers only.",
     ),
 ]
+ExtendOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--extend",
+        help="Continue an inconclusive side-by-side gate (its result.json): the same sequential test, more window pairs, on the error budget kept for it; once.",
+        dir_okay=False,
+    ),
+]
 SeedOpt = Annotated[
     int | None, typer.Option(help="Seed for the gate's random order (reproducible runs).")
 ]
@@ -339,6 +347,7 @@ def run(
     baseline_release: BaselineReleaseOpt = None,
     baseline_image: BaselineImageOpt = None,
     side_by_side: SideBySideOpt = True,
+    extend: ExtendOpt = None,
     workers: WorkersOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,

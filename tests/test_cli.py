@@ -836,3 +836,81 @@ def test_a_previous_release_that_measured_nothing_is_an_infrastructure_failure(
     (result,) = env.reports.glob("cli/r2-*/result.json")
     assert json.loads(result.read_text())["verdict"] != "pass"
     assert not env.baselines.exists() or not list(env.baselines.rglob("r2.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# --extend: an inconclusive gate continued as the same sequential test (issue 10)
+# ---------------------------------------------------------------------------------------------
+
+
+class _SlightlySlowerRunner(FakeRunner):
+    """The previous release (its URL ends in /old) as FakeRunner; the candidate 4 % slower."""
+
+    def __init__(self, url: str, users: UsersSpec, slo: Slo, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url, users, slo, *args, **kwargs)
+        if not url.endswith("/old"):
+            self.sim = SimulatedRunner(MODEL, slo, seed=7, regression=0.04)
+
+
+def _result_of(env: Env, release: str) -> tuple[Path, dict[str, Any]]:
+    path = sorted(env.reports.glob(f"cli/{release}-*/result.json"))[-1]
+    return path, json.loads(path.read_text())
+
+
+def test_an_inconclusive_gate_is_extended_once_and_keeps_its_evidence(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_run, "LocustRunner", _SlightlySlowerRunner)
+    paired = ("--baseline-target", env.target + "/old")
+    first = env.gate(*paired)
+    assert first.code == 4, first.err  # 4 % slower: neither credibly within 10 % nor ≥ 5 % worse
+    path, earlier = _result_of(env, "r2")
+    assert "--extend" in " ".join(earlier["reasons"]) or "calibrate" in " ".join(earlier["reasons"])
+    more = env.gate(*paired, "--extend", str(path))
+    assert more.code in (1, 4), more.err
+    _, extended = _result_of(env, "r2")
+    assert extended["steps"] == earlier["steps"]  # no new search: the same window level
+    assert extended["windows"][: len(earlier["windows"])] == earlier["windows"]
+    assert {w["session"] for w in extended["windows"]} == {0, 1}
+    assert [look["session"] for look in extended["looks"]][: len(earlier["looks"])] == [0] * len(
+        earlier["looks"]
+    )
+    assert any(look["session"] == 1 for look in extended["looks"])
+    # the gate and its extension spend one budget: the extension only the quarter kept for it
+    spent = sum(look["alpha_block"] for look in extended["looks"] if look["session"] == 1)
+    assert 0 < spent <= 0.25 * 0.01 + 1e-12
+    newest = sorted(env.reports.glob("cli/r2-*/result.json"))[-1]
+    again = env.gate(*paired, "--extend", str(newest))
+    assert again.code == 2 and "extension already" in again.error, again.err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--release", "r3"), "it is a run of release r2 (give --release r2)"),
+        (("--repeat", "2"), "only a gate of side-by-side windows can be extended"),
+    ],
+    ids=["other-release", "replicates"],
+)
+def test_extend_refuses_what_would_not_be_the_same_test(
+    env: Env, monkeypatch: pytest.MonkeyPatch, extra: tuple[str, ...], message: str
+) -> None:
+    monkeypatch.setattr(pipeline_run, "LocustRunner", _SlightlySlowerRunner)
+    paired = ("--baseline-target", env.target + "/old")
+    assert env.gate(*paired).code == 4
+    path, _ = _result_of(env, "r2")
+    created = FakeRunner.created
+    release = extra[1] if extra[0] == "--release" else "r2"
+    args = extra if extra[0] != "--release" else ()
+    ran = env.gate(*paired, "--extend", str(path), *args, release=release)
+    assert ran.code == 2, ran.err
+    assert message in ran.error
+    assert FakeRunner.created == created, "refused before any load"
+
+
+def test_extend_refuses_a_gate_that_already_decided(env: Env) -> None:
+    ran = env.gate("--baseline-target", env.target + "/old")
+    assert ran.code == 0, ran.err
+    path, _ = _result_of(env, "r2")
+    again = env.gate("--baseline-target", env.target + "/old", "--extend", str(path))
+    assert again.code == 2 and "not inconclusive" in again.error, again.err

@@ -15,9 +15,9 @@ from perfgate import gate
 from perfgate.errors import LoadError
 from perfgate.gate import sequential
 from perfgate.gate.crossover import Schedule, judgeable, renewal_var
+from perfgate.gate.design import GateInputs, run_gate
 from perfgate.gate.extend import Resume
 from perfgate.gate.extend import problem as extend_problem
-from perfgate.gate.design import GateInputs, run_gate
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from perfgate.gate.design import (
     run_gate,
     window_level,
 )
+from perfgate.gate.extend import Resume, resume_of
+from perfgate.gate.extend import problem as extend_problem
 from perfgate.gate.rules import combine, decide, plan_looks
 
 __all__ = [
@@ -32,11 +34,14 @@ __all__ = [
     "GateOutcome",
     "Priors",
     "Progress",
+    "Resume",
     "Sides",
     "combine",
     "decide",
+    "extend_problem",
     "plan_looks",
     "priors",
+    "resume_of",
     "run_gate",
     "window_level",
 ]

@@ -23,9 +23,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perfgate.models import LookRecord, Saturation, StepStats, WindowStats
+from perfgate.models import LookRecord, RunResult, Saturation, StepStats, WindowStats
 
-__all__ = ["Resume", "periods", "prior_pairs", "problem"]
+__all__ = ["Resume", "periods", "prior_pairs", "problem", "resume_of"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +45,16 @@ class Resume:
     def session(self) -> int:
         """The number of the extension's session (the earlier ones are 0…)."""
         return max(w.session for w in self.windows) + 1
+
+
+def resume_of(result: RunResult) -> Resume:
+    """What an extension takes over from a saved result."""
+    return Resume(
+        saturation=result.saturation,
+        steps=result.steps,
+        windows=result.windows,
+        looks=result.looks,
+    )
 
 
 def problem(resume: Resume) -> str | None:

@@ -153,16 +153,19 @@ def estimate_pairs(
     ``renewed_var`` is what offsets re-drawn at every swap add to a cross-over's variance
     (:func:`perfgate.gate.crossover.renewal_var`). ``sessions`` numbers the staging sessions the
     pairs come from (an extended gate, ``--extend``: new deployments, offsets of their own): each
-    crossed session gets its own ``δ_s``; a session without a cross-over adds its share of the
-    prior, ``2 · deploy_sd² · n_s² / k²``.
+    crossed session gets its own ``δ_s``; the pairs of sessions without a cross-over add their
+    share of the prior, ``2 · deploy_sd² · n² / k²`` (one offset for them all: they may have run on
+    the same two deployments).
     """
     k = len(d)
     if k < 3:
         raise ValueError(f"need at least 3 window pairs, got {k}")
     tags = list(sessions) if sessions is not None else [0] * k
     crossed = [s for s in sorted(set(tags)) if _fewest(arrangement, tags, s) >= MIN_PER_ARRANGEMENT]
-    uncrossed = [tags.count(s) for s in sorted(set(tags)) if s not in crossed]
-    fixed = 2 * deploy_sd * deploy_sd * sum(n * n for n in uncrossed) / (k * k) + renewed_var
+    # sessions without a cross-over may have run on the same two deployments (fixed URLs): their
+    # pairs share one offset, whatever the session
+    uncrossed = sum(1 for s in tags if s not in crossed)
+    fixed = 2 * deploy_sd * deploy_sd * uncrossed * uncrossed / (k * k) + renewed_var
     span = f" in {len(set(tags))} sessions" if len(set(tags)) > 1 else ""
     if not crossed:
         how = f"{k} window pairs{span}, deployment difference SD {deploy_sd:.1%} assumed"

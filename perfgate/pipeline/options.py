@@ -50,6 +50,7 @@ class RunOptions:
     baseline_release: str | None = None  # judge against this stored release (default: newest)
     baseline_image: str | None = None  # stage the previous release from this image (kubernetes)
     side_by_side: bool = True  # False: judge against the stored numbers only
+    extend: Path | None = None  # continue this inconclusive side-by-side gate (its result.json)
     command: str = ""
     seed: int | None = None
 

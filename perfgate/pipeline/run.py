@@ -91,6 +91,7 @@ class Plan:
     run_id: str
     started_at: str
     store: store.BaselineStore = field(repr=False)
+    resume: gate.Resume | None = None  # --extend: the inconclusive gate this run continues
 
 
 @dataclass(slots=True)
@@ -155,6 +156,7 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
             baseline.check_can_store(opts.baseline_dir, scen.name, opts.release, force=opts.force)
     provider = opts.provider or ("none" if opts.target else scen.staging.provider)
     mode, recipe = _mode(opts, prev, provider)
+    resume = _resume(opts, scen, prev, mode)
     return Plan(
         opts=opts,
         scen=scen,
@@ -169,6 +171,7 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
         run_id=uuid.uuid4().hex[:6],
         started_at=_now(),
         store=into if into is not None else store.FolderStore(opts.baseline_dir),
+        resume=resume,
     )
 
 
@@ -200,6 +203,33 @@ def _mode(
     return "stored", None
 
 
+def _resume(
+    opts: RunOptions, scen: Scenario, prev: baseline.StoredBaseline | None, mode: str
+) -> gate.Resume | None:
+    """The earlier run ``--extend`` continues, checked against this one before any load."""
+    if opts.extend is None:
+        return None
+    where = f"--extend {opts.extend}"
+    if opts.repeat > 1 or not opts.gate:
+        raise InputError(f"{where}: only a gate of side-by-side windows can be extended")
+    earlier = store.load_result(opts.extend)
+    base = earlier.baseline.release if earlier.baseline is not None else None
+    why = gate.extend_problem(gate.resume_of(earlier))
+    if earlier.scenario != scen.name:
+        why = f"it is a run of scenario {earlier.scenario!r}, not {scen.name!r}"
+    elif earlier.release != opts.release:
+        why = f"it is a run of release {earlier.release} (give --release {earlier.release})"
+    elif earlier.slo != scen.slo or earlier.gate.max_regression != scen.gate.max_regression:
+        why = "the scenario's SLO or gate changed since: judge it afresh"
+    elif mode != "side-by-side":
+        why = "the previous release cannot be staged side by side now"
+    elif prev is not None and not opts.baseline_target and base != prev.release:
+        why = f"it was compared with {base}, not {prev.release} (give --baseline-release {base})"
+    if why:
+        raise InputError(f"{where}: cannot extend it: {why}")
+    return gate.resume_of(earlier)
+
+
 def _check_baseline_image(
     opts: RunOptions, prev: baseline.StoredBaseline | None, provider: str
 ) -> None:
@@ -228,6 +258,10 @@ def _check_baseline_image(
 def measure(plan: Plan, on_event: EventSink) -> Evidence:
     """Stage the candidate (and the previous release), run the gate; keep what was measured."""
     ev = Evidence(mode=plan.mode)
+    if plan.resume is not None:  # the earlier run's evidence is part of this one's
+        ev.steps = list(plan.resume.steps)
+        ev.windows = list(plan.resume.windows)
+        ev.looks = list(plan.resume.looks)
     try:
         with contextlib.ExitStack() as stack:
             sides = _stage(plan, stack, ev, on_event)
@@ -394,7 +428,17 @@ def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
         seed=plan.opts.seed,
         gate_enabled=plan.opts.gate,
         interleave=scen.gate.interleave,
+        resume=_resume_now(plan, ev),
     )
+
+
+def _resume_now(plan: Plan, ev: Evidence) -> gate.Resume | None:
+    if plan.resume is not None and ev.mode != "side-by-side":
+        raise StagingError(
+            f"cannot extend {plan.opts.extend}: the previous release could not be staged side by "
+            f"side ({ev.fallback or 'no recipe'})"
+        )
+    return plan.resume
 
 
 def _progress(ev: Evidence, on_event: EventSink) -> gate.Progress:
