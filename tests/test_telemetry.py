@@ -386,6 +386,16 @@ metrics:
 """
 
 
+def test_a_password_in_the_prometheus_url_is_never_shown() -> None:
+    from perfgate.models import PrometheusSpec
+    from perfgate.telemetry import PrometheusSampler
+
+    spec = PrometheusSpec(url="http://ci:s3cret-pw@127.0.0.1:9", queries=())
+    sampler = PrometheusSampler(spec)
+    sampler.close()
+    assert sampler.label == "Prometheus at http://ci:***@127.0.0.1:9"
+
+
 def test_the_prometheus_section_is_read_and_checked_offline() -> None:
     scen = parse_scenario(PROM, source="s.yaml", base_dir=Path("."))
     prom = scen.metrics.prometheus

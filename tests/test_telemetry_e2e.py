@@ -293,7 +293,7 @@ staging:
 users:
   requests:
     - {name: root, method: GET, path: /}
-ramp: {start_users: 2, step_users: 2, max_users: 6, step_seconds: 2, settle_seconds: 0.5,
+ramp: {start_users: 2, step_users: 2, max_users: 4, step_seconds: 2, settle_seconds: 0.5,
        min_samples: 0}
 slo: {p95_ms: 5000, error_rate: 0.5}
 gate: {min_users: 1}
@@ -310,7 +310,7 @@ def test_kubernetes_pods_are_measured_against_their_limits_and_the_full_containe
         fake.write_kubeconfig(tmp_path / "kubeconfig")
         served = Release()
         fake.image_ports["example.test/web:v1"] = served.port
-        fake.cpu_per_request_s = 0.0015  # ~65 req/s fill the web container's 100m limit
+        fake.cpu_per_request_s = 0.002  # 50 req/s fill the web container's 100m limit
         fake.oom_after_requests = 60
         try:
             cli = Cli(tmp_path, "v1")

@@ -79,6 +79,11 @@ class KubeSampler:
                 f"no metrics API in the cluster ({path}: 404; install metrics-server): "
                 f"pod CPU and memory not measured"
             )
+        if status == 403:
+            raise Unavailable(
+                f"not allowed to list pods.metrics.k8s.io in {self.namespace} (403; grant it as "
+                f"scenarios/k8s/rbac.yaml does): pod CPU and memory not measured"
+            )
         if status != 200 or not isinstance(data, dict):
             raise Unavailable(f"{self.label} answered HTTP {status}")
         snap: dict[Any, Any] = {"specs": dict(self.specs)}

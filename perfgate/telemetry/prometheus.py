@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -50,6 +51,15 @@ def parse_text(text: str) -> dict[Key, float]:
     return out
 
 
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: a password in it replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def render_query(query: PromQuery, namespace: str) -> str:
     return re.sub(r"{{\s*namespace\s*}}", namespace, query.query)
 
@@ -60,7 +70,7 @@ class PrometheusSampler:
     def __init__(self, spec: PrometheusSpec, *, namespace: str = "") -> None:
         self.spec = spec
         self.namespace = namespace
-        self.label = f"Prometheus at {spec.url}"
+        self.label = f"Prometheus at {shown_url(spec.url)}"
         self.client = httpx.Client(timeout=TIMEOUT_S, trust_env=False)
 
     def close(self) -> None:
@@ -140,10 +150,11 @@ def check_queries(spec: PrometheusSpec, *, timeout_s: float = TIMEOUT_S) -> tupl
                 response = client.get(f"{spec.url}/api/v1/format_query", params={"query": promql})
                 data = response.json()
             except (httpx.HTTPError, ValueError) as exc:
-                return [], f"offline only: {spec.url} did not answer ({type(exc).__name__})"
+                shown = shown_url(spec.url)
+                return [], f"offline only: {shown} did not answer ({type(exc).__name__})"
             if response.status_code == 404:  # before Prometheus 2.38: parse by evaluating
                 response = client.get(f"{spec.url}/api/v1/query", params={"query": promql})
                 data = response.json()
             if isinstance(data, dict) and data.get("errorType") == "bad_data":
                 problems.append(f"metrics.prometheus.queries.{q.name}: {data.get('error')}")
-    return problems, f"checked by the server at {spec.url}"
+    return problems, f"checked by the server at {shown_url(spec.url)}"
