@@ -197,6 +197,14 @@ ExtendOpt = Annotated[
         dir_okay=False,
     ),
 ]
+AcceptChangeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--accept-scenario-change",
+        metavar="REASON",
+        help="The scenario changed since the stored baseline and its numbers are all there is: do not judge them, let the floor decide, and record REASON (a promoted pass starts the new scenario's baselines). Side by side needs no such thing: it re-measures the previous release under the new scenario.",
+    ),
+]
 SeedOpt = Annotated[
     int | None, typer.Option(help="Seed for the gate's random order (reproducible runs).")
 ]
@@ -348,6 +356,7 @@ def run(
     baseline_image: BaselineImageOpt = None,
     side_by_side: SideBySideOpt = True,
     extend: ExtendOpt = None,
+    accept_scenario_change: AcceptChangeOpt = None,
     workers: WorkersOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,

@@ -158,6 +158,8 @@ class Scenario:
     gate: GateSpec
     load: LoadSpec = field(default_factory=LoadSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    # what content_hash covers, key by key ("ramp.max_users": "600"; credentials hashed)
+    identity: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +307,8 @@ class Fingerprint:
     target: str = ""
     python: str = ""
     machine: str = ""
+    # the scenario key by key (Scenario.identity): says which keys changed when the hash does
+    scenario: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(**_FROZEN)
@@ -450,6 +454,8 @@ class RunResult:
     looks: tuple[LookRecord, ...] = ()
     staging_recipe: dict[str, Any] = field(default_factory=dict)  # how this release was staged
     bottleneck: Bottleneck | None = None  # why it broke (None: no telemetry ran)
+    # the scenario changed since the previous baseline: what, and how it was met (accepted: why)
+    scenario_change: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------

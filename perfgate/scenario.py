@@ -178,6 +178,40 @@ def _canonical_hash(data: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_IDENTITY_KEYS = ("name", "users", "ramp", "slo", "load")
+_HIDDEN = re.compile(r"header|token|secret|password|auth|cookie|key", re.IGNORECASE)
+_SHOWN_CHARS = 80
+
+
+def scenario_identity(data: dict[str, Any]) -> dict[str, str]:
+    """What the scenario hash covers, one entry per leaf: ``{"ramp.max_users": "600", …}``.
+
+    Stored in fingerprints so that a changed scenario can say which keys changed. Values under
+    a key that may hold a credential (headers, tokens, …) are only a short hash; long values
+    are cut, with a hash of the whole.
+    """
+    out: dict[str, str] = {}
+
+    def walk(value: Any, key: str, hidden: bool) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k), hidden or bool(_HIDDEN.search(str(k))))
+        elif isinstance(value, list) and value:
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]", hidden)
+        else:
+            text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+            digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+            if hidden:
+                text = digest
+            elif len(text) > _SHOWN_CHARS:
+                text = f"{text[: _SHOWN_CHARS - 20]}… ({digest})"
+            out[key] = text
+
+    walk({k: data.get(k) for k in _IDENTITY_KEYS if data.get(k) is not None}, "", False)
+    return out
+
+
 class _Validator:
     """Walks the parsed YAML; every check names ``file: key``."""
 
@@ -358,9 +392,8 @@ class _Validator:
             path=self.source,
             # the load test's identity: what users do, how they ramp, what SLO judges them; not
             # the system under test (staging knobs change between releases) nor the gate policy
-            content_hash=_canonical_hash(
-                {k: data.get(k) for k in ("name", "users", "ramp", "slo", "load")}
-            ),
+            content_hash=_canonical_hash({k: data.get(k) for k in _IDENTITY_KEYS}),
+            identity=scenario_identity(data),
             staging=staging,
             users=users,
             ramp=ramp,

@@ -820,7 +820,7 @@ def test_fingerprint_slo_follows_the_scenario() -> None:
         ({"perfgate_version": "0.1.7"}, True, "perfgate 0.1.0 → 0.1.7"),
         ({"python": "3.12.1"}, True, "python 3.11.7 → 3.12.1"),
         ({"target": "http://loopback"}, True, "target embedded → http://loopback"),
-        ({"scenario_hash": "b" * 64}, False, "scenario hash"),
+        ({"scenario_hash": "b" * 64}, False, "scenario changed (hash aaaaaaaaaaaa → bbbbbbbbbbbb)"),
         ({"slo": "p95<=300ms errors<=0.01"}, False, "SLO"),
         ({"cpu_count": 8}, False, "cpu_count 2 → 8"),
         ({"provider": "kubernetes"}, False, "provider embedded → kubernetes"),

@@ -186,13 +186,15 @@ def test_the_same_release_promoted_twice_at_once_lands_once(remote: Path) -> Non
 
 # The real CLI in a child process, with the simulated load of tests/test_cli.py in Locust's
 # place: the verdict is deterministic (pass) however busy the machine is; everything else
-# (pipeline, report, git) is real.
+# (pipeline, report files, git) is real but index.html's charts (matplotlib: seconds a run).
 FAKE_LOAD_CLI = """\
 import sys
 import perfgate.pipeline.run as run
+import perfgate.report.html as html
 from tests.test_cli import FakeRunner
 from perfgate.cli import main
 run.LocustRunner = FakeRunner
+html.render_html = lambda result, **kw: "<html></html>"
 main(sys.argv[1:])
 """
 

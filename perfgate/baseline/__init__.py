@@ -31,7 +31,15 @@ from perfgate.baseline.files import (
     scenario_names,
     store_baseline,
 )
-from perfgate.baseline.fingerprints import comparability, fingerprint, fingerprint_id, slo_text
+from perfgate.baseline.fingerprints import (
+    comparability,
+    fingerprint,
+    fingerprint_id,
+    same_scenario,
+    scenario_change_text,
+    scenario_changes,
+    slo_text,
+)
 from perfgate.baseline.text import format_diff, format_list, format_show, list_record, show_json
 from perfgate.errors import BaselineError
 
@@ -59,7 +67,10 @@ __all__ = [
     "publish_baseline",
     "read_result",
     "resolve_baseline",
+    "same_scenario",
     "scan_baselines",
+    "scenario_change_text",
+    "scenario_changes",
     "scenario_names",
     "show_json",
     "slo_text",

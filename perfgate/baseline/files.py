@@ -87,6 +87,8 @@ class StoredBaseline:
     recipe: dict[str, Any] = field(default_factory=dict)
     windows: tuple[WindowStats, ...] = ()  # its gate's windows: stored-mode comparisons use them
     where: str = ""  # how to show ``path`` when it is a temporary clone of a git store
+    # the scenario changed since the baseline before it: what, and how it was met (result.json's)
+    scenario_change: dict[str, Any] = field(default_factory=dict)
 
     def ref(self) -> BaselineRef:
         """The reference a RunResult carries to this baseline."""
@@ -182,6 +184,7 @@ def load_baseline(path: Path, *, scenario: str | None = None) -> StoredBaseline:
         replicates=get("replicates", tuple[Saturation, ...], ()),
         recipe=get("recipe", dict, {}),
         windows=get("windows", tuple[WindowStats, ...], ()),
+        scenario_change=get("scenario_change", dict, {}),
     )
 
 
@@ -302,6 +305,7 @@ def _document(result: RunResult, *, created_at: str, source: str) -> dict[str, A
         "steps": steps,
         "recipe": to_jsonable(result.staging_recipe),
         "windows": to_jsonable(result.windows),
+        "scenario_change": to_jsonable(result.scenario_change),
     }
 
 

@@ -11,7 +11,17 @@ from urllib.parse import urlsplit
 from perfgate._version import __version__
 from perfgate.models import Fingerprint, Scenario, Slo, to_jsonable
 
-__all__ = ["comparability", "fingerprint", "fingerprint_id", "slo_text"]
+__all__ = [
+    "comparability",
+    "fingerprint",
+    "fingerprint_id",
+    "same_scenario",
+    "scenario_change_text",
+    "scenario_changes",
+    "slo_text",
+]
+
+SHOWN_CHANGES = 6  # keys named in a one-line message; the rest are counted
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 
@@ -32,6 +42,7 @@ def fingerprint(scenario: Scenario, *, provider: str, target: str) -> Fingerprin
         target=_target_kind(provider, target),
         python=platform.python_version(),
         machine=platform.machine(),
+        scenario=dict(scenario.identity),
     )
 
 
@@ -66,7 +77,9 @@ def fingerprint_id(fp: Fingerprint | None) -> str:
     """A short hash of a fingerprint, to spot at a glance which baselines share an environment."""
     if fp is None:
         return "-"
-    text = json.dumps(to_jsonable(fp), sort_keys=True)
+    data = to_jsonable(fp)
+    data.pop("scenario", None)  # the hash stands for it; older fingerprints do not have it
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -93,7 +106,7 @@ def comparability(a: Fingerprint | None, b: Fingerprint | None) -> tuple[bool, s
         return f"{label} {x} → {y}"
 
     if a.scenario_hash != b.scenario_hash:
-        blocking.append(change("scenario hash", a.scenario_hash[:12], b.scenario_hash[:12]))
+        blocking.append(scenario_change_text(a, b))
     if a.slo != b.slo:
         blocking.append(change("SLO", a.slo, b.slo))
     if a.cpu_count != b.cpu_count:
@@ -115,3 +128,38 @@ def comparability(a: Fingerprint | None, b: Fingerprint | None) -> tuple[bool, s
     if notes:
         return True, "comparable; differs in " + ", ".join(notes)
     return True, ""
+
+
+def same_scenario(old: Fingerprint | None, new: Fingerprint | None) -> bool:
+    """Whether two fingerprints were measured with the same scenario (hash and SLO)."""
+    if old is None or new is None:
+        return True  # nothing recorded: nothing to say
+    return old.scenario_hash == new.scenario_hash and old.slo == new.slo
+
+
+def scenario_changes(old: Fingerprint, new: Fingerprint) -> tuple[tuple[str, str, str], ...]:
+    """The scenario keys that differ, ``(key, old value, new value)``, in key order.
+
+    ``"-"`` stands for a key that is absent on one side. Empty when either fingerprint predates
+    per-key records (then only the hashes can be compared).
+    """
+    if not old.scenario or not new.scenario:
+        return ()
+    keys = sorted(set(old.scenario) | set(new.scenario))
+    return tuple(
+        (k, old.scenario.get(k, "-"), new.scenario.get(k, "-"))
+        for k in keys
+        if old.scenario.get(k) != new.scenario.get(k)
+    )
+
+
+def scenario_change_text(old: Fingerprint, new: Fingerprint) -> str:
+    """``scenario changed: ramp.max_users 600 → 800, …`` (or the hashes, for old records)."""
+    changes = scenario_changes(old, new)
+    if not changes:
+        return f"scenario changed (hash {old.scenario_hash[:12]} → {new.scenario_hash[:12]})"
+    shown = [f"{k} {a} → {b}" for k, a, b in changes[:SHOWN_CHANGES]]
+    more = len(changes) - SHOWN_CHANGES
+    return (
+        "scenario changed: " + ", ".join(shown) + (f" and {more} more key(s)" if more > 0 else "")
+    )

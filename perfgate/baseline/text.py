@@ -132,6 +132,14 @@ def format_show(b: StoredBaseline, *, where: str = "") -> str:
             f"perfgate {fp.perfgate_version}, {fp.cpu_count} CPUs, provider {fp.provider or '-'}, "
             f"target {fp.target or '-'}, python {fp.python or '-'}, {fp.machine or '-'}"
         )
+    change = b.scenario_change
+    if change:
+        lines.append(
+            f"scenario     {change.get('summary', 'changed')} since "
+            f"{change.get('previous_release', '?')} ({change.get('handled', '?')}"
+            + (f": {change['reason']}" if change.get("reason") else "")
+            + ")"
+        )
     if b.steps:
         lines += ["", _table(_STEP_COLUMNS, b.steps)]
     return "\n".join(lines)

@@ -51,6 +51,7 @@ class RunOptions:
     baseline_image: str | None = None  # stage the previous release from this image (kubernetes)
     side_by_side: bool = True  # False: judge against the stored numbers only
     extend: Path | None = None  # continue this inconclusive side-by-side gate (its result.json)
+    accept_scenario_change: str | None = None  # the reason; stored numbers of another scenario
     command: str = ""
     seed: int | None = None
 

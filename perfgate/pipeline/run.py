@@ -51,6 +51,7 @@ from perfgate.models import (
     WindowStats,
     to_jsonable,
 )
+from perfgate.pipeline import changes
 from perfgate.pipeline.observe import recorder_for
 from perfgate.pipeline.options import (
     RunOptions,
@@ -90,6 +91,7 @@ class Plan:
     provider: str
     run_id: str
     started_at: str
+    change: changes.ScenarioChange | None = None  # the scenario differs from prev's
     store: store.BaselineStore = field(repr=False)
     resume: gate.Resume | None = None  # --extend: the inconclusive gate this run continues
 
@@ -156,6 +158,11 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
             baseline.check_can_store(opts.baseline_dir, scen.name, opts.release, force=opts.force)
     provider = opts.provider or ("none" if opts.target else scen.staging.provider)
     mode, recipe = _mode(opts, prev, provider)
+    change = None
+    if opts.gate:
+        change = changes.detect(scen, prev, provider=provider, accept=opts.accept_scenario_change)
+    if mode == "stored" and change is not None and change.accepted:
+        mode = "none"  # the old numbers were measured under another scenario: not judged
     resume = _resume(opts, scen, prev, mode)
     return Plan(
         opts=opts,
@@ -171,6 +178,7 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
         run_id=uuid.uuid4().hex[:6],
         started_at=_now(),
         store=into if into is not None else store.FolderStore(opts.baseline_dir),
+        change=change,
         resume=resume,
     )
 
@@ -410,9 +418,13 @@ def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
         empty = Saturation(users=None, throughput_rps=None, broken=False, reason="not stored")
         ref = BaselineRef(release=_baseline_name(plan), saturation=empty)
     comparable, note = True, ""
+    if ev.mode == "stored" and plan.change is not None and plan.change.accepted:
+        ev.mode, ref = "none", None  # side by side fell back to the stored numbers: not judged
     if ev.mode == "stored" and prev is not None:
         fp = baseline.fingerprint(scen, provider=plan.provider, target=ev.target_url)
-        comparable, note = baseline.comparability(fp, prev.fingerprint)
+        comparable, note = baseline.comparability(prev.fingerprint, fp)  # old → new
+        if not comparable and plan.change is not None:
+            note += "; " + changes.advice(plan.change)
     return gate.GateInputs(
         slo=scen.slo,
         ramp=scen.ramp,
@@ -491,6 +503,7 @@ def judge(plan: Plan, ev: Evidence, on_event: EventSink) -> RunResult:
         verdict, base, diagnostics = GateResult(verdict="inconclusive", reasons=()), None, {}
     if verdict.ratio is not None:
         diagnostics.update(gate_ratio=verdict.ratio, gate_ratio_ci=verdict.ratio_ci)
+    verdict = _scenario_changed(plan, ev, verdict)
     bottleneck = _bottleneck(plan, ev, sat)
     if ev.fallback:
         verdict = dataclasses.replace(
@@ -526,6 +539,16 @@ def _bottleneck(plan: Plan, ev: Evidence, sat: Saturation) -> Bottleneck | None:
     )
 
 
+def _scenario_changed(plan: Plan, ev: Evidence, verdict: GateResult) -> GateResult:
+    """Say how a scenario edited since the previous baseline was met (side by side, accepted)."""
+    if plan.change is None:
+        return verdict
+    if ev.mode == "none" and plan.change.accepted:
+        verdict = changes.accepted_rule(verdict, plan.change)
+    line = changes.reason_line(plan.change, ev.mode)
+    return dataclasses.replace(verdict, reasons=(line, *verdict.reasons)) if line else verdict
+
+
 def _result(
     plan: Plan,
     ev: Evidence,
@@ -537,7 +560,8 @@ def _result(
     opts, scen, out = plan.opts, plan.scen, ev.outcome
     if base is not None and ev.mode in ("side-by-side", "stored"):
         base = dataclasses.replace(base, mode=ev.mode)
-    base_steps = tuple(ev.base_steps) or (plan.prev.steps if plan.prev is not None else ())
+    stored_steps = plan.prev.steps if plan.prev is not None and ev.mode != "none" else ()
+    base_steps = tuple(ev.base_steps) or stored_steps
     stopped = ev.interrupted or ev.failure
     return RunResult(
         scenario=scen.name,
@@ -568,6 +592,7 @@ def _result(
         windows=tuple(ev.windows),
         looks=tuple(ev.looks),
         staging_recipe=ev.recipe,
+        scenario_change=changes.record(plan.change, ev.mode),
     )
 
 
