@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 
 from perfgate._version import __version__
+from perfgate.cli_baselines import GateBaselineDirOpt, baseline_app, ci_app
 from perfgate.errors import (
     EXIT_BLOCK,
     EXIT_INCONCLUSIVE,
@@ -59,17 +60,10 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-baseline_app = typer.Typer(
-    help="List, show, promote and diff stored baselines.", no_args_is_help=True
-)
 exchange_app = typer.Typer(
     help="The reference exchange (perfgate's embedded default target).", no_args_is_help=True
 )
 staging_app = typer.Typer(help="Staging housekeeping.", no_args_is_help=True)
-ci_app = typer.Typer(
-    help="CI helpers: the pull/merge request comment (used by action.yml and the GitLab template).",
-    no_args_is_help=True,
-)
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(staging_app, name="staging")
@@ -141,16 +135,6 @@ KeepNsOpt = Annotated[
 ReleaseOpt = Annotated[
     str | None,
     typer.Option(help="Release name (default: $PERFGATE_RELEASE, else `git describe`, else dev)."),
-]
-STORE_HELP = (
-    "Where baselines are stored: a folder, or git+<remote-url>#<branch> (a branch of a git "
-    "repository, fetched at the start and pushed to on --promote)."
-)
-GateBaselineDirOpt = Annotated[
-    str,
-    typer.Option(
-        "--baseline-dir", envvar="PERFGATE_BASELINE_DIR", help=STORE_HELP, show_default=True
-    ),
 ]
 PromoteOpt = Annotated[
     bool, typer.Option(help="On a pass, store this run as the scenario's newest baseline.")
@@ -625,113 +609,6 @@ def simulate(
     return EXIT_PASS
 
 
-# -- baselines ---------------------------------------------------------------------------------
-
-BaselineDirOpt = GateBaselineDirOpt
-
-
-ScenarioNameOpt = Annotated[
-    str,
-    typer.Option("--scenario", help="Scenario name (its `name:`).", show_default=True),
-]
-
-
-@baseline_app.command("list")
-def baseline_list(
-    scenario: Annotated[
-        str | None, typer.Option("--scenario", help="Scenario name (default: every scenario).")
-    ] = None,
-    baseline_dir: BaselineDirOpt = "baselines",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object: baselines and problems.")
-    ] = False,
-) -> int:
-    """List stored baselines, oldest first: release, saturation, date, fingerprint."""
-    from perfgate import baseline, store
-
-    with store.read_only(baseline_dir) as folder:
-        names = [scenario] if scenario else baseline.scenario_names(folder)
-        scans = {name: baseline.scan_baselines(folder, name) for name in names}
-    problems = sum(len(scan.problems) for scan in scans.values())
-    if as_json:
-        print(json.dumps(baseline.list_record(scans), indent=2))
-        return EXIT_INPUT if problems else EXIT_PASS
-    if not names:
-        print(f"no baselines under {store.describe_spec(baseline_dir)}")
-    for name, scan in scans.items():
-        print(f"{name}:")
-        print(baseline.format_list(scan.baselines, problems=scan.problems))
-    return EXIT_INPUT if problems else EXIT_PASS
-
-
-@baseline_app.command("show")
-def baseline_show(
-    release: Annotated[
-        str | None, typer.Argument(help="Release name or baseline file (default: the newest).")
-    ] = None,
-    scenario: ScenarioNameOpt = "exchange",
-    baseline_dir: BaselineDirOpt = "baselines",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the baseline file's JSON as stored.")
-    ] = False,
-) -> int:
-    """Show one stored baseline in full."""
-    from perfgate import baseline, store
-
-    with store.open_store(baseline_dir) as opened:
-        if release is None:
-            items = baseline.list_baselines(opened.root, scenario)
-            if not items:
-                raise InputError(
-                    f"no baselines for scenario {scenario!r} under "
-                    f"{store.describe_spec(baseline_dir)}"
-                )
-            b = items[-1]
-        else:
-            b = baseline.resolve_baseline(opened.root, scenario, release)
-        shown = (
-            baseline.show_json(b)
-            if as_json
-            else baseline.format_show(b, where=opened.describe(b.path))
-        )
-        print(shown)
-    return EXIT_PASS
-
-
-@baseline_app.command("promote")
-def baseline_promote(
-    result_json: Annotated[Path, typer.Argument(help="result.json of a passing run.")],
-    baseline_dir: BaselineDirOpt = "baselines",
-    force: Annotated[
-        bool, typer.Option(help="Overwrite an existing baseline of that release.")
-    ] = False,
-) -> int:
-    """Store a saved run as its scenario's newest baseline (same safety as `run --promote`; a git store is committed and pushed)."""
-    from perfgate import baseline, store
-
-    with store.open_store(baseline_dir, log=lambda m: print(m, file=sys.stderr)) as opened:
-        where = baseline.promote(result_json, opened, force=force)
-    print(f"stored {where}")
-    return EXIT_PASS
-
-
-@baseline_app.command("diff")
-def baseline_diff(
-    release_a: Annotated[str, typer.Argument(help="Older release (name or file).")],
-    release_b: Annotated[str, typer.Argument(help="Newer release (name or file).")],
-    scenario: ScenarioNameOpt = "exchange",
-    baseline_dir: BaselineDirOpt = "baselines",
-) -> int:
-    """Compare two stored baselines: saturation change, SLO and fingerprint differences, common levels."""
-    from perfgate import baseline, store
-
-    with store.read_only(baseline_dir) as folder:
-        a = baseline.resolve_baseline(folder, scenario, release_a)
-        b = baseline.resolve_baseline(folder, scenario, release_b)
-    print(baseline.format_diff(baseline.diff(a, b)))
-    return EXIT_PASS
-
-
 # -- the reference exchange --------------------------------------------------------------------
 
 
@@ -802,42 +679,6 @@ def staging_gc(
     )
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {len(deleted)} namespace(s)" + (": " + ", ".join(deleted) if deleted else ""))
-    return EXIT_PASS
-
-
-# -- CI ----------------------------------------------------------------------------------------
-
-
-@ci_app.command("comment")
-def ci_comment(
-    result_json: Annotated[Path, typer.Argument(help="result.json of the run.")],
-    post: Annotated[
-        bool,
-        typer.Option(
-            "--post",
-            help="Create the comment on this job's pull request (GitHub: $GITHUB_TOKEN) or merge request (GitLab: $PERFGATE_GITLAB_TOKEN), or update the one an earlier run posted.",
-        ),
-    ] = False,
-    number: Annotated[
-        int | None, typer.Option(help="Pull/merge request number (default: from the CI's event).")
-    ] = None,
-    report_url: Annotated[
-        str | None, typer.Option(help="Link to the report (default: this CI run).")
-    ] = None,
-) -> int:
-    """Print the pull request comment for a run (verdict, deciding rule, change); --post creates or updates it."""
-    from perfgate import ci
-    from perfgate.report import load_result
-
-    body = ci.comment_body(
-        load_result(result_json),
-        report_url=report_url if report_url is not None else ci.env_report_url(os.environ),
-    )
-    if not post:
-        sys.stdout.write(body)
-        return EXIT_PASS
-    done, cid = ci.upsert_comment(ci.forge_from_env(os.environ, number=number), body)
-    print(f"perfgate: {done} comment {cid}", file=sys.stderr)
     return EXIT_PASS
 
 
