@@ -74,13 +74,22 @@ class GitSpec:
         return f"{PREFIX}{redact(self.url)}#{self.branch}"
 
     def secrets(self) -> tuple[str, ...]:
-        """The user information in the URL, raw and %-decoded, to strip from any message."""
+        """The URL's credential, raw and %-decoded, to strip from any text that may show it.
+
+        The password; or, without one, an HTTP(S) user name of 8 characters or more (a token
+        given as the user, ``https://<token>@host``). ``git@`` of SSH URLs is no secret.
+        """
         match = _USERINFO.search(self.url)
         if not match:
             return ()
-        info = match.group("info")
-        parts = {info, unquote(info), *info.split(":"), *unquote(info).split(":")}
-        return tuple(sorted((p for p in parts if len(p) >= 3), key=len, reverse=True))
+        user, has_password, password = match.group("info").partition(":")
+        if has_password:
+            found = password
+        elif self.url.lower().startswith(("http://", "https://")) and len(user) >= 8:
+            found = user
+        else:
+            return ()
+        return tuple(sorted({found, unquote(found)} - {""}, key=len, reverse=True))
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "BaselineStore",
     "FolderStore",
+    "credentials",
     "describe_spec",
     "dumps",
     "finite",
@@ -352,6 +353,11 @@ def is_remote(spec: str | Path) -> bool:
 def describe_spec(spec: str | Path) -> str:
     """``spec`` as messages may show it (a git URL's credentials redacted)."""
     return gitstore.redact(str(spec)) if is_remote(spec) else str(spec)
+
+
+def credentials(spec: str | Path) -> tuple[str, ...]:
+    """A git store URL's credential (password or token), to redact from everything written."""
+    return gitstore.parse(str(spec)).secrets() if is_remote(spec) else ()
 
 
 @contextlib.contextmanager

@@ -525,3 +525,18 @@ def test_the_gitlab_template_gates_promotes_on_main_and_posts_the_note(
     )
     assert len(state.comments) == 1 and "PASS" in next(iter(state.comments.values()))["body"]
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_the_documented_workflows_use_only_the_actions_inputs() -> None:
+    """docs/ci.md's and the README's jobs parse, and every `with:` key is an input of action.yml."""
+    checked = 0
+    for doc in (REPO / "docs" / "ci.md", REPO / "README.md"):
+        for block in re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S):
+            data = yaml.safe_load(block)
+            steps = [s for job in (data.get("jobs") or {}).values() for s in job["steps"]]
+            steps += data.get("steps") or []
+            for s in steps:
+                if "/perfgate@" in str(s.get("uses", "")):
+                    assert set(s.get("with") or {}) <= set(ACTION["inputs"]), (doc, s)
+                    checked += 1
+    assert checked == 2

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import perfgate
+import perfgate.report.html
 from perfgate import baseline, gitstore, store
 from perfgate.cli import _main
 from perfgate.errors import InputError
@@ -27,8 +28,10 @@ from perfgate.models import RunResult, to_jsonable
 
 try:
     from report_fixtures import make_result
+    from test_cli import Env, env, target
 except ImportError:  # tests/ imported as a package
     from tests.report_fixtures import make_result
+    from tests.test_cli import Env, env, target  # noqa: F401 (fixtures)
 
 REPO = Path(perfgate.__file__).resolve().parents[1]
 BRANCH = "perfgate-baselines"
@@ -340,7 +343,11 @@ def test_redact_hides_user_information_everywhere() -> None:
     assert gitstore.redact(text) == "fatal: https://***@github.com/o/r.git and ssh://***@host/r"
     spec = gitstore.parse("git+https://bot:p%40ss_word@example.com/r.git#b")
     assert spec.display() == "git+https://***@example.com/r.git#b"
-    assert gitstore.redact("password for bot p@ss_word", spec.secrets()).count("***") == 2
+    assert gitstore.redact("p@ss_word or p%40ss_word", spec.secrets()) == "*** or ***"
+    assert gitstore.parse("git+https://ghp_abcdefgh123@github.com/r#b").secrets() == (
+        "ghp_abcdefgh123",
+    )
+    assert gitstore.parse("git+ssh://git@host/r.git#b").secrets() == ()
     assert "p%40ss" not in repr(spec) and "bot" not in repr(spec)
 
 
@@ -411,3 +418,27 @@ def test_the_noise_model_lives_in_the_store_too(remote: Path) -> None:
         loaded = calibration.load_noise(folder, "shop")
         assert loaded is not None and loaded.runs == 4
         assert baseline.list_baselines(folder, "shop") == ()  # noise.json is not a baseline
+
+
+def test_a_token_in_the_store_url_is_never_written_or_printed(
+    env: Env, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`perfgate run --promote --baseline-dir git+https://bot:TOKEN@…` (git's insteadOf maps
+    that URL to the bare repository): the token is in the command line, and nowhere else."""
+    url = "https://bot:s3cr3t-t0ken@git.example.invalid/app.git"
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.file://{remote}.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", url)
+    monkeypatch.setattr(perfgate.report.html, "render_html", lambda result, **kw: "<html></html>")
+    spec = f"git+{url}#{BRANCH}"
+    # result.json's `command` is perfgate's own command line
+    monkeypatch.setattr(sys, "argv", ["perfgate", "run", "--baseline-dir", spec])
+    ran = env.gate("--promote", "--baseline-dir", spec, release="r1")
+    assert ran.code == 0, ran.err
+    assert "promoted as the baseline of r1: git+https://***@git.example.invalid/app.git" in ran.err
+    assert branch_files(remote) == ["cli/r1.json"]
+    written = [p.read_text() for p in env.reports.rglob("*") if p.is_file()]
+    stored = git("--git-dir", str(remote), "show", f"{BRANCH}:cli/r1.json")
+    for text in [ran.out, ran.err, stored, *written]:
+        assert "s3cr3t-t0ken" not in text
+    assert any("--baseline-dir" in text for text in written)  # the command line is kept, redacted

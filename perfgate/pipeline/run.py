@@ -168,7 +168,8 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
         opts=opts,
         scen=scen,
         secrets=scen.users.secret_values
-        + _url_passwords(opts.target, opts.baseline_target, scen.staging.target),
+        + _url_passwords(opts.target, opts.baseline_target, scen.staging.target)
+        + store.credentials(opts.baseline_store),
         prev=prev,
         history=history,
         noise=noise,
