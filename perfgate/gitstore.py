@@ -56,6 +56,12 @@ PUSH_ATTEMPTS = 5  # fetch → write → commit → push rounds before giving up
 BACKOFF_S = 0.25  # first retry's wait; doubles, with jitter so two pipelines fall out of step
 AUTHOR = ("perfgate", "perfgate@localhost")  # used only where git has no identity configured
 
+# A push that no retry can fix: credentials or rights, not a race with another pipeline.
+_FATAL_PUSH = re.compile(
+    r"Authentication failed|could not read (Username|Password)|Permission denied|"
+    r"returned error: 40[13]|access denied|not authorized",
+    re.IGNORECASE,
+)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]+)@")
 
 
@@ -299,11 +305,15 @@ class GitBranch:
                 self.exists = True
                 return value
             why = self._why(pushed)
+            if _FATAL_PUSH.search(pushed.stderr):  # retrying cannot help: say so now
+                raise StoreError(
+                    f"baseline store {self.spec.display()}: cannot push ({why}); nothing was "
+                    f"lost: {self._keep(changed, keep_to)}"
+                )
             self._log(f"baseline store: push {attempt}/{PUSH_ATTEMPTS} rejected ({why}); retrying")
-        kept = self._keep(changed, keep_to)
         raise StoreError(
             f"baseline store {self.spec.display()}: push rejected {PUSH_ATTEMPTS} times "
-            f"(last: {why}); nothing was lost: {kept}"
+            f"(last: {why}); nothing was lost: {self._keep(changed, keep_to)}"
         )
 
     def _keep(self, changed: list[str], keep_to: Path) -> str:

@@ -282,15 +282,17 @@ def test_two_concurrent_run_promotions_both_land(
 # ---------------------------------------------------------------------------------------------
 
 
-def reject_hook(remote: Path, *, times: int | None) -> None:
-    """A pre-receive hook that rejects ``times`` pushes (None: every push)."""
+def reject_hook(
+    remote: Path, *, times: int | None, why: str = "perfgate test: push refused by policy"
+) -> None:
+    """A pre-receive hook that rejects ``times`` pushes (None: every push), saying ``why``."""
     count = remote / "rejected"
     limit = "" if times is None else f'[ "$(wc -c < {count})" -ge {times} ] && exit 0\n'
     hook = remote / "hooks" / "pre-receive"
     hook.write_text(
         "#!/bin/sh\ncat >/dev/null\n"
         f"touch {count}\n{limit}"
-        f"printf x >> {count}\necho 'perfgate test: push refused by policy' >&2\nexit 1\n"
+        f"printf x >> {count}\necho '{why}' >&2\nexit 1\n"
     )
     hook.chmod(0o755)
 
@@ -325,6 +327,34 @@ def test_a_push_rejected_every_time_exits_3_and_keeps_the_baseline(
     assert (remote / "rejected").read_text() == "x" * 5
     with pytest.raises(subprocess.CalledProcessError):
         branch_files(remote)  # the branch was never created
+
+
+def test_a_run_whose_push_is_always_rejected_exits_3_and_keeps_its_baseline(
+    env: Env, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(perfgate.report.html, "render_html", lambda result, **kw: "<html></html>")
+    reject_hook(remote, times=None)
+    ran = env.gate("--promote", "--baseline-dir", spec_of(remote), release="r1")
+    assert ran.code == 3
+    assert "PASS" in ran.err  # the verdict and the report come first
+    line = ran.error
+    assert line.startswith("perfgate: error: not promoted: baseline store git+file://")
+    assert "push rejected 5 times" in line
+    (kept,) = env.reports.glob("cli/r1-*/unpushed-baseline/cli/r1.json")
+    assert f"kept at {kept}" in line
+    assert baseline.load_baseline(kept, scenario="cli").release == "r1"
+
+
+def test_a_push_refused_for_lack_of_rights_is_not_retried(
+    tmp_path: Path, remote: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reject_hook(remote, times=None, why="Permission to o/r.git denied: Permission denied")
+    source = result_json(tmp_path, "v1")
+    code, _, err = cli(
+        capsys, "baseline", "promote", str(source), "--baseline-dir", spec_of(remote)
+    )
+    assert code == 3 and "cannot push" in one_error(err) and "kept at" in one_error(err)
+    assert (remote / "rejected").read_text() == "x"  # one attempt: retrying cannot help
 
 
 # ---------------------------------------------------------------------------------------------
