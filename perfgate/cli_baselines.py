@@ -61,9 +61,8 @@ def baseline_list(
     """List stored baselines, oldest first: release, saturation, date, fingerprint."""
     from perfgate import baseline, store
 
-    with store.read_only(baseline_dir) as folder:
-        names = [scenario] if scenario else baseline.scenario_names(folder)
-        scans = {name: baseline.scan_baselines(folder, name) for name in names}
+    scans = baseline.scan_store(baseline_dir, scenario)
+    names = list(scans)
     problems = sum(len(scan.problems) for scan in scans.values())
     if as_json:
         print(json.dumps(baseline.list_record(scans), indent=2))

@@ -132,9 +132,21 @@ def test_promote_creates_the_branch_and_every_reader_reads_it(
     )
     assert code == 0, err
 
-    with store.read_only(spec) as folder:  # what `perfgate history` reads
+    code, out, _ = cli(capsys, "baseline", "list", "--json", "--baseline-dir", spec)
+    assert [b["path"] for b in json.loads(out)["baselines"]] == [
+        f"{spec}:shop/v1.json",
+        f"{spec}:shop/v2.json",
+    ]
+
+    with store.read_only(spec) as folder:  # a local folder, for any reader
         names = [b.release for b in baseline.list_baselines(folder, "shop")]
     assert names == ["v1", "v2"] and not folder.exists()  # the clone is gone afterwards
+    scans = baseline.scan_store(spec)  # read into memory: what `perfgate history` needs
+    assert list(scans) == ["shop"] and not scans["shop"].problems
+    assert [b.where for b in scans["shop"].baselines] == [
+        f"{spec}:shop/v1.json",
+        f"{spec}:shop/v2.json",
+    ]
 
 
 def test_the_store_comes_from_the_environment(

@@ -28,6 +28,7 @@ from perfgate.baseline.files import (
     read_result,
     resolve_baseline,
     scan_baselines,
+    scan_store,
     scenario_names,
     store_baseline,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "resolve_baseline",
     "same_scenario",
     "scan_baselines",
+    "scan_store",
     "scenario_change_text",
     "scenario_changes",
     "scenario_names",

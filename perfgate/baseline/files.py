@@ -11,7 +11,7 @@ the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "read_result",
     "resolve_baseline",
     "scan_baselines",
+    "scan_store",
     "scenario_names",
     "store_baseline",
 ]
@@ -238,6 +239,26 @@ def scan_baselines(baseline_dir: Path, scenario: str) -> BaselineScan:
         except BaselineError as exc:
             problems.append((path, str(exc)))
     return BaselineScan(baselines=tuple(sorted(good, key=_history_key)), problems=tuple(problems))
+
+
+def scan_store(spec: str | Path, scenario: str | None = None) -> dict[str, BaselineScan]:
+    """Every baseline of a store (``--baseline-dir``: a folder or ``git+<url>#<branch>``),
+    per scenario (or only ``scenario``), read into memory; for ``perfgate history`` and lists.
+
+    Each baseline's ``where`` names it as users should see it (a git store's file as
+    ``git+<url>#<branch>:<scenario>/<release>.json``); a git store's temporary clone is gone
+    when this returns, so read the files' content here, not later through ``path``.
+    """
+    with store.open_store(spec) as opened:
+        names = [scenario] if scenario else scenario_names(opened.root)
+        scans = {name: scan_baselines(opened.root, name) for name in names}
+        return {
+            name: replace(
+                scan,
+                baselines=tuple(replace(b, where=opened.describe(b.path)) for b in scan.baselines),
+            )
+            for name, scan in scans.items()
+        }
 
 
 def list_baselines(baseline_dir: Path, scenario: str) -> tuple[StoredBaseline, ...]:

@@ -75,7 +75,7 @@ def list_record(scans: Mapping[str, BaselineScan]) -> dict[str, Any]:
                 "created_at": b.created_at,
                 "saturation": to_jsonable(b.saturation),
                 "fingerprint": fingerprint_id(b.fingerprint),
-                "path": str(b.path),
+                "path": b.where or str(b.path),
             }
             for scan in scans.values()
             for b in scan.baselines
