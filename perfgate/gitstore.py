@@ -310,7 +310,10 @@ class GitBranch:
                     f"baseline store {self.spec.display()}: cannot push ({why}); nothing was "
                     f"lost: {self._keep(changed, keep_to)}"
                 )
-            self._log(f"baseline store: push {attempt}/{PUSH_ATTEMPTS} rejected ({why}); retrying")
+            if attempt < PUSH_ATTEMPTS:
+                self._log(
+                    f"baseline store: push {attempt}/{PUSH_ATTEMPTS} rejected ({why}); retrying"
+                )
         raise StoreError(
             f"baseline store {self.spec.display()}: push rejected {PUSH_ATTEMPTS} times "
             f"(last: {why}); nothing was lost: {self._keep(changed, keep_to)}"
