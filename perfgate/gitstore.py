@@ -56,6 +56,16 @@ PUSH_ATTEMPTS = 5  # fetch → write → commit → push rounds before giving up
 BACKOFF_S = 0.25  # first retry's wait; doubles, with jitter so two pipelines fall out of step
 AUTHOR = ("perfgate", "perfgate@localhost")  # used only where git has no identity configured
 
+# Variables that point git at another repository's parts (a hook's environment sets them).
+_REPO_VARIABLES = (
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_QUARANTINE_PATH",
+)
 # A push that no retry can fix: credentials or rights, not a race with another pipeline.
 _FATAL_PUSH = re.compile(
     r"Authentication failed|could not read (Username|Password)|Permission denied|"
@@ -202,6 +212,8 @@ class GitBranch:
             "GIT_DIR": str(self._tmp / "git") if self._tmp else "",
             "GIT_WORK_TREE": str(self.root),
         }
+        for name in _REPO_VARIABLES:  # set when perfgate runs inside a git hook: not ours
+            env.pop(name, None)
         env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         for key, value in (("NAME", AUTHOR[0]), ("EMAIL", AUTHOR[1])):
             for who in ("AUTHOR", "COMMITTER"):
