@@ -82,7 +82,7 @@ ScenarioOpt = Annotated[
     typer.Option(
         "--scenario",
         "-s",
-        help="Scenario file (YAML). Default: ./perfgate.yaml if this folder has one (perfgate init writes it), else the packaged exchange scenario (the repository's scenarios/exchange.yaml).",
+        help="Scenario file (YAML). Default: ./perfgate.yaml if this folder has one (perfgate init writes it); else, with --target/--host or --locustfile, the packaged generic service scenario (GET /, p95 ≤ 500 ms, no floor); else the packaged exchange scenario (the repository's scenarios/exchange.yaml).",
     ),
 ]
 TargetOpt = Annotated[
@@ -269,9 +269,16 @@ def _run_options(ctx: typer.Context, **fixed: Any) -> RunOptions:
     if "baseline_dir" in ctx.params:
         given["baseline_store"] = ctx.params["baseline_dir"]
     if given["scenario"] is None:
-        from perfgate.scenario import default_scenario
+        from perfgate.scenario import SERVICE_SCENARIO, default_scenario
 
-        given["scenario"] = default_scenario()
+        own = bool(ctx.params.get("target") or ctx.params.get("locustfile"))
+        given["scenario"] = default_scenario(own_service=own)
+        if given["scenario"] == SERVICE_SCENARIO and not ctx.params.get("quiet"):
+            print(
+                "perfgate: no scenario given: the generic service scenario (GET /, or the "
+                "locustfile's users; p95 ≤ 500 ms); `perfgate init URL` writes one to edit",
+                file=sys.stderr,
+            )
     return RunOptions(**{**given, **fixed})
 
 

@@ -50,14 +50,21 @@ MAX_WORKERS = 256
 # packaged (pyproject package-data), so the default works from any folder; the repository's
 # scenarios/exchange.yaml is a symlink to this one file
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "exchange.yaml"
+# packaged too: your own service (a URL or a locustfile given) when no scenario is
+SERVICE_SCENARIO = DEFAULT_SCENARIO.with_name("service.yaml")
 # what `perfgate init` writes; `perfgate run` in a folder that has one uses it (Locust's habit
 # with ./locustfile.py)
 LOCAL_SCENARIO = Path("perfgate.yaml")
 
 
-def default_scenario() -> Path:
-    """``./perfgate.yaml`` when this folder has one, else the packaged exchange scenario."""
-    return LOCAL_SCENARIO if LOCAL_SCENARIO.is_file() else DEFAULT_SCENARIO
+def default_scenario(*, own_service: bool = False) -> Path:
+    """The scenario when none is given: ``./perfgate.yaml`` when this folder has one; else, for
+    your own service (``own_service``: a URL or a locustfile was given), the packaged generic
+    service scenario; else the packaged exchange scenario. Never the exchange's requests
+    against your service."""
+    if LOCAL_SCENARIO.is_file():
+        return LOCAL_SCENARIO
+    return SERVICE_SCENARIO if own_service else DEFAULT_SCENARIO
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # fullmatch: no trailing newline

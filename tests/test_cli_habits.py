@@ -22,7 +22,7 @@ from perfgate import __version__
 from perfgate.cli import app
 from perfgate.errors import InputError
 from perfgate.pipeline import RunOptions, prepare_scenario
-from perfgate.scenario import DEFAULT_SCENARIO
+from perfgate.scenario import DEFAULT_SCENARIO, SERVICE_SCENARIO
 from tests.test_cli import Env, FakeRunner, _stored, env, target  # noqa: F401  fixtures
 
 GOOD_LOCUSTFILE = """\
@@ -215,3 +215,21 @@ def test_run_finds_the_default_scenario_from_any_folder(
     ran = env.run("run", "--max-users", "10")  # refused after the scenario was read: no load
     assert ran.code == 2
     assert f"ramp.start_users 50 ({DEFAULT_SCENARIO})" in ran.error
+
+
+def test_a_url_or_locustfile_without_a_scenario_is_your_service_not_the_exchange(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(env.tmp)  # no ./perfgate.yaml here
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(GOOD_LOCUSTFILE)
+    base = ("run", "--json", "--report-dir", str(env.reports), "--baseline-dir", str(env.baselines))
+    for extra in (("--host", env.target), ("-f", str(locustfile), "--host", env.target)):
+        ran = env.run(*base, *extra)
+        assert ran.code == 0, ran.err
+        result = json.loads(ran.out)
+        assert (result["scenario"], result["target"]) == ("service", env.target)
+        assert "no scenario given: the generic service scenario" in ran.err
+    scen = prepare_scenario(RunOptions(scenario=SERVICE_SCENARIO, locustfile=locustfile))
+    assert scen.staging.provider == "none" and scen.gate.min_users is None
+    assert scen.users.locustfile == str(locustfile.resolve())
