@@ -94,14 +94,17 @@ Next:
   perfgate validate {path}        # check it without load
   perfgate run{scenario} --promote   # ramp until the SLO breaks; a pass becomes the baseline
 
-In CI, after the release candidate is deployed to staging (GitHub Actions step; docs/ci.md):
-  - name: perfgate
-    env:
-      PERFGATE_TARGET: ${{{{ vars.STAGING_URL }}}}   # overrides staging.target
-      PERFGATE_RELEASE: ${{{{ github.sha }}}}
-    run: |
-      pip install perfgate   # from your package index, or a checkout: pip install ./perfgate
-      perfgate run{scenario} --quiet ${{{{ github.ref == 'refs/heads/main' && '--promote' || '' }}}}
+In CI, after the release candidate is deployed to staging (GitHub Actions; docs/ci.md has the
+GitLab template, and how baselines persist on a git branch):
+  permissions: {{contents: write, pull-requests: write}}
+  steps:
+    - uses: actions/checkout@v4
+    - uses: <owner>/perfgate@<tag>
+      with:
+        scenario: {path}
+        target: ${{{{ vars.STAGING_URL }}}}   # overrides staging.target
+Any other runner:
+  perfgate run{scenario} --target "$STAGING_URL" --quiet   # PERFGATE_TARGET works too
   # exit codes: 0 pass, 1 blocked, 2 bad input, 3 infrastructure, 4 inconclusive
 """
 

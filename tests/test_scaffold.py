@@ -96,7 +96,7 @@ def test_init_writes_a_valid_scenario_and_never_overwrites(env: Env, tmp_path: P
     out = tmp_path / "svc" / "perfgate.yaml"
     ran = env.run("init", "http://localhost:8080/api/health", "-o", str(out))
     assert ran.code == 0, ran.err
-    assert "PERFGATE_TARGET" in ran.out and "perfgate run" in ran.out  # the CI snippet
+    assert f"scenario: {out}" in ran.out and "perfgate run" in ran.out  # the CI snippet
     scen = load_scenario(out, env={})
     assert (scen.name, scen.staging.provider) == ("localhost", "none")
     assert scen.staging.target == "http://localhost:8080"
