@@ -224,12 +224,14 @@ def test_a_url_or_locustfile_without_a_scenario_is_your_service_not_the_exchange
     locustfile = tmp_path / "locustfile.py"
     locustfile.write_text(GOOD_LOCUSTFILE)
     base = ("run", "--json", "--report-dir", str(env.reports), "--baseline-dir", str(env.baselines))
-    for extra in (("--host", env.target), ("-f", str(locustfile), "--host", env.target)):
-        ran = env.run(*base, *extra)
-        assert ran.code == 0, ran.err
-        result = json.loads(ran.out)
-        assert (result["scenario"], result["target"]) == ("service", env.target)
-        assert "no scenario given: the generic service scenario" in ran.err
+    ran = env.run(*base, "--host", env.target)
+    assert ran.code == 0, ran.err
+    result = json.loads(ran.out)
+    assert (result["scenario"], result["target"]) == ("service", env.target)
+    assert "no scenario given: the generic service scenario" in ran.err
+    ran = env.run(*base, "-f", str(locustfile), "--max-users", "5")  # --locustfile alone too
+    assert ran.code == 2 and "--max-users 5 is below the scenario's ramp.start_users 10" in ran.err
+    assert f"({SERVICE_SCENARIO})" in ran.err  # chosen before anything ran
     scen = prepare_scenario(RunOptions(scenario=SERVICE_SCENARIO, locustfile=locustfile))
     assert scen.staging.provider == "none" and scen.gate.min_users is None
     assert scen.users.locustfile == str(locustfile.resolve())
