@@ -33,7 +33,11 @@ STORE_HELP = (
 GateBaselineDirOpt = Annotated[
     str,
     typer.Option(
-        "--baseline-dir", envvar="PERFGATE_BASELINE_DIR", help=STORE_HELP, show_default=True
+        "--baseline-dir",
+        envvar="PERFGATE_BASELINE_DIR",
+        metavar="DIR|git+URL#BRANCH",
+        help=STORE_HELP,
+        show_default=True,
     ),
 ]
 
