@@ -4,6 +4,7 @@ max and bytes, in index.html, summary.md and result.json."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -96,6 +97,9 @@ def test_html_and_markdown_show_the_tables(tmp_path: Path) -> None:
         in summary
     )
     assert "<" not in summary and "&gt;" not in summary
+    rows = list(csv.DictReader(files.csv.read_text(encoding="utf-8").splitlines()))
+    assert (rows[-2]["bytes_sent"], rows[-2]["bytes_received"]) == ("2500000", "12345")
+    assert "p999_ms" in rows[-1]
     saved = json.loads(files.json.read_text(encoding="utf-8"))
     step = saved["steps"][-2]
     assert step["bytes_sent"] == 2_500_000 and step["error_kinds"][0]["kind"] == "HTTP 503"

@@ -34,6 +34,9 @@ STEP_COLUMNS = (
     "generator_loop_lag_ms",
     "generator_little_ratio",
     "generator_limited",
+    "p999_ms",  # added columns go last: scripts that read by position keep working
+    "bytes_sent",
+    "bytes_received",
 )
 ENDPOINT_COLUMNS = ("step_index", "users", "name", "method", *_MEASURED, "error_rate")
 
