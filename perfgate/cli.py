@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 
 from perfgate._version import __version__
-from perfgate.cli_baselines import GateBaselineDirOpt, baseline_app, ci_app
+from perfgate.cli_baselines import GateBaselineDirOpt, baseline_app, ci_app, history
 from perfgate.errors import (
     EXIT_BLOCK,
     EXIT_INCONCLUSIVE,
@@ -68,6 +68,7 @@ app.add_typer(baseline_app, name="baseline")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(staging_app, name="staging")
 app.add_typer(ci_app, name="ci")
+app.command("history")(history)
 
 _state = {"debug": False}
 
@@ -474,14 +475,19 @@ def report(
     baseline_dir: GateBaselineDirOpt = "baselines",
 ) -> int:
     """Re-render every output (HTML, JUnit, Markdown, CSV) from a saved result.json, without load."""
-    from perfgate import baseline, store
+    from perfgate import history as hist
+    from perfgate import store
+    from perfgate.models import History
     from perfgate.report import load_result, write_report
 
     result = load_result(result_json)
-    history: tuple[Any, ...] = ()
+    history: History | None = None
     try:
         with store.read_only(baseline_dir) as folder:
-            history = tuple(b.ref() for b in baseline.list_baselines(folder, result.scenario))
+            loaded = hist.load(folder, result.scenario)
+        history = loaded.history
+        for path, message in loaded.problems:
+            print(f"perfgate: warning: history left out {path}: {message}", file=sys.stderr)
     except PerfgateError as exc:
         print(f"perfgate: warning: history chart left out: {exc}", file=sys.stderr)
     files = write_report(result, out or result_json.parent, history=history)

@@ -1,5 +1,6 @@
-"""``perfgate baseline list|show|promote|diff`` and ``perfgate ci comment`` (wired in by
-:mod:`perfgate.cli`, which maps their errors to exit codes): thin commands over the baseline
+"""``perfgate baseline list|show|promote|diff|mark-reference``, ``perfgate history`` and
+``perfgate ci comment`` (wired in by :mod:`perfgate.cli`, which maps their errors to exit
+codes): thin commands over the baseline
 store (:func:`perfgate.store.open_store`) and :mod:`perfgate.ci`. Heavy modules are imported
 inside the commands, so ``perfgate --help`` stays quick.
 """
@@ -14,12 +15,13 @@ from typing import Annotated
 
 import typer
 
-from perfgate.errors import EXIT_INPUT, EXIT_PASS, InputError
+from perfgate.errors import EXIT_INPUT, EXIT_PASS, InputError, OutputError
 
-__all__ = ["GateBaselineDirOpt", "baseline_app", "ci_app"]
+__all__ = ["GateBaselineDirOpt", "baseline_app", "ci_app", "history"]
 
 baseline_app = typer.Typer(
-    help="List, show, promote and diff stored baselines.", no_args_is_help=True
+    help="List, show, promote and diff stored baselines; mark the drift reference.",
+    no_args_is_help=True,
 )
 ci_app = typer.Typer(
     help="CI helpers: the pull/merge request comment (used by action.yml and the GitLab template).",
@@ -144,6 +146,105 @@ def baseline_diff(
         a = baseline.resolve_baseline(folder, scenario, release_a)
         b = baseline.resolve_baseline(folder, scenario, release_b)
     print(baseline.format_diff(baseline.diff(a, b)))
+    return EXIT_PASS
+
+
+@baseline_app.command("mark-reference")
+def baseline_mark_reference(
+    release: Annotated[str, typer.Argument(help="A stored release of the scenario.")],
+    scenario: ScenarioNameOpt = "exchange",
+    baseline_dir: BaselineDirOpt = "baselines",
+) -> int:
+    """Mark a stored release as the reference the drift rule (gate.max_drift) judges against (a git store is committed and pushed)."""
+    from perfgate import baseline, store
+
+    with store.open_store(baseline_dir, log=lambda m: print(m, file=sys.stderr)) as opened:
+        path = opened.publish(
+            lambda root: baseline.mark_reference(root, scenario, release),
+            message=f"perfgate: {release} marked as the drift reference of {scenario}",
+            keep_to=Path("unpushed-baseline"),
+        )
+        where = opened.describe(path)
+    print(f"marked {release} as the drift reference of {scenario}: {where}")
+    return EXIT_PASS
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def _history_scenario(scenario: str | None, folder: Path, spec: str) -> str:
+    from perfgate import baseline, store
+
+    if scenario:
+        return scenario
+    names = baseline.scenario_names(folder)
+    where = store.describe_spec(spec)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise InputError(f"no baselines under {where}")
+    raise InputError(
+        f"several scenarios under {where} ({', '.join(names)}): name one with --scenario"
+    )
+
+
+def history(
+    scenario: Annotated[
+        str | None,
+        typer.Option("--scenario", help="Scenario name (default: the only one stored)."),
+    ] = None,
+    baseline_dir: BaselineDirOpt = "baselines",
+    results: Annotated[
+        bool,
+        typer.Option("--results", help="Also every full run's result.json under --report-dir."),
+    ] = False,
+    report_dir: Annotated[
+        Path, typer.Option(help="Where run folders are written.", show_default=True)
+    ] = Path("reports"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the table and its change_points as JSON.")
+    ] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the chart (SVG) here (default: <report-dir>/<scenario>/history.svg)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the change points' permutation test.")] = 0,
+) -> int:
+    """Every stored release of a scenario as one table, its change points, and a chart; --json/--csv export it."""
+    from perfgate import history as hist
+    from perfgate import store
+    from perfgate.history.text import format_history
+
+    if as_json and as_csv:
+        raise InputError("--json and --csv: choose one")
+    with store.read_only(baseline_dir) as folder:
+        name = _history_scenario(scenario, folder, baseline_dir)
+        loaded = hist.load(folder, name, report_dir=report_dir if results else None, seed=seed)
+    for path, message in loaded.problems:
+        print(f"perfgate: warning: left out {path}: {message}", file=sys.stderr)
+    if not loaded.history.rows:
+        raise InputError(
+            f"no releases of scenario {name!r} under {store.describe_spec(baseline_dir)}"
+        )
+    if as_json:
+        print(json.dumps(hist.to_json(loaded.history), indent=2, ensure_ascii=False))
+        return EXIT_PASS
+    if as_csv:
+        sys.stdout.write(hist.to_csv(loaded.history))
+        return EXIT_PASS
+    from perfgate.report import history_svg
+
+    print(format_history(loaded.history))
+    out = chart or report_dir / store.safe_component(name, "scenario") / "history.svg"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write the history chart to {out}: {exc.strerror}") from exc
+    store.write_text(out, history_svg(loaded.history), what="history chart")
+    print(f"chart: {out}")
     return EXIT_PASS
 
 

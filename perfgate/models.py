@@ -8,9 +8,11 @@ so analysis, comparison and reporting can be re-run from a saved ``result.json``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 RESULT_SCHEMA = 1
@@ -93,6 +95,8 @@ class GateSpec:
     block_min_regression: float = 0.05  # practical size: never block for less than this
     budget_minutes: float = 8.0  # load-time budget of the sequential decision (then inconclusive)
     interleave: Literal["simultaneous", "alternate"] = "simultaneous"  # side-by-side windows
+    max_drift: float | None = None  # block when credibly more than this below the reference
+    drift_releases: int = 10  # the reference: the best of this many newest stored releases
 
 
 @dataclass(**_FROZEN)
@@ -456,6 +460,104 @@ class RunResult:
     bottleneck: Bottleneck | None = None  # why it broke (None: no telemetry ran)
     # the scenario changed since the previous baseline: what, and how it was met (accepted: why)
     scenario_change: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Release history (perfgate.history builds it; the gate's drift rule and the report read it)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(**_FROZEN)
+class Link:
+    """How a release compared with the one it was gated against: ln(its capacity / that one's)."""
+
+    release: str  # the release it was judged against
+    mode: str  # side-by-side | stored | replicates
+    log_ratio: float  # ln(throughput ratio at the boundary), candidate / that release
+    se_log: float  # standard error of log_ratio
+
+
+_Z98 = NormalDist().inv_cdf(0.99)  # the gate's intervals are 98 % two-sided (1 % per side)
+
+
+def link_of(result: RunResult) -> Link | None:
+    """The gate's estimate of ``result`` against its baseline, or None when it made none.
+
+    The last planned look carries the estimate and its standard error (window designs); the
+    replicate design leaves only its 98 % interval, from which the standard error is taken.
+    """
+    base = result.baseline
+    if base is None or result.aborted:
+        return None
+    if result.looks:
+        look = result.looks[-1]
+        if look.ratio > 0 and look.se_log > 0:
+            return Link(
+                release=base.release,
+                mode=base.mode,
+                log_ratio=math.log(look.ratio),
+                se_log=look.se_log,
+            )
+    ratio, ci = result.diagnostics.get("gate_ratio"), result.diagnostics.get("gate_ratio_ci")
+    if not isinstance(ratio, int | float) or not isinstance(ci, list | tuple) or len(ci) != 2:
+        return None
+    lo, hi = ci
+    if not (ratio > 0 and isinstance(lo, int | float) and lo > 0 and isinstance(hi, int | float)):
+        return None
+    se = (math.log(hi) - math.log(lo)) / (2 * _Z98)
+    if not se > 0:
+        return None
+    mode = "replicates" if result.replicates else base.mode
+    return Link(release=base.release, mode=mode, log_ratio=math.log(ratio), se_log=se)
+
+
+@dataclass(**_FROZEN)
+class HistoryRow:
+    """One release of a scenario's history: its saturation point and its capacity level.
+
+    ``level_log`` is ln(capacity / the first release's), chained through each release's gate
+    estimate against its parent (side by side where it was measured so, else stored numbers);
+    ``level_se`` is its standard error, the links' errors added up along the chain.
+    """
+
+    release: str
+    time: str  # UTC ISO-8601: when it was stored (or the run finished, for a result.json)
+    source: Literal["baseline", "result"]
+    verdict: str
+    users: float | None
+    users_ci: tuple[float, float] | None
+    throughput_rps: float | None
+    throughput_ci: tuple[float, float] | None
+    censored: str
+    parent: str | None  # the release its level is chained from (None: the first)
+    change_log: float | None  # ln(capacity / parent's)
+    change_se: float | None
+    change_how: str  # side-by-side | stored | replicates | stored numbers (the fallback)
+    level_log: float
+    level_se: float
+    p95_ms: tuple[tuple[int, float | None], ...] = ()  # (users, p95 ms) at the table's levels
+    change_point: bool = False  # a change in level starts at this release
+    reference: bool = False  # the release marked as the drift reference
+
+
+@dataclass(**_FROZEN)
+class ChangePoint:
+    """A change in the capacity level, found by E-divisive means (perfgate.history)."""
+
+    release: str  # the first release after the change
+    index: int  # its row in the history
+    change: float  # relative change of the level: after / before − 1
+    p_value: float  # of the permutation test
+    z: float  # the change over its standard error from the links' noise
+
+
+@dataclass(**_FROZEN)
+class History:
+    scenario: str
+    rows: tuple[HistoryRow, ...] = ()
+    change_points: tuple[ChangePoint, ...] = ()
+    reference: str | None = None  # marked with `perfgate baseline mark-reference`
+    p95_levels: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -611,7 +611,15 @@ class _Validator:
         g = self.section(
             data,
             "gate",
-            {"min_users", "max_regression", "block_min_regression", "budget_minutes", "interleave"},
+            {
+                "min_users",
+                "max_regression",
+                "block_min_regression",
+                "budget_minutes",
+                "interleave",
+                "max_drift",
+                "drift_releases",
+            },
         )
         max_reg = self.number(g, "gate.max_regression", 0.10, hi=1)
         block_min = self.number(g, "gate.block_min_regression", min(0.05, max_reg), hi=1)
@@ -628,6 +636,8 @@ class _Validator:
             interleave=self.choice(  # type: ignore[arg-type]
                 g, "gate.interleave", "simultaneous", ("simultaneous", "alternate")
             ),
+            max_drift=self.number(g, "gate.max_drift", None, lo=0, lo_open=True, hi=0.9),
+            drift_releases=self.integer(g, "gate.drift_releases", 10, lo=1),
         )
 
     def load(self, data: dict[str, Any]) -> LoadSpec:

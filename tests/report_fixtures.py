@@ -9,10 +9,13 @@ from dataclasses import replace
 from perfgate.analysis import degraded_first
 from perfgate.models import (
     BaselineRef,
+    ChangePoint,
     EndpointStats,
     Fingerprint,
     GateSpec,
     GeneratorHealth,
+    History,
+    HistoryRow,
     RuleResult,
     RunResult,
     Saturation,
@@ -374,9 +377,11 @@ def make_result(
     )
 
 
-def make_history() -> tuple[BaselineRef, ...]:
-    """Stored baselines of the scenario, newest last."""
-    out = []
+def make_history() -> History:
+    """The scenario's release history (as perfgate.history builds it), newest last."""
+    rows = []
+    level = 0.0
+    previous = None
     for i, (rel, users, rps) in enumerate(
         (
             ("v1.1.0", 118.0, 700.0),
@@ -385,18 +390,28 @@ def make_history() -> tuple[BaselineRef, ...]:
             ("v1.4.0", 171.9, 893.4),
         )
     ):
-        out.append(
-            BaselineRef(
+        change = math.log(rps / previous) if previous else None
+        level += change or 0.0
+        rows.append(
+            HistoryRow(
                 release=rel,
-                saturation=Saturation(
-                    users=users,
-                    throughput_rps=rps,
-                    broken=True,
-                    reason="",
-                    users_ci=(users * 0.95, users * 1.05),
-                ),
-                created_at=f"2024-0{i + 1}-01T10:00:00+00:00",
-                fingerprint=fingerprint(),
+                time=f"2024-0{i + 1}-01T10:00:00+00:00",
+                source="baseline",
+                verdict="pass",
+                users=users,
+                users_ci=(users * 0.95, users * 1.05),
+                throughput_rps=rps,
+                throughput_ci=None,
+                censored="no",
+                parent=rows[-1].release if rows else None,
+                change_log=change,
+                change_se=0.0057 if change is not None else None,
+                change_how="stored numbers" if change is not None else "",
+                level_log=level,
+                level_se=0.0057 * i,
+                change_point=rel == "v1.4.0",
             )
         )
-    return tuple(out)
+        previous = rps
+    points = (ChangePoint(release="v1.4.0", index=3, change=0.18, p_value=0.005, z=9.0),)
+    return History(scenario="exchange", rows=tuple(rows), change_points=points)

@@ -16,15 +16,18 @@ tunables such as ``files.LOCK_TIMEOUT_S`` live (and are patched) in their own mo
 from perfgate.baseline.compare import BaselineDiff, StepDiff, diff
 from perfgate.baseline.files import (
     BASELINE_KIND,
+    REFERENCE_FILE,
     BaselineScan,
     StoredBaseline,
     baseline_path,
     check_can_store,
     list_baselines,
     load_baseline,
+    mark_reference,
     previous_baseline,
     promote,
     publish_baseline,
+    read_reference,
     read_result,
     resolve_baseline,
     scan_baselines,
@@ -46,6 +49,7 @@ from perfgate.errors import BaselineError
 
 __all__ = [
     "BASELINE_KIND",
+    "REFERENCE_FILE",
     "BaselineDiff",
     "BaselineError",
     "BaselineScan",
@@ -63,9 +67,11 @@ __all__ = [
     "list_baselines",
     "list_record",
     "load_baseline",
+    "mark_reference",
     "previous_baseline",
     "promote",
     "publish_baseline",
+    "read_reference",
     "read_result",
     "resolve_baseline",
     "same_scenario",

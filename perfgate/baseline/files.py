@@ -26,11 +26,13 @@ from perfgate.models import (
     BASELINE_SCHEMA,
     BaselineRef,
     Fingerprint,
+    Link,
     RunResult,
     Saturation,
     Slo,
     StepStats,
     WindowStats,
+    link_of,
     to_jsonable,
 )
 
@@ -38,16 +40,19 @@ __all__ = [
     "BASELINE_KIND",
     "LOCK_NAME",
     "LOCK_TIMEOUT_S",
+    "REFERENCE_FILE",
     "BaselineScan",
     "StoredBaseline",
     "baseline_path",
     "check_can_store",
     "list_baselines",
     "load_baseline",
+    "mark_reference",
     "parse_time",
     "previous_baseline",
     "promote",
     "publish_baseline",
+    "read_reference",
     "read_result",
     "resolve_baseline",
     "scan_baselines",
@@ -59,6 +64,11 @@ __all__ = [
 BASELINE_KIND = "perfgate-baseline"
 LOCK_NAME = store.LOCK_NAME
 LOCK_TIMEOUT_S = 30.0  # a promotion holds the lock for milliseconds; 30 s means a stuck holder
+REFERENCE_KIND = "perfgate-drift-reference"
+# The release the team marked as the drift reference (`perfgate baseline mark-reference`); it
+# lives beside the baselines, so, like noise.json, its name is not a release's.
+REFERENCE_FILE = "drift-reference.json"
+_RESERVED = (NOISE_FILE, REFERENCE_FILE)
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -90,6 +100,7 @@ class StoredBaseline:
     where: str = ""  # how to show ``path`` when it is a temporary clone of a git store
     # the scenario changed since the baseline before it: what, and how it was met (result.json's)
     scenario_change: dict[str, Any] = field(default_factory=dict)
+    link: Link | None = None  # its gate's estimate against the release it was judged against
 
     def ref(self) -> BaselineRef:
         """The reference a RunResult carries to this baseline."""
@@ -118,10 +129,9 @@ class BaselineScan:
 def baseline_path(baseline_dir: Path, scenario: str, release: str) -> Path:
     """``<baseline_dir>/<scenario>/<release>.json``, both names made safe by the store."""
     file = store.safe_component(release, "release") + ".json"
-    if file == NOISE_FILE:
-        raise BaselineError(
-            f"release name {release!r} is reserved: {NOISE_FILE} holds the calibrated noise model"
-        )
+    if file in _RESERVED:
+        what = "the calibrated noise model" if file == NOISE_FILE else "the drift reference"
+        raise BaselineError(f"release name {release!r} is reserved: {file} holds {what}")
     return _scenario_dir(baseline_dir, scenario) / file
 
 
@@ -186,6 +196,7 @@ def load_baseline(path: Path, *, scenario: str | None = None) -> StoredBaseline:
         recipe=get("recipe", dict, {}),
         windows=get("windows", tuple[WindowStats, ...], ()),
         scenario_change=get("scenario_change", dict, {}),
+        link=get("link", Link | None, None),
     )
 
 
@@ -199,11 +210,12 @@ def _baseline_files(directory: Path) -> list[Path]:
     except OSError as exc:
         raise BaselineError(f"baseline folder {directory}: cannot list: {exc.strerror}") from exc
     # Hidden names are the lock and in-flight temp files; noise.json is `perfgate calibrate`'s
-    # noise model, which lives beside the baselines (a release cannot be called "noise").
+    # noise model, which lives beside the baselines (a release cannot be called "noise"), and
+    # drift-reference.json names the marked reference release.
     return [
         p
         for p in entries
-        if p.suffix == ".json" and not p.name.startswith(".") and p.name != NOISE_FILE
+        if p.suffix == ".json" and not p.name.startswith(".") and p.name not in _RESERVED
     ]
 
 
@@ -327,6 +339,7 @@ def _document(result: RunResult, *, created_at: str, source: str) -> dict[str, A
         "recipe": to_jsonable(result.staging_recipe),
         "windows": to_jsonable(result.windows),
         "scenario_change": to_jsonable(result.scenario_change),
+        "link": to_jsonable(link_of(result)),
     }
 
 
@@ -343,6 +356,61 @@ def check_can_store(
             f"baseline for release {release!r} already exists at {path} (use --force to replace it)"
         )
     return path
+
+
+def _write_locked(path: Path, document: dict[str, Any], *, replace: bool, what: str) -> None:
+    """Write ``document`` to ``path`` under the scenario folder's lock (refusing an existing
+    file unless ``replace``); the one way a file enters a baseline folder."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create baseline folder {path.parent}: {exc.strerror or exc}"
+        ) from exc
+    lock = filelock.FileLock(path.parent / LOCK_NAME, timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            if path.exists() and not replace:
+                raise BaselineError(
+                    f"{what} for release {document['release']!r} already exists at {path} "
+                    "(use --force to replace it)"
+                )
+            store.write_json(path, document, what=what)
+    except filelock.Timeout as exc:
+        raise OutputError(
+            f"cannot lock {lock.lock_file} within {LOCK_TIMEOUT_S:g} s "
+            "(another perfgate is storing a baseline of this scenario?)"
+        ) from exc
+    except OSError as exc:  # taking the lock: its file could not be created
+        raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
+
+
+def mark_reference(baseline_dir: Path, scenario: str, release: str) -> Path:
+    """Mark a stored release as the drift rule's reference (``gate.max_drift``); returns the
+    marker's path. The release must be stored; a new mark replaces the old one."""
+    resolve_baseline(baseline_dir, scenario, release)  # refuses a release that is not stored
+    path = _scenario_dir(baseline_dir, scenario) / REFERENCE_FILE
+    document = {
+        "kind": REFERENCE_KIND,
+        "schema": 1,
+        "scenario": scenario,
+        "release": release,
+        "marked_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    _write_locked(path, document, replace=True, what="drift reference")
+    return path
+
+
+def read_reference(baseline_dir: Path, scenario: str) -> str | None:
+    """The release marked as the drift reference of ``scenario``, or None."""
+    path = _scenario_dir(baseline_dir, scenario) / REFERENCE_FILE
+    if not path.exists():
+        return None
+    data = store.load_json(
+        path, schema=1, label="drift reference", error=BaselineError, kind=REFERENCE_KIND
+    )
+    prefix = f"drift reference {path}"
+    return str(store.typed(data, "release", str, prefix=prefix, error=BaselineError))
 
 
 def store_baseline(
@@ -365,28 +433,7 @@ def store_baseline(
     document = _document(
         result, created_at=created_at, source=result.command if source is None else source
     )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create baseline folder {path.parent}: {exc.strerror or exc}"
-        ) from exc
-    lock = filelock.FileLock(path.parent / LOCK_NAME, timeout=LOCK_TIMEOUT_S)
-    try:
-        with lock:
-            if path.exists() and not force:
-                raise BaselineError(
-                    f"baseline for release {result.release!r} already exists at {path} "
-                    "(use --force to replace it)"
-                )
-            store.write_json(path, document, what="baseline")
-    except filelock.Timeout as exc:
-        raise OutputError(
-            f"cannot lock {lock.lock_file} within {LOCK_TIMEOUT_S:g} s "
-            "(another perfgate is storing a baseline of this scenario?)"
-        ) from exc
-    except OSError as exc:  # taking the lock: its file could not be created
-        raise OutputError(f"cannot write baseline {path}: {exc.strerror or exc}") from exc
+    _write_locked(path, document, replace=force, what="baseline")
     return path
 
 

@@ -21,7 +21,14 @@ from perfgate.models import StepStats, to_jsonable
 
 T = TypeVar("T")
 
-__all__ = ["format_diff", "format_list", "format_show", "list_record", "show_json"]
+__all__ = [
+    "format_diff",
+    "format_list",
+    "format_show",
+    "list_record",
+    "show_json",
+    "text_table",
+]
 
 
 def _date(created_at: str) -> str:
@@ -35,7 +42,7 @@ def _date(created_at: str) -> str:
 Column = tuple[str, Callable[[T], str]]
 
 
-def _table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
+def text_table(columns: Sequence[Column[T]], items: Iterable[T]) -> str:
     """A plain-text table: the headers, a rule, a row per item; columns as wide as their text."""
     rows = [tuple(cell(item) for _, cell in columns) for item in items]
     header = tuple(name for name, _ in columns)
@@ -60,7 +67,7 @@ def format_list(
         ("stored (UTC)", lambda b: _date(b.created_at)),
         ("fingerprint", lambda b: fingerprint_id(b.fingerprint)),
     ]
-    out = _table(columns, items) if items else "no baselines stored"
+    out = text_table(columns, items) if items else "no baselines stored"
     broken = [f"unreadable: {message}" for _, message in problems]
     return "\n".join([out, *broken])
 
@@ -141,7 +148,7 @@ def format_show(b: StoredBaseline, *, where: str = "") -> str:
             + ")"
         )
     if b.steps:
-        lines += ["", _table(_STEP_COLUMNS, b.steps)]
+        lines += ["", text_table(_STEP_COLUMNS, b.steps)]
     return "\n".join(lines)
 
 
@@ -171,7 +178,7 @@ def format_diff(d: BaselineDiff) -> str:
             (f"{b} p95", lambda r: fmt.ms(r.p95_b_ms)),
             ("Δ p95", lambda r: fmt.percent(r.p95_pct)),
         ]
-        lines += ["", _table(columns, d.steps)]
+        lines += ["", text_table(columns, d.steps)]
     else:
         lines.append("no common user levels to compare step by step")
     return "\n".join(lines)

@@ -35,13 +35,14 @@ from scipy import stats
 from perfgate import adaptive, analysis, search
 from perfgate.calibration import NoiseModel
 from perfgate.errors import LoadError
-from perfgate.gate import rules, sequential
+from perfgate.gate import drift, rules, sequential
 from perfgate.gate.crossover import Schedule, judgeable, renewal_var
 from perfgate.gate.extend import Resume, periods, prior_pairs
 from perfgate.models import (
     BaselineRef,
     GateResult,
     GateSpec,
+    History,
     LookRecord,
     RampSpec,
     RuleResult,
@@ -169,6 +170,7 @@ class GateInputs:
     interleave: Interleave = "simultaneous"  # side by side: both builds at once, or in turns
     allow_swap: bool = True  # False: no cross-over (calibration measures the deployments' gap)
     resume: Resume | None = None  # extend this inconclusive side-by-side gate (gate.extend)
+    history: History | None = None  # stored releases, for the drift rule (gate.max_drift)
 
 
 @dataclass(**_FROZEN)
@@ -188,7 +190,22 @@ _NO_PROGRESS = Progress()
 
 
 def run_gate(sides: Sides, inputs: GateInputs, progress: Progress = _NO_PROGRESS) -> GateOutcome:
-    """Measure and decide: locate the candidate's boundary, then compare (see module doc)."""
+    """Measure and decide: locate the candidate's boundary, then compare (see module doc);
+    with ``gate.max_drift``, the drift rule against the history joins the verdict."""
+    out = _run_gate(sides, inputs, progress)
+    if inputs.gate.max_drift is None or not out.result.rules or out.baseline is None:
+        return out
+    result = drift.with_drift(
+        out.result,
+        gate=inputs.gate,
+        history=inputs.history,
+        baseline_release=out.baseline.release,
+        looks=out.looks,
+    )
+    return replace(out, result=result)
+
+
+def _run_gate(sides: Sides, inputs: GateInputs, progress: Progress) -> GateOutcome:
     if inputs.repeat > 1:
         from perfgate.gate.replicates import run_replicates  # it builds on this module
 

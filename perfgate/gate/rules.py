@@ -13,6 +13,15 @@ Rules (each a :class:`~perfgate.models.RuleResult` with its numbers and margin):
     Inconclusive when the baseline's fingerprint differs (``comparable=False``), with the note.
 ``noise`` (validity)
     Inconclusive when the replicates spread more than the calibrated noise allows (F-test, 99 %).
+``drift`` (``gate.max_drift``; skipped when absent)
+    The candidate against a reference further back — the release marked with ``perfgate
+    baseline mark-reference``, else the best of the last ``gate.drift_releases`` stored releases
+    — by chaining this gate's estimate against its baseline with the history's levels (each
+    release's own gate estimate against its parent, :mod:`perfgate.history`; the rule is in
+    :mod:`perfgate.gate.drift`, to keep this module within its size): block when the
+    upper end of the 98 % interval is below ``ln(1 − max_drift)``, i.e. credibly more than that
+    below the reference although each step may have passed. The reason names the releases the
+    loss accumulated over.
 ``regression``
     On ``d = ln(X_candidate / X_baseline)``, X = throughput at the SLO boundary:
 

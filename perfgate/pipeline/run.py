@@ -43,6 +43,7 @@ from perfgate.models import (
     BaselineRef,
     Bottleneck,
     GateResult,
+    History,
     LookRecord,
     RunResult,
     Saturation,
@@ -84,7 +85,7 @@ class Plan:
     scen: Scenario
     secrets: tuple[str, ...] = field(repr=False)
     prev: baseline.StoredBaseline | None
-    history: tuple[BaselineRef, ...]
+    history: History | None  # the stored releases: the report's history, the drift rule's levels
     noise: calibration.NoiseModel | None
     mode: gate.design.Mode
     recipe: dict[str, Any] | None  # how to stage the previous release next to the candidate
@@ -138,7 +139,7 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
     check_targets(opts, scen)
     check_writable(opts.report_dir, "reports")
     prev: baseline.StoredBaseline | None = None
-    history: tuple[BaselineRef, ...] = ()
+    history: History | None = None
     noise: calibration.NoiseModel | None = None
     if opts.gate:
         if opts.promote:
@@ -148,11 +149,8 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
         where = into.describe if into is not None else str
         if prev is not None:
             prev = dataclasses.replace(prev, where=where(prev.path))
-        history = tuple(
-            dataclasses.replace(b.ref(), path=where(b.path))
-            for b in baseline.list_baselines(opts.baseline_dir, scen.name)
-        )
         noise = calibration.load_noise(opts.baseline_dir, scen.name)
+        history = _history(opts, scen, noise)
         if opts.promote:
             # refuse a clash now rather than after minutes of load
             baseline.check_can_store(opts.baseline_dir, scen.name, opts.release, force=opts.force)
@@ -181,6 +179,22 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
         store=into if into is not None else store.FolderStore(opts.baseline_dir),
         change=change,
         resume=resume,
+    )
+
+
+def _history(opts: RunOptions, scen: Scenario, noise: calibration.NoiseModel | None) -> History:
+    """The stored releases as the history table (strict: a corrupt baseline is bad input)."""
+    from perfgate import history as release_history  # pandas: only when there is a history
+
+    stored = baseline.list_baselines(opts.baseline_dir, scen.name)
+    if not stored:
+        return History(scenario=scen.name)
+    entries = [release_history.entry_of_baseline(b) for b in stored]
+    return release_history.build(
+        scen.name,
+        entries,
+        reference=baseline.read_reference(opts.baseline_dir, scen.name),
+        between_sd=gate.priors(noise).between_sd,
     )
 
 
@@ -442,6 +456,7 @@ def _inputs(plan: Plan, ev: Evidence) -> gate.GateInputs:
         gate_enabled=plan.opts.gate,
         interleave=scen.gate.interleave,
         resume=_resume_now(plan, ev),
+        history=plan.history,
     )
 
 

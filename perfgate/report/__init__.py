@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import redaction
-from perfgate.models import BaselineRef, RunResult
+from perfgate.models import History, RunResult
 from perfgate.report.console_text import console_summary, console_verdict
 from perfgate.report.files import (
     append_text,
@@ -31,6 +31,7 @@ __all__ = [
     "ReportFiles",
     "console_summary",
     "console_verdict",
+    "history_svg",
     "load_result",
     "redact_result",
     "write_report",
@@ -56,20 +57,21 @@ def write_report(
     result: RunResult,
     out_dir: Path,
     *,
-    history: tuple[BaselineRef, ...] = (),
+    history: History | None = None,
     secrets: tuple[str, ...] = (),
 ) -> ReportFiles:
     """Write every report file into ``out_dir`` atomically; OutputError names the failing path.
 
-    ``history`` holds the scenario's stored baselines for the history chart. ``secrets`` are
-    redacted from the records before anything is rendered (:mod:`perfgate.redaction`); the
-    rendered text is never searched and replaced. When ``$GITHUB_STEP_SUMMARY`` is set,
-    summary.md is appended to it too.
+    ``history`` is the scenario's release history (:mod:`perfgate.history`) for its chart.
+    ``secrets`` are redacted from the records before anything is rendered
+    (:mod:`perfgate.redaction`); the rendered text is never searched and replaced. When
+    ``$GITHUB_STEP_SUMMARY`` is set, summary.md is appended to it too.
     """
     from perfgate.report.html import render_html  # matplotlib + jinja2: only when rendering
 
     result = redact_result(result, secrets)
-    history = redaction.redact_record(history, secrets)
+    if history is not None:
+        history = redaction.redact_record(history, secrets)
     out_dir = Path(out_dir)
     files = ReportFiles(
         dir=out_dir,
@@ -98,6 +100,14 @@ def write_report(
     if step_summary:
         append_text(Path(step_summary), summary + "\n")
     return files
+
+
+def history_svg(history: History) -> str:
+    """``perfgate history``'s chart: the report's history chart on its own, as an SVG file."""
+    from perfgate.report.charts import history_chart  # matplotlib: only when drawing
+
+    chart = history_chart(history.rows, reference=history.reference)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + chart.svg + "\n"
 
 
 def redact_result(result: RunResult, secrets: tuple[str, ...]) -> RunResult:

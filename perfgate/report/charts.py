@@ -9,6 +9,7 @@ SVGs can share one page, and fonts left to the page's CSS.
 from __future__ import annotations
 
 import io
+import math
 import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from perfgate import fmt
-from perfgate.models import BaselineRef, Saturation, Slo, StepStats, TimelinePoint
+from perfgate.models import BaselineRef, HistoryRow, Saturation, Slo, StepStats, TimelinePoint
 from perfgate.steps import CPU_LIMIT_PERCENT
 
 CURRENT = "#2563eb"
@@ -665,20 +666,68 @@ def generator_chart(
 # ---------------------------------------------------------------------------------------------
 
 
+def _sat(r: HistoryRow) -> Saturation:
+    return Saturation(
+        users=r.users,
+        throughput_rps=r.throughput_rps,
+        broken=r.censored != "above_max",
+        reason="",
+        users_ci=r.users_ci,
+        throughput_ci=r.throughput_ci,
+        censored=r.censored,  # type: ignore[arg-type]
+    )
+
+
+def _history_points(
+    ax: Axes, entries: list[tuple[str, Saturation, bool]], attr: str, ci_attr: str, color: str
+) -> None:
+    """The line through the releases and their points with intervals (▲: never broke)."""
+    xs = list(range(len(entries)))
+    ys = [getattr(e[1], attr) for e in entries]
+    valid = [(i, y) for i, y in zip(xs, ys, strict=True) if y is not None]
+    ax.plot([i for i, _ in valid], [y for _, y in valid], color=BASELINE, lw=1, zorder=1)
+    # One errorbar call per marker style (past/current × broke/never broke), not per point.
+    groups: dict[tuple[bool, bool], tuple[list[int], list[float], list[float], list[float]]] = {}
+    for i, (_, sat, current) in enumerate(entries):
+        y = getattr(sat, attr)
+        if y is None:
+            continue
+        ci = getattr(sat, ci_attr) or (y, y)
+        censored = not sat.broken or sat.censored == "above_max"
+        gx, gy, lo, hi = groups.setdefault((current, censored), ([], [], [], []))
+        gx.append(i)
+        gy.append(y)
+        lo.append(max(0.0, y - ci[0]))
+        hi.append(max(0.0, ci[1] - y))
+    for (current, censored), (gx, gy, lo, hi) in groups.items():
+        ax.errorbar(
+            gx,
+            gy,
+            yerr=[lo, hi],
+            fmt="^" if censored else "o",
+            ms=7 if current else 5,
+            color=color if current else "#374151",
+            capsize=2,
+            zorder=3,
+        )
+
+
 def history_chart(
-    history: Sequence[BaselineRef],
+    rows: Sequence[HistoryRow],
     *,
-    release: str,
-    saturation: Saturation,
-    min_users: int | None,
+    current: tuple[str, Saturation] | None = None,
+    min_users: int | None = None,
+    reference: str | None = None,
     current_color: str = CURRENT,
 ) -> Chart:
-    """Saturation users and throughput at the SLO across stored baselines, plus this run."""
-    entries: list[tuple[str, Saturation, bool]] = [
-        (b.release, b.saturation, False) for b in history
-    ]
-    entries.append((f"{release} (this run)", saturation, True))
+    """Saturation users and throughput at the SLO across releases (with their intervals), a
+    dashed line before each change point, and each release's level against the reference
+    (the marked one, else the first): the cumulative change since then."""
+    entries: list[tuple[str, Saturation, bool]] = [(r.release, _sat(r), False) for r in rows]
+    if current is not None:
+        entries.append((f"{current[0]} (this run)", current[1], True))
     labels = [_label(e[0], 24) for e in entries]
+    ref = next((r for r in rows if r.release == reference), rows[0] if rows else None)
     with _style():
         fig = _new_fig(12.0, 3.4)
         ax_u, ax_x = fig.subplots(1, 2, sharex=True)
@@ -686,53 +735,45 @@ def history_chart(
             (ax_u, "users", "users_ci", "saturation (users)"),
             (ax_x, "throughput_rps", "throughput_ci", "req/s at the SLO"),
         ):
-            xs = list(range(len(entries)))
-            ys = [getattr(e[1], attr) for e in entries]
-            valid = [(i, y) for i, y in zip(xs, ys, strict=True) if y is not None]
-            ax.plot([i for i, _ in valid], [y for _, y in valid], color=BASELINE, lw=1, zorder=1)
-            # One errorbar call per marker style (past/current × broke/never broke), not per point.
-            groups: dict[tuple[bool, bool], tuple[list[int], list[float], list[float], list[float]]]
-            groups = {}
-            for i, (_, sat, current) in enumerate(entries):
-                y = getattr(sat, attr)
-                if y is None:
-                    continue
-                ci = getattr(sat, ci_attr) or (y, y)
-                censored = not sat.broken or sat.censored == "above_max"
-                gx, gy, lo, hi = groups.setdefault((current, censored), ([], [], [], []))
-                gx.append(i)
-                gy.append(y)
-                lo.append(max(0.0, y - ci[0]))
-                hi.append(max(0.0, ci[1] - y))
-            for (current, censored), (gx, gy, lo, hi) in groups.items():
-                ax.errorbar(
-                    gx,
-                    gy,
-                    yerr=[lo, hi],
-                    fmt="^" if censored else "o",
-                    ms=7 if current else 5,
-                    color=current_color if current else "#374151",
-                    capsize=2,
-                    zorder=3,
-                )
+            _history_points(ax, entries, attr, ci_attr, current_color)
+            for i, r in enumerate(rows):
+                if r.change_point:
+                    ax.axvline(i - 0.5, color=SLO, ls="--", lw=1)
             if attr == "users" and min_users:
                 ax.axhline(min_users, color=SLO, ls="--", lw=1, label=f"floor {min_users} users")
                 _legend(ax, loc="lower left")
             ax.set_ylabel(ylabel)
             ax.set_ylim(bottom=0)
+            many = len(entries) > 4
             ax.set_xticks(
-                xs,
+                range(len(entries)),
                 labels,
-                rotation=30 if len(entries) > 4 else 0,
-                ha="right" if len(entries) > 4 else "center",
+                rotation=30 if many else 0,
+                ha="right" if many else "center",
             )
             ax.grid(axis="x", visible=False)
+        if ref is not None and len(rows) <= 24:
+            for i, r in enumerate(rows):
+                if r.throughput_rps is not None:
+                    change = fmt.percent(100 * math.expm1(r.level_log - ref.level_log))
+                    ax_x.annotate(
+                        change,
+                        (i, r.throughput_rps),
+                        textcoords="offset points",
+                        xytext=(0, 8),
+                        ha="center",
+                        fontsize=7,
+                        color=BASELINE,
+                    )
         ax_u.set_title("Saturation point by release (▲ = never broke)")
-        ax_x.set_title("Throughput at the SLO by release")
+        ax_x.set_title(
+            "Throughput at the SLO"
+            + (f" (labels: level vs {_label(ref.release, 16)})" if ref is not None else "")
+        )
         svg = _to_svg(fig, "hist", "Saturation point of this scenario across releases")
     return Chart(
         key="history",
         title="History",
         svg=svg,
-        caption="Stored baselines, oldest first, then this run.",
+        caption="Releases oldest first (dashed: a change point before the release).",
     )

@@ -16,7 +16,7 @@ import jinja2
 from markupsafe import Markup
 
 from perfgate import fmt
-from perfgate.models import BaselineRef, Fingerprint, RunResult, StepStats
+from perfgate.models import BaselineRef, Fingerprint, History, RunResult, StepStats
 from perfgate.report import charts, tables
 from perfgate.report.common import (
     DEGRADED_FIRST_KEY,
@@ -41,6 +41,7 @@ VERDICT_COLORS = {
     "ramp": "#1d4ed8",
 }
 MAX_ENDPOINT_CHARTS = 12
+MAX_HISTORY = 30  # releases drawn in the history chart (the newest)
 
 DIAGNOSTIC_MEANINGS = {
     "little": (
@@ -95,8 +96,8 @@ class _EndpointRow:
     first: bool
 
 
-def render_html(result: RunResult, *, history: tuple[BaselineRef, ...] = ()) -> str:
-    """Render index.html for ``result`` (history: stored baselines of the scenario, any order)."""
+def render_html(result: RunResult, *, history: History | None = None) -> str:
+    """Render index.html for ``result`` (history: the scenario's release history table)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         autoescape=True,
@@ -108,7 +109,7 @@ def render_html(result: RunResult, *, history: tuple[BaselineRef, ...] = ()) -> 
     return template.render(**_context(result, history))
 
 
-def _context(result: RunResult, history: tuple[BaselineRef, ...]) -> dict[str, Any]:
+def _context(result: RunResult, history: History | None) -> dict[str, Any]:
     """The template's variables: the headline numbers, the charts, then the detail tables."""
     steps = sorted_steps(result.steps)
     base = result.baseline
@@ -199,7 +200,7 @@ def _headline(result: RunResult) -> dict[str, Any]:
 
 def _chart_context(
     result: RunResult,
-    history: tuple[BaselineRef, ...],
+    history: History | None,
     steps: tuple[StepStats, ...],
     first: FirstDegraded | None,
     endpoint_keys: list[tuple[str, str]],
@@ -223,14 +224,14 @@ def _chart_context(
             first=(first.method, first.name) if first and first.name else None,
         )
     generator_chart = charts.generator_chart(steps)
-    hist = _history(history, result)
+    rows = history.rows[-MAX_HISTORY:] if history is not None else ()
     history_chart = None
-    if hist:
+    if rows:
         history_chart = charts.history_chart(
-            hist,
-            release=result.release,
-            saturation=result.saturation,
+            rows,
+            current=(result.release, result.saturation),
             min_users=result.gate.min_users,
+            reference=history.reference if history is not None else None,
             current_color=VERDICT_COLORS[verdict_class(result)],
         )
     return {
@@ -239,7 +240,12 @@ def _chart_context(
         "endpoint_chart": _svg(endpoint_chart) if endpoint_chart else None,
         "generator_chart": _svg(generator_chart) if generator_chart else None,
         "history_chart": _svg(history_chart) if history_chart else None,
-        "history_count": len(hist),
+        "history_count": len(rows),
+        "change_points": [
+            f"{p.release} ({fmt.percent(100 * p.change)})"
+            for p in (history.change_points if history is not None else ())
+            if any(r.release == p.release for r in rows)
+        ],
     }
 
 
@@ -396,13 +402,6 @@ def _staging_info(staging: Any) -> list[tuple[str, str]]:
     if not isinstance(staging, dict):
         return []
     return [(str(k), _plain(v)) for k, v in staging.items()]
-
-
-def _history(history: tuple[BaselineRef, ...], result: RunResult) -> tuple[BaselineRef, ...]:
-    """Stored baselines of the scenario oldest first (by created_at, then as given)."""
-    indexed = list(enumerate(history))
-    indexed.sort(key=lambda p: (p[1].created_at or "", p[0]))
-    return tuple(b for _, b in indexed)[-30:]
 
 
 def _endpoint_keys(steps: tuple[StepStats, ...]) -> list[tuple[str, str]]:
