@@ -89,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--only", default="", help="run only the arms whose name starts so")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: run only the arms whose name starts so"
+    )
+    parser.add_argument(
+        "--losses", default="", help="comma-separated capacity losses to run (default: all)"
+    )
     args = parser.parse_args(argv)
     n = 10 if args.quick else args.trials
     started = time.perf_counter()
@@ -99,20 +104,22 @@ def main(argv: list[str] | None = None) -> int:
         "| floor interval coverage |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    prefixes = tuple(p.strip() for p in args.only.split(",")) if args.only else ("",)
+    losses = {float(x) for x in args.losses.split(",")} if args.losses else None
     for i, (group, loss, trials, options) in enumerate(arms(n)):
-        if not group.startswith(args.only):
+        if not group.startswith(prefixes) or (losses is not None and loss not in losses):
             continue
         r = simulate(loss, trials, args.seed + i, workers=args.workers, **options)
         results.append({"arm": group, **r})
         print(_line(group, r), flush=True)
-    out = {
-        "command": " ".join(["python", "benchmarks/verdict_figures.py", *sys.argv[1:]]),
-        "load_average": os.getloadavg(),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "arms": results,
-    }
-    if not args.quick:
-        args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        out = {  # written after every arm: a long run cut short keeps what it measured
+            "command": " ".join(["python", "benchmarks/verdict_figures.py", *sys.argv[1:]]),
+            "load_average": os.getloadavg(),
+            "wall_s": round(time.perf_counter() - started, 1),
+            "arms": results,
+        }
+        if not args.quick:
+            args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     default = {"rows": [r for r in results if r["arm"] == "default"]}
     print("\n" + format_table(default))
     return 0
