@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help="comma-separated: run only the arms whose name starts so"
     )
     parser.add_argument(
+        "--coverage", action="store_true", help="measure the floor interval's coverage too"
+    )
+    parser.add_argument(
         "--losses", default="", help="comma-separated capacity losses to run (default: all)"
     )
     args = parser.parse_args(argv)
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, (group, loss, trials, options) in enumerate(arms(n)):
         if not group.startswith(prefixes) or (losses is not None and loss not in losses):
             continue
-        r = simulate(loss, trials, args.seed + i, workers=args.workers, **options)
+        r = simulate(
+            loss, trials, args.seed + i, workers=args.workers, coverage=args.coverage, **options
+        )
         results.append({"arm": group, **r})
         print(_line(group, r), flush=True)
         out = {  # written after every arm: a long run cut short keeps what it measured

@@ -573,6 +573,13 @@ def simulate(
             help="How the two deployments swap: embedded (default: a restart, ~1 s), kubernetes (a rollout, new pods), target (--baseline-target: no swap).",
         ),
     ] = "embedded",
+    coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage",
+            help="Also measure how often the floor rule's users interval covers the true users at the SLO (a minute or more of CPU).",
+        ),
+    ] = False,
     swap_seconds: Annotated[
         float | None,
         typer.Option(
@@ -610,6 +617,7 @@ def simulate(
         "crossover": crossover,
         "staging": sim_staging,
         "swap_s": swap_seconds,
+        "coverage": coverage,
         "strategy": strategy,
         "workers": workers,
     }
