@@ -35,6 +35,7 @@ __all__ = [
     "Forge",
     "comment_body",
     "env_report_url",
+    "failure_body",
     "forge_from_env",
     "marker",
     "upsert_comment",
@@ -43,6 +44,13 @@ __all__ = [
 TIMEOUT_S = 30.0
 MAX_PAGES = 50  # 5,000 comments: far more than any request has; bounds a misbehaving API
 _ICONS = {"pass": "✅", "block": "❌", "inconclusive": "⚠️"}
+_FAILURES = {  # DESIGN.md's exit codes of a run that ends without a verdict
+    2: "bad input: scenario, baseline, option",
+    3: "infrastructure: staging, target, load engine or baseline store",
+    70: "internal error",
+    130: "interrupted by SIGINT",
+    143: "interrupted by SIGTERM",
+}
 
 
 class CommentError(InfrastructureError):
@@ -59,11 +67,14 @@ def marker(scenario: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def comment_body(result: RunResult, *, report_url: str = "") -> str:
-    """The comment: verdict, deciding rule, the change against the previous release, rules."""
+def comment_body(result: RunResult, *, report_url: str = "", key: str = "") -> str:
+    """The comment: verdict, deciding rule, the change against the previous release, rules.
+
+    ``key`` names the comment to update (default: the scenario's name).
+    """
     icon = "⛔" if result.aborted else _ICONS.get(result.verdict, "")
     lines = [
-        marker(result.scenario),
+        marker(key or result.scenario),
         f"### {icon} perfgate: {md(result.scenario)} @ {md(result.release)} — "
         f"**{verdict_word(result)}**",
         "",
@@ -83,6 +94,21 @@ def comment_body(result: RunResult, *, report_url: str = "") -> str:
     if report_url:
         tail = f"[Full report]({report_url}) · {tail}"
     lines.append(tail)
+    return "\n".join(lines) + "\n"
+
+
+def failure_body(code: int, *, key: str, report_url: str = "") -> str:
+    """The comment of a run that stopped before a verdict, replacing an older verdict's."""
+    what = _FAILURES.get(code, "internal error or interrupted")
+    lines = [
+        marker(key),
+        f"### ⛔ perfgate: {md(key)} — **no verdict** (exit {code}: {what})",
+        "",
+        "The gate stopped before it could judge this release; the job log has the one-line "
+        "error. An earlier verdict shown here no longer applies.",
+        "",
+    ]
+    lines.append(f"[Job log]({report_url})" if report_url else "See the job log.")
     return "\n".join(lines) + "\n"
 
 

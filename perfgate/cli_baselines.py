@@ -253,7 +253,9 @@ def history(
 
 @ci_app.command("comment")
 def ci_comment(
-    result_json: Annotated[Path, typer.Argument(help="result.json of the run.")],
+    result_json: Annotated[
+        Path | None, typer.Argument(help="result.json of the run (omit with --failed).")
+    ] = None,
     post: Annotated[
         bool,
         typer.Option(
@@ -267,15 +269,32 @@ def ci_comment(
     report_url: Annotated[
         str | None, typer.Option(help="Link to the report (default: this CI run).")
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="Which comment to update (default: the scenario's name)."),
+    ] = None,
+    failed: Annotated[
+        int | None,
+        typer.Option(
+            help="The run stopped before a verdict with this exit code: say so instead (needs --key).",
+            min=1,
+        ),
+    ] = None,
 ) -> int:
     """Print the pull request comment for a run (verdict, deciding rule, change); --post creates or updates it."""
     from perfgate import ci
-    from perfgate.report import load_result
 
-    body = ci.comment_body(
-        load_result(result_json),
-        report_url=report_url if report_url is not None else ci.env_report_url(os.environ),
-    )
+    url = report_url if report_url is not None else ci.env_report_url(os.environ)
+    if failed is not None:
+        if not key:
+            raise InputError("ci comment --failed: give --key (the comment to replace)")
+        body = ci.failure_body(failed, key=key, report_url=url)
+    elif result_json is None:
+        raise InputError("ci comment: give RESULT_JSON, or --failed CODE --key KEY")
+    else:
+        from perfgate.report import load_result
+
+        body = ci.comment_body(load_result(result_json), report_url=url, key=key or "")
     if not post:
         sys.stdout.write(body)
         return EXIT_PASS

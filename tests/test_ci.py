@@ -242,11 +242,13 @@ def lookup(path: str, ctx: dict[str, Any]) -> str:
 
 
 def expand(text: str, ctx: dict[str, Any]) -> str:
-    """``${{ a.b || c.d }}`` with dotted context paths (all action.yml's env values use)."""
+    """``${{ a.b || c.d || 'text' }}``: dotted context paths and quoted strings (all that
+    action.yml's env values use)."""
 
     def one(match: re.Match[str]) -> str:
         for path in match.group(1).split("||"):
-            value = lookup(path, ctx)
+            quoted = re.fullmatch(r"\s*'([^']*)'\s*", path)
+            value = quoted.group(1) if quoted else lookup(path, ctx)
             if value:
                 return value
         return ""
@@ -448,13 +450,24 @@ def test_a_pull_request_posts_one_comment_and_a_rerun_updates_it(
         posted = runner.run(comment, path=str(bin_dir))
         assert posted.code == 0, posted.err
         assert TOKEN not in posted.out + posted.err
-    ours = [c for c in state.comments.values() if ci.marker("exchange") in c["body"]]
+    ours = [c for c in state.comments.values() if ci.marker("default scenario") in c["body"]]
     assert len(state.comments) == 2 and len(ours) == 1
     assert "BLOCKED" in ours[0]["body"] and "decided by" in ours[0]["body"]
     assert "github.example/o/r/actions/runs/99" in ours[0]["body"]
     assert [m for m, *_ in state.requests if m != "GET"] == ["POST", "PATCH"]
     verdict = runner.run(step_named("Apply the verdict"))
     assert verdict.code == 1 and "release blocked" in verdict.out
+    # a later run that stops before a verdict replaces the old verdict, in the same comment
+    broken = shim(
+        tmp_path / "broken",
+        "perfgate",
+        f'[ "$1" = run ] && exit 3\nexec "{sys.executable}" -m perfgate "$@"\n',
+    )
+    gate = runner.run(step("gate"), path=str(broken))
+    assert gate.outputs == {"exit-code": "3"}
+    assert runner.run(comment, path=str(broken)).code == 0
+    assert len(state.comments) == 2 and "BLOCKED" not in ours[0]["body"]
+    assert "no verdict** (exit 3: infrastructure" in ours[0]["body"]
 
 
 @pytest.mark.parametrize(
@@ -540,3 +553,18 @@ def test_the_documented_workflows_use_only_the_actions_inputs() -> None:
                     assert set(s.get("with") or {}) <= set(ACTION["inputs"]), (doc, s)
                     checked += 1
     assert checked == 2
+
+
+def test_the_comment_command_prints_the_body_and_refuses_half_a_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from perfgate.cli import _main
+
+    path = write_result(tmp_path / "result.json", passing_result())
+    assert _main(["ci", "comment", str(path), "--key", "shop.yaml", "--report-url", "u"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(ci.marker("shop.yaml")) and "[Full report](u)" in out
+    assert _main(["ci", "comment", "--failed", "3"]) == 2
+    assert "give --key" in capsys.readouterr().err
+    assert _main(["ci", "comment", "--failed", "2", "--key", "shop.yaml"]) == 0
+    assert "no verdict** (exit 2: bad input" in capsys.readouterr().out
