@@ -536,8 +536,19 @@ def test_the_gitlab_template_gates_promotes_on_main_and_posts_the_note(
         "PERFGATE_BASELINE_DIR=git+https://oauth2:glpat-git@gitlab.example/g/p.git#perfgate-baselines"
         in seen
     )
-    assert len(state.comments) == 1 and "PASS" in next(iter(state.comments.values()))["body"]
+    (note,) = state.comments.values()
+    assert note["body"].startswith(ci.marker("default scenario")) and "PASS" in note["body"]
     assert TOKEN not in done.stdout + done.stderr
+    # a run that stops before a verdict replaces it
+    shim(
+        bin_dir, "perfgate", f'[ "$1" = run ] && exit 3\nexec "{sys.executable}" -m perfgate "$@"\n'
+    )
+    (tmp_path / "perfgate-result.json").unlink()
+    done = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 3 and "failed with exit code 3" in done.stdout
+    (note,) = state.comments.values()
+    assert "no verdict** (exit 3" in note["body"]
 
 
 def test_the_documented_workflows_use_only_the_actions_inputs() -> None:
