@@ -117,14 +117,25 @@ def test_the_release_without_the_cache_is_attributed_to_the_order_book_rebuild(
 
 
 def test_the_cached_release_is_attributed_to_its_slot_pool(tmp_path: Path) -> None:
+    """scenarios/exchange.yaml with a 100-ms SLO, so it breaks near 105 users instead of 526
+    (the slot pool is full from 16 users on either way): three light levels."""
+    data = yaml.safe_load((ROOT / "scenarios/exchange.yaml").read_text(encoding="utf-8"))
+    data["slo"]["p95_ms"] = 100
+    scenario = tmp_path / "cached.yaml"
+    scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
     code, result, html, err = _run(
-        tmp_path, ROOT / "scenarios/exchange.yaml", "--strategy", "linear",
-        "--step-users", "300", "--max-users", "650", "--step-seconds", "2",
+        tmp_path, scenario, "--strategy", "linear", "--max-users", "150", "--step-seconds", "2",
     )  # fmt: skip
-    assert code == EXIT_PASS, err
+    assert code == EXIT_BLOCK, err  # ~105 users < the floor of 250
     b = result["bottleneck"]
     assert (b["kind"], b["resource"], b["consumer"]) == ("resource", "exchange slot pool", None), b
     assert "bound by the slot pool" in b["sentence"] and b["missing"] == []
+    shares = {
+        r["name"]: r["value"]
+        for r in result["steps"][-1]["resources"]["readings"]
+        if r["kind"] == "share"
+    }
+    assert shares["order-book rebuild"] == 0.0 and max(shares.values()) < 0.6, shares
     assert 'id="why"' in html
 
 
