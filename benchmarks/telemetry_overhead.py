@@ -4,7 +4,8 @@ Two ``perfgate ramp`` runs at one fixed level, each against its own embedded ref
 (staged by perfgate, so every embedded source runs: the exchange's ``/metrics`` scraped and its
 process sampled every 0.5 s), one with the default telemetry and one with ``metrics: {enabled:
 false}``, **at the same time**: the two arms share the machine over the same seconds, so the
-other work on a shared machine slows both alike (perfgate's own side-by-side idea). The
+other work on a shared machine slows both alike (perfgate's own side-by-side idea; which one
+is launched first flips every repetition). The
 exchanges hold no slot (``service_ms: 0``), so CPU is the limit and any CPU the telemetry takes
 shows up as lost req/s. The figure is the median of the per-repetition ratios with / without
 (goal: ≥ 0.98, issue 12).
@@ -70,11 +71,13 @@ def _figures(arm: str, done: c.Finished) -> dict[str, Any]:
     }
 
 
-def pair(files: dict[str, Path], workdir: Path, timeout_s: float) -> list[dict[str, Any]]:
-    """Both arms at once; each one's req/s over its measuring window."""
+def pair(
+    files: dict[str, Path], workdir: Path, timeout_s: float, *, first: str
+) -> list[dict[str, Any]]:
+    """Both arms at once (``first`` launched first); each one's req/s over its window."""
     idle = c.wait_idle(timeout_s=15.0)  # a busy machine is recorded, not waited out
     procs = {}
-    for arm in ARMS:
+    for arm in (first, *(a for a in ARMS if a != first)):
         cmd = (*c.PERFGATE, "ramp", "--scenario", str(files[arm]), "--json",
                "--report-dir", str(workdir / f"r-{arm}"))  # fmt: skip
         procs[arm] = (time.perf_counter(), c.spawn(cmd, cwd=workdir, env=c.env_without_perfgate()))
@@ -144,7 +147,8 @@ def main() -> int:
             for arm in ARMS
         }
         for rep in range(reps):
-            for run in pair(files, workdir, timeout_s=step_s + 120):
+            first = ARMS[rep % 2]  # who starts first flips every repetition
+            for run in pair(files, workdir, timeout_s=step_s + 120, first=first):
                 run["rep"] = rep
                 runs.append(run)
                 c.note(f"rep {rep} {run['arm']:>7}: {c.fmt(run['rps'])} req/s {run['error']}")
