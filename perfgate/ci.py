@@ -82,6 +82,10 @@ def comment_body(result: RunResult, *, report_url: str = "", key: str = "") -> s
         "",
     ]
     lines += _delta(result)
+    if result.bottleneck is not None:  # why it broke (docs/attribution.md)
+        cost = result.bottleneck.cost
+        lines += [f"Why: {md(result.bottleneck.sentence)}", ""]
+        lines += [f"Cost: {md(cost.text)}", ""] if cost is not None and cost.text else []
     compared = comparison_text(result)
     if compared:
         lines += [f"_{md(compared)}_", ""]

@@ -152,6 +152,22 @@ def test_a_blocked_comment_leads_with_the_deciding_rule_and_the_change() -> None
     assert "&lt;" not in lines[1]
 
 
+def test_the_comment_says_why_it_broke_when_telemetry_ran() -> None:
+    from perfgate.models import Bottleneck, Cost
+
+    why = Bottleneck(
+        kind="resource", confidence="high", resource="exchange slot pool",
+        sentence="The exchange slot pool reached 100 % of its 16 slots at 50 users",
+        cost=Cost(cpu_cores=0.1, throughput_rps=270, rps_per_core=2700, cpu_ms_per_request=0.4,
+                  text="0.4 ms of CPU per request"),
+    )  # fmt: skip
+    result = make_result(verdict="block", with_histograms=False)
+    body = ci.comment_body(dataclasses.replace(result, bottleneck=why))
+    assert "Why: The exchange slot pool reached 100 % of its 16 slots at 50 users" in body
+    assert "Cost: 0.4 ms of CPU per request" in body
+    assert "Why:" not in ci.comment_body(make_result(verdict="block", with_histograms=False))
+
+
 def test_a_pass_without_baseline_says_so_and_side_by_side_shows_the_ratio() -> None:
     first = passing_result(baseline=None)
     body = ci.comment_body(first)
