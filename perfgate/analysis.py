@@ -22,13 +22,15 @@ import statistics
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import optimize, stats
 
 from perfgate import fmt
-from perfgate.models import Saturation, Slo, StepStats
+from perfgate.histogram import Histogram
+from perfgate.models import EventStats, Saturation, Slo, StepStats
+from perfgate.steps import event_slo_check, event_stats
 
 __all__ = [
     "Degradation",
@@ -61,6 +63,8 @@ class Level:
     slo_ok: bool
     generator_limited: bool
     phases: tuple[str, ...]
+    events: EventStats | None = None  # pooled awaited events (users.streams)
+    event_reason: str = ""  # why the events break the event SLO ("" when they do not)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +109,8 @@ def _pool(users: int, steps: Sequence[StepStats], slo: Slo) -> Level:
         else:
             p95, ci = _weighted_p95(steps)
     ok = requests > 0 and p95 is not None and p95 <= slo.p95_ms and error_rate <= slo.error_rate
+    events = _pool_events(steps)
+    event_reason = event_slo_check(events, slo)
     return Level(
         users=users,
         steps=len(steps),
@@ -116,9 +122,32 @@ def _pool(users: int, steps: Sequence[StepStats], slo: Slo) -> Level:
         p95_ci_ms=ci,
         mean_ms=mean_ms,
         error_rate=error_rate,
-        slo_ok=bool(ok),
+        slo_ok=bool(ok) and not event_reason,
         generator_limited=any(s.generator is not None and s.generator.limited for s in steps),
         phases=tuple(s.phase for s in steps),
+        events=events,
+        event_reason=event_reason,
+    )
+
+
+def _pool_events(steps: Sequence[StepStats]) -> EventStats | None:
+    """The awaited events of one level's steps, pooled (None when no step streamed events)."""
+    have = [s.events for s in steps if s.events is not None]
+    if not have:
+        return None
+    if len(have) == 1:
+        return have[0]
+    try:
+        hist = Histogram.merged(Histogram.from_dict(e.histogram) for e in have)
+    except (ValueError, KeyError, TypeError):
+        return have[-1]
+    lags = [e.read_lag_p95_ms for e in have if e.read_lag_p95_ms is not None]
+    return event_stats(
+        hist,
+        lost=sum(e.lost for e in have),
+        stream_errors=sum(e.stream_errors for e in have),
+        backlog_mean=statistics.fmean(e.backlog_mean for e in have),
+        read_lag_p95_ms=max(lags) if lags else None,
     )
 
 
@@ -152,7 +181,16 @@ def pool_levels(steps: Sequence[StepStats], slo: Slo) -> tuple[Level, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _request_ok(level: Level, slo: Slo) -> bool:
+    """Whether a level meets the request SLO (p95 and error rate), whatever its events do."""
+    p95 = level.p95_ms
+    ok = level.requests > 0 and p95 is not None and p95 <= slo.p95_ms
+    return ok and level.error_rate <= slo.error_rate
+
+
 def _fail_reason(level: Level, slo: Slo) -> str:
+    if level.event_reason and _request_ok(level, slo):
+        return f"{level.event_reason} at {level.users} users"
     if level.requests == 0 or level.p95_ms is None:
         return f"no successful responses at {level.users} users"
     if level.p95_ms > slo.p95_ms:
@@ -210,6 +248,8 @@ def saturation(steps: Sequence[StepStats], slo: Slo, *, max_users: int | None = 
             censored="above_max",
         )
     fail_reason = _fail_reason(first_fail, slo)
+    by_event = bool(first_fail.event_reason) and _request_ok(first_fail, slo)
+    broken_by: Literal["request", "event"] = "event" if by_event else "request"
     below = [lv for lv in levels if lv.users < first_fail.users and lv.slo_ok]
     if not below:
         return Saturation(
@@ -224,6 +264,7 @@ def saturation(steps: Sequence[StepStats], slo: Slo, *, max_users: int | None = 
             users_ci=(0.0, float(first_fail.users)),
             throughput_ci=(0.0, first_fail.throughput_rps),
             censored="below_start",
+            broken_by=broken_by,
         )
     lo, hi = below[-1], first_fail
     f, f_lo, f_hi = _interpolation(lo, hi, slo)
@@ -258,25 +299,17 @@ def saturation(steps: Sequence[StepStats], slo: Slo, *, max_users: int | None = 
         users_ci=(max(0.0, users_at(f_lo)), users_at(f_hi)),
         throughput_ci=(min(ends_x), max(ends_x)),
         censored="no",
+        broken_by=broken_by,
     )
 
 
 def _interpolation(lo: Level, hi: Level, slo: Slo) -> tuple[float, float, float]:
     """Crossing fraction in the bracket, and its lower/upper ends from the CIs at both levels."""
     candidates: list[tuple[float, float, float]] = []
-    if hi.p95_ms is not None and lo.p95_ms is not None and hi.p95_ms > slo.p95_ms:
-        f = _crossing(lo.p95_ms, hi.p95_ms, slo.p95_ms)
-        if f is not None:
-            lo_ci = lo.p95_ci_ms or (lo.p95_ms, lo.p95_ms)
-            hi_ci = hi.p95_ci_ms or (hi.p95_ms, hi.p95_ms)
-            if lo.p95_ci_ms is None or hi.p95_ci_ms is None:
-                ends = (0.0, 1.0)  # no CIs: all we know is the bracket
-            else:
-                # higher latencies → earlier crossing; lower latencies → later crossing
-                early = _line_crossing(lo_ci[1], hi_ci[1], slo.p95_ms, default=-_EXTRAPOLATE)
-                late = _line_crossing(lo_ci[0], hi_ci[0], slo.p95_ms, default=1 + _EXTRAPOLATE)
-                ends = (early, late)
-            candidates.append((f, *ends))
+    request = _p95_crossing(lo.p95_ms, lo.p95_ci_ms, hi.p95_ms, hi.p95_ci_ms, slo.p95_ms)
+    if request is not None:
+        candidates.append(request)
+    candidates.extend(_event_crossings(lo, hi, slo))
     if hi.error_rate > slo.error_rate or hi.requests == 0:
         f = _crossing(lo.error_rate, hi.error_rate, slo.error_rate)
         if f is None:
@@ -293,6 +326,46 @@ def _interpolation(lo: Level, hi: Level, slo: Slo) -> tuple[float, float, float]
     early = min(max(early, -_EXTRAPOLATE), f)
     late = max(min(late, 1 + _EXTRAPOLATE), f)
     return f, early, late
+
+
+def _p95_crossing(
+    lo_p95: float | None,
+    lo_ci: tuple[float, float] | None,
+    hi_p95: float | None,
+    hi_ci: tuple[float, float] | None,
+    limit: float,
+) -> tuple[float, float, float] | None:
+    """Where a p95 crosses ``limit`` in the bracket, with the ends its CIs allow."""
+    if hi_p95 is None or lo_p95 is None or hi_p95 <= limit:
+        return None
+    f = _crossing(lo_p95, hi_p95, limit)
+    if f is None:
+        return None
+    if lo_ci is None or hi_ci is None:
+        return f, 0.0, 1.0  # no CIs: all we know is the bracket
+    # higher latencies → earlier crossing; lower latencies → later crossing
+    early = _line_crossing(lo_ci[1], hi_ci[1], limit, default=-_EXTRAPOLATE)
+    late = _line_crossing(lo_ci[0], hi_ci[0], limit, default=1 + _EXTRAPOLATE)
+    return f, early, late
+
+
+def _event_crossings(lo: Level, hi: Level, slo: Slo) -> list[tuple[float, float, float]]:
+    """Crossings of the event SLO (p95 and loss rate) in the bracket, when it breaks there."""
+    le, he = lo.events, hi.events
+    if le is None or he is None or not hi.event_reason:
+        return []
+    out: list[tuple[float, float, float]] = []
+    if slo.event_p95_ms is not None:
+        got = _p95_crossing(le.p95_ms, le.p95_ci_ms, he.p95_ms, he.p95_ci_ms, slo.event_p95_ms)
+        out.extend([got] if got is not None else [])
+    limit = slo.event_loss_rate
+    if limit is not None and he.loss_rate > limit:
+        f = _crossing(le.loss_rate, he.loss_rate, limit)
+        w_lo, w_hi = _wilson(le.lost, le.expected), _wilson(he.lost, he.expected)
+        early = _line_crossing(w_lo[1], w_hi[1], limit, default=-_EXTRAPOLATE)
+        late = _line_crossing(w_lo[0], w_hi[0], limit, default=1 + _EXTRAPOLATE)
+        out.append((1.0 if f is None else f, early, late))
+    return out or [(1.0, 0.0, 1.0)]
 
 
 def _line_crossing(lo_value: float, hi_value: float, limit: float, *, default: float) -> float:

@@ -50,6 +50,27 @@ class RequestSpec:
 
 
 @dataclass(**_FROZEN)
+class StreamExpect:
+    """A request whose answer announces an event: the user awaits the event carrying its id."""
+
+    request: str  # the name of a request in users.requests
+    id: str  # dotted path to the id in the request's JSON response
+    event_id: str  # dotted path to the same id in an event
+    match: dict[str, Any] | None = None  # dotted path -> value an awaited event must also have
+
+
+@dataclass(**_FROZEN)
+class StreamSpec:
+    """``users.streams``: one WebSocket per virtual user, events correlated with requests."""
+
+    url: str  # a path on the target (ws:// or wss:// derived from its URL) or a ws(s):// URL
+    subscribe: Any = None  # JSON message (templates allowed) sent once connected; None: none
+    expect: tuple[StreamExpect, ...] = ()
+    timeout_s: float = 5.0  # an awaited event not received by then is lost
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(**_FROZEN)
 class UsersSpec:
     """What each closed-model virtual user does."""
 
@@ -58,6 +79,7 @@ class UsersSpec:
     locustfile: str | None = None  # absolute path when set
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     secret_values: tuple[str, ...] = field(default=(), repr=False)  # redacted from every output
+    streams: StreamSpec | None = None  # event subscriptions (None: requests only)
 
 
 @dataclass(**_FROZEN)
@@ -86,6 +108,8 @@ class RampSpec:
 class Slo:
     p95_ms: float = 250.0
     error_rate: float = 0.01
+    event_p95_ms: float | None = None  # request sent → its event received (None: not judged)
+    event_loss_rate: float | None = None  # share of awaited events lost (None: not judged)
 
 
 @dataclass(**_FROZEN)
@@ -194,6 +218,7 @@ class GeneratorHealth:
     little_ratio: float | None  # throughput × mean latency / users (≈1 when healthy)
     limited: bool
     reason: str = ""
+    event_read_lag_ms: float | None = None  # p95 server sent → generator read an event
 
 
 @dataclass(**_FROZEN)
@@ -239,6 +264,31 @@ class ErrorKind:
 
 
 @dataclass(**_FROZEN)
+class EventStats:
+    """Events awaited by one step's users (``users.streams``), filed by outcome time.
+
+    Latency is from sending the request to receiving its event; ``lost`` events were not received
+    within the stream's ``timeout_s``; ``backlog_mean`` is the mean number of events awaited at
+    any moment of the window (the lag, in events); ``read_lag_p95_ms`` how long events waited
+    for the generator to read them after the server sent them (the generator's health).
+    """
+
+    expected: int  # received + lost
+    received: int
+    lost: int
+    loss_rate: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None = None
+    p95_ci_ms: tuple[float, float] | None = None
+    backlog_mean: float = 0.0
+    read_lag_p95_ms: float | None = None
+    stream_errors: int = 0  # connections refused or closed, malformed events
+    histogram: dict[str, int] = field(default_factory=dict, repr=False)
+
+
+@dataclass(**_FROZEN)
 class StepStats:
     """One load level, measured after its settle period."""
 
@@ -271,6 +321,7 @@ class StepStats:
     error_kinds: tuple[ErrorKind, ...] = ()  # by (request, status/exception), most frequent first
     bytes_sent: int = 0  # request lines, headers and bodies as sent (0: not recorded)
     bytes_received: int = 0  # response bodies (Locust's response_length)
+    events: EventStats | None = None  # users.streams only
 
 
 @dataclass(**_FROZEN)
@@ -299,6 +350,7 @@ class Saturation:
     users_ci: tuple[float, float] | None = None
     throughput_ci: tuple[float, float] | None = None
     censored: Literal["no", "above_max", "below_start"] = "no"
+    broken_by: Literal["", "request", "event"] = ""  # which SLO broke first ("": none broke)
 
 
 @dataclass(**_FROZEN)

@@ -40,6 +40,7 @@ from perfgate.models import (
     StagingSpec,
     UsersSpec,
 )
+from perfgate.scenario_streams import parse_streams
 
 SCENARIO_SCHEMA = 1
 MAX_FILE_BYTES = 1 << 20
@@ -394,6 +395,10 @@ class _Validator:
         slo = self.slo(data)
         gate = self.gate(data)
         load = self.load(data)
+        if users.streams is None and users.locustfile is None:
+            for key in ("event_p95_ms", "event_loss_rate"):
+                if getattr(slo, key) is not None:
+                    raise self.fail(f"slo.{key}", "judges events: give users.streams")
         return Scenario(
             name=name,
             path=self.source,
@@ -467,7 +472,7 @@ class _Validator:
         )
 
     def users(self, data: dict[str, Any]) -> UsersSpec:
-        u = self.section(data, "users", {"wait", "requests", "locustfile", "headers"})
+        u = self.section(data, "users", {"wait", "requests", "locustfile", "headers", "streams"})
         if not u:
             raise self.fail("users", "required: a list of `requests` or a `locustfile`")
         wait = self.number(u, "users.wait", 0.0, hi=3600)
@@ -493,12 +498,23 @@ class _Validator:
             for i, n in enumerate(names):
                 if n in names[:i]:
                     raise self.fail(f"users.requests[{i}].name", f"duplicate request name {n[1]!r}")
+        streams = None
+        if u.get("streams") is not None:
+            if locustfile is not None:
+                raise self.fail(
+                    "users.streams", "a locustfile opens its own streams (perfgate EventStream)"
+                )
+            raw = dict(u["streams"]) if isinstance(u["streams"], dict) else u["streams"]
+            if isinstance(raw, dict) and raw.get("subscribe") is not None:
+                raw["subscribe"] = self.env_subst(raw["subscribe"], "users.streams.subscribe")
+            streams = parse_streams(raw, requests, self.fail)
         return UsersSpec(
             wait_s=wait,
             requests=requests,
             locustfile=locustfile,
             headers=headers,
             secret_values=redaction.ordered(self.secrets),
+            streams=streams,
         )
 
     def request(self, r: Any, key: str) -> RequestSpec:
@@ -599,13 +615,19 @@ class _Validator:
         return check_ramp(ramp, lambda key, msg: self.fail(key, msg))
 
     def slo(self, data: dict[str, Any]) -> Slo:
-        s = self.section(data, "slo", {"p95_ms", "error_rate"})
+        keys = {"p95_ms", "error_rate", "event_p95_ms", "event_loss_rate"}
+        s = self.section(data, "slo", keys)
         if not s:
             raise self.fail("slo", "required: at least slo.p95_ms")
         p95 = self.number(s, "slo.p95_ms", None, lo=0, lo_open=True, hi=3_600_000)
         if p95 is None:
             raise self.fail("slo.p95_ms", "required (the latency SLO in milliseconds)")
-        return Slo(p95_ms=p95, error_rate=self.number(s, "slo.error_rate", 0.01, hi=1))
+        return Slo(
+            p95_ms=p95,
+            error_rate=self.number(s, "slo.error_rate", 0.01, hi=1),
+            event_p95_ms=self.number(s, "slo.event_p95_ms", None, lo=0, lo_open=True, hi=3_600_000),
+            event_loss_rate=self.number(s, "slo.event_loss_rate", None, hi=1),
+        )
 
     def gate(self, data: dict[str, Any]) -> GateSpec:
         g = self.section(

@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 from perfgate.histogram import Histogram
-from perfgate.models import EndpointStats, GeneratorHealth, Slo, StepStats, UsersSpec
+from perfgate.models import EndpointStats, EventStats, GeneratorHealth, Slo, StepStats, UsersSpec
 
 CPU_LIMIT_PERCENT = 85.0  # of one core: above this the generator, not the target, may be the limit
 LITTLE_RATIO_MIN = 0.85
 STALL_FRACTION = 0.5
+# Events the server sent but this generator read later than this (p95): the generator, not the
+# target, made them late (a healthy generator reads within a few ms on the same network).
+EVENT_READ_LAG_LIMIT_MS = 100.0
 
 
 def slo_check(
@@ -31,6 +34,49 @@ def slo_check(
     if error_rate > slo.error_rate:
         reasons.append(f"error rate {_fmt_pct(error_rate)} > {_fmt_pct(slo.error_rate)}")
     return not reasons, "; ".join(reasons)
+
+
+def event_slo_check(events: EventStats | None, slo: Slo) -> str:
+    """Why a step's events break the event SLO, in words ("" when they meet it or none ran)."""
+    if events is None:
+        return ""
+    reasons: list[str] = []
+    if slo.event_p95_ms is not None:
+        if events.expected and not events.received:
+            reasons.append("no awaited event was received")
+        elif events.p95_ms is not None and events.p95_ms > slo.event_p95_ms:
+            reasons.append(f"event p95 {_fmt_ms(events.p95_ms)} ms > SLO {slo.event_p95_ms:g} ms")
+    if slo.event_loss_rate is not None and events.loss_rate > slo.event_loss_rate:
+        reasons.append(f"event loss {_fmt_pct(events.loss_rate)} > {_fmt_pct(slo.event_loss_rate)}")
+    return "; ".join(reasons)
+
+
+def event_stats(
+    hist: Histogram,
+    *,
+    lost: int,
+    stream_errors: int = 0,
+    backlog_mean: float = 0.0,
+    read_lag_p95_ms: float | None = None,
+) -> EventStats:
+    """One window's awaited events as EventStats (``hist``: latencies of the received, ms)."""
+    received = hist.count
+    expected = received + lost
+    return EventStats(
+        expected=expected,
+        received=received,
+        lost=lost,
+        loss_rate=lost / expected if expected else 0.0,
+        p50_ms=hist.percentile(50),
+        p95_ms=hist.percentile(95),
+        p99_ms=hist.percentile(99),
+        max_ms=hist.max if received else None,
+        p95_ci_ms=hist.percentile_ci(95),
+        backlog_mean=round(backlog_mean, 3),
+        read_lag_p95_ms=read_lag_p95_ms,
+        stream_errors=stream_errors,
+        histogram=hist.to_dict(),
+    )
 
 
 def _fmt_ms(value: float) -> str:
@@ -62,8 +108,9 @@ def generator_health(
     users: int,
     wait_s: float,
     judge_little: bool,
+    event_read_lag_ms: float | None = None,
 ) -> GeneratorHealth:
-    """Whether the generator itself limited the step (CPU, Little's law)."""
+    """Whether the generator itself limited the step (CPU, Little's law, reading events late)."""
     little: float | None = None
     if mean_latency_ms is not None and users > 0 and throughput_rps > 0:
         little = throughput_rps * (mean_latency_ms / 1000.0 + wait_s) / users
@@ -75,12 +122,18 @@ def generator_health(
             f"only {little:.2f} of the {users} users were inside a request "
             f"(throughput × latency / users < {LITTLE_RATIO_MIN}): users waited on the generator"
         )
+    if event_read_lag_ms is not None and event_read_lag_ms > EVENT_READ_LAG_LIMIT_MS:
+        reasons.append(
+            f"the generator read events {event_read_lag_ms:.0f} ms (p95) after the server sent "
+            f"them (> {EVENT_READ_LAG_LIMIT_MS:.0f} ms): late events are the generator's"
+        )
     return GeneratorHealth(
         cpu_percent=round(cpu_percent, 1),
         loop_lag_ms=round(loop_lag_ms, 3),
         little_ratio=None if little is None else round(little, 4),
         limited=bool(reasons),
         reason="; ".join(reasons),
+        event_read_lag_ms=None if event_read_lag_ms is None else round(event_read_lag_ms, 3),
     )
 
 
@@ -108,6 +161,7 @@ def judge_step(
     endpoints: tuple[EndpointStats, ...] = (),
     errors: tuple[tuple[str, int], ...] = (),
     mean_of: Literal["successes", "completions"] = "successes",
+    events: EventStats | None = None,
 ) -> StepStats:
     """One measuring window as a StepStats: rates, percentiles, SLO check, stalls, generator health.
 
@@ -117,12 +171,15 @@ def judge_step(
     generator's; Little's law judges it only for perfgate's own users, whose think time
     ``users_spec.wait_s`` is known, not a locustfile's (:func:`generator_health`). ``mean_of`` says
     whose mean ``StepStats.mean_ms`` is: the successes' (a real run) or every completion's
-    (the simulator).
+    (the simulator). ``events`` (``users.streams``) are judged against the event SLO too.
     """
     throughput = rate(requests, duration_s)
     error_rate = failures / requests if requests else 0.0
     p95 = hist.percentile(95)
     slo_ok, slo_reason = slo_check(p95, error_rate, requests - failures, slo)
+    event_reason = event_slo_check(events, slo)
+    if event_reason:
+        slo_ok, slo_reason = False, "; ".join(r for r in (slo_reason, event_reason) if r)
     completions_mean_ms = latency_sum_ms / requests if requests else None
     return StepStats(
         users=users,
@@ -152,8 +209,10 @@ def judge_step(
             judge_little=users_spec.locustfile is None,
             cpu_percent=cpu_percent,
             loop_lag_ms=loop_lag_ms,
+            event_read_lag_ms=None if events is None else events.read_lag_p95_ms,
         ),
         errors=errors,
         histogram=hist.to_dict(),
         stalls=count_stalls(per_second),
+        events=events,
     )

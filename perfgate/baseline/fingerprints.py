@@ -28,7 +28,12 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 
 def slo_text(slo: Slo) -> str:
     """The SLO as the short string fingerprints compare."""
-    return f"p95<={slo.p95_ms:g}ms errors<={slo.error_rate:g}"
+    text = f"p95<={slo.p95_ms:g}ms errors<={slo.error_rate:g}"
+    if slo.event_p95_ms is not None:
+        text += f" event_p95<={slo.event_p95_ms:g}ms"
+    if slo.event_loss_rate is not None:
+        text += f" event_loss<={slo.event_loss_rate:g}"
+    return text
 
 
 def fingerprint(scenario: Scenario, *, provider: str, target: str) -> Fingerprint:

@@ -36,6 +36,12 @@ Capacity knobs (:class:`ExchangeConfig`; the defaults model a healthy release):
 ``markets`` (list of BASE-QUOTE names, ["BTC-USDT", "ETH-USDT"])
 ``max_depth`` (int, 100)
     Largest ``depth`` a client may ask of ``GET /orderbook``.
+``event_workers`` (int, 4) / ``event_ms`` (float, 0.5)
+    The event path (``GET /events``, a WebSocket feed of order events and public trades,
+    ``events.py``): every event passes one of ``event_workers`` consumers that each take
+    ``event_ms``, so the event path delivers at most ``event_workers / event_ms`` events per
+    second (defaults: 8,000/s, never the limit) independently of the request slots. A release
+    with a slow consumer answers requests as fast as ever and delivers their events late.
 ``random_seed`` (int, 1)
     Seeds start-up orders and jitter, so runs are repeatable.
 ``noise_seed`` (int or null, null)
@@ -125,6 +131,8 @@ class ExchangeConfig:
     initial_balance: float = 1e12
     markets: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")
     max_depth: int = 100
+    event_workers: int = 4
+    event_ms: float = 0.5
     random_seed: int = 1
     drift_sd: float = 0.0
     drift_tau_s: float = 60.0
@@ -152,6 +160,8 @@ class ExchangeConfig:
                 "initial_balance", f"must be > 0 and <= 1e15, got {self.initial_balance}"
             )
         _at_least("max_depth", self.max_depth, 1)
+        _at_least("event_workers", self.event_workers, 1)
+        _at_least("event_ms", self.event_ms, 0)
         if not 0 <= self.drift_sd <= 1:
             raise ConfigError("drift_sd", f"must be between 0 and 1, got {self.drift_sd}")
         _at_least("drift_tau_s", self.drift_tau_s, 0.001)
@@ -214,6 +224,8 @@ _MAXIMA: dict[str, float] = {
     "orders_kept": 10_000_000,
     "max_accounts": 10_000_000,
     "max_depth": 100_000,
+    "event_workers": 100_000,
+    "event_ms": 60_000,
     "markets": 100,
     "random_seed": 2**63,
     "drift_tau_s": 86_400,

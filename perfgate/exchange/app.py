@@ -22,6 +22,7 @@ from aiohttp import web
 
 from perfgate.exchange import ExchangeConfig
 from perfgate.exchange.book import BookError, Exchange
+from perfgate.exchange.events import EventBus, events_handler, order_event, trade_event
 from perfgate.exchange.metrics import CONTENT_TYPE, Metrics
 from perfgate.exchange.noise import CapacityNoise
 
@@ -121,6 +122,20 @@ class _State:
         self.depth_cache: dict[tuple[str, int], tuple[int, float, bytes]] = {}
         self.requests = 0
         self.metrics = Metrics(config.slots)
+        # The event path's own consumers (events.py): its capacity is independent of the slots.
+        self.bus = EventBus(CapacityModel(config.event_workers), config.event_ms / 1000.0)
+
+    def publish_place(self, order: dict[str, Any], trades: list[dict[str, Any]]) -> None:
+        """The events of a placed order: its own state, each maker's fill, the public trades."""
+        bus = self.bus
+        event = "accepted" if order["status"] == "open" else order["status"]
+        bus.publish(order_event(order, event), account=order["account"])
+        for trade in trades:
+            maker_id = trade["sell_order"] if trade["taker_side"] == "buy" else trade["buy_order"]
+            with contextlib.suppress(BookError):
+                maker = self.exchange.get_order(maker_id).to_json()
+                bus.publish(order_event(maker, maker["status"]), account=maker["account"])
+            bus.publish(trade_event(trade), market=trade["market"])
 
     async def slot(self, request: web.Request, cost_s: float) -> float:
         """Hold a service slot for ``cost_s`` on behalf of ``request``'s route; counted."""
@@ -179,6 +194,7 @@ async def _health(request: web.Request) -> web.Response:
                 "requests": state.requests,
                 "open_orders": state.exchange.open_order_count,
                 "accounts": state.exchange.account_count,
+                **state.bus.stats(),
             },
         }
     )
@@ -202,6 +218,7 @@ async def _place_order(request: web.Request) -> web.Response:
     )
     order = result.order.to_json()
     order["trades"] = [t.to_json() for t in result.trades]
+    state.publish_place(order, order["trades"])
     return _json(order, 201)
 
 
@@ -214,7 +231,9 @@ async def _get_order(request: web.Request) -> web.Response:
 async def _cancel_order(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     await state.slot(request, state.service_s)
-    return _json(state.exchange.cancel(request.match_info["order_id"]).to_json())
+    order = state.exchange.cancel(request.match_info["order_id"]).to_json()
+    state.bus.publish(order_event(order, "cancelled"), account=order["account"])
+    return _json(order)
 
 
 async def _orderbook(request: web.Request) -> web.Response:
@@ -257,6 +276,12 @@ async def _balances(request: web.Request) -> web.Response:
     return _json({"account": account, "balances": state.exchange.balances(account)})
 
 
+async def _events(request: web.Request) -> web.StreamResponse:
+    """The WebSocket event feed (:mod:`perfgate.exchange.events`; holds no request slot)."""
+    state = request.app[_STATE]
+    return await events_handler(request, state.bus, state.config.markets)
+
+
 async def _metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the exchange's telemetry (holds no slot, not counted)."""
     body = request.app[_STATE].metrics.render()
@@ -288,6 +313,7 @@ def create_app(config: ExchangeConfig | None = None) -> web.Application:
     app.router.add_get("/orderbook/{market}", _orderbook)
     app.router.add_get("/trades/{market}", _trades)
     app.router.add_get("/balances/{account}", _balances)
+    app.router.add_get("/events", _events)
     return app
 
 

@@ -53,6 +53,13 @@ class StepRecorder:
         "endpoints",
         "error_kinds",
         "errors",
+        "ev_backlog_n",
+        "ev_backlog_sum",
+        "ev_errors",
+        "ev_hist",
+        "ev_lost",
+        "ev_read_lag",
+        "ev_received",
         "failures",
         "lags_ms",
         "latency_sum_ms",
@@ -77,6 +84,25 @@ class StepRecorder:
         self.per_second: list[int] = []
         self.lags_ms: list[float] = []
         self.user_errors = 0
+        # users.streams (perfgate.load.engine_stream): awaited events by outcome
+        self.ev_hist = Histogram()  # request sent → its event received, ms
+        self.ev_received = 0
+        self.ev_lost = 0
+        self.ev_errors = 0
+        self.ev_read_lag = Histogram()  # server sent → this generator read, ms
+        self.ev_backlog_sum = 0.0  # awaited events, sampled by the engine's lag probe
+        self.ev_backlog_n = 0
+
+    def events(self) -> dict[str, Any]:
+        """The window's event outcomes as protocol fields (the ``events`` of a step_done)."""
+        return {
+            "received": self.ev_received,
+            "lost": self.ev_lost,
+            "errors": self.ev_errors,
+            "histogram": self.ev_hist.to_dict(),
+            "read_lag": self.ev_read_lag.to_dict(),
+            "backlog_mean": self.ev_backlog_sum / self.ev_backlog_n if self.ev_backlog_n else 0.0,
+        }
 
     def endpoint(self, method: str, name: str) -> EndpointRecord:
         key = (method, name)
@@ -142,6 +168,7 @@ class StepRecorder:
             "per_second": per_second,
             "cpu_percent": 100.0 * (time.process_time() - self.cpu0) / wall,
             "loop_lag_p95_ms": lag95,
+            "events": self.events(),
         }
 
 

@@ -39,6 +39,7 @@ from perfgate.load.engine_runners import (
     create_environment,
     wait_for,
 )
+from perfgate.load.engine_stream import SINK
 from perfgate.load.engine_users import load_users
 from perfgate.load.protocol import merge_step_results
 
@@ -74,6 +75,7 @@ class Engine:
         self.user_classes = self.users.classes
         self.secrets = self.users.secrets
         self.listener = RequestListener(self.users.expects)
+        SINK.listener = self.listener  # event streams file their outcomes into its windows
         self.t0 = _perf()
         self.env, self.runner = create_environment(
             config, self.users, self.listener, role, bind=bind, master=master
@@ -148,6 +150,8 @@ class Engine:
             rec = self.listener.rec
             if rec is not None:
                 rec.lags_ms.append(lag_ms)
+                rec.ev_backlog_sum += SINK.pending
+                rec.ev_backlog_n += 1
 
     def watch_workers(self) -> None:
         """Background check: a dead worker fails the run at once, not at the next step's end."""

@@ -15,6 +15,7 @@ import heapq
 import importlib.util
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +23,18 @@ import gevent
 from locust import FastHttpUser, User, constant, task
 
 from perfgate import redaction
+from perfgate.load.engine_stream import EventStream, Rule, rule
 from perfgate.load.templates import (
     MISSING,
     CompiledRequest,
     RequestPicker,
     Template,
     UserContext,
+    compile_capture,
     compile_requests,
     compile_template,
 )
-from perfgate.models import UsersSpec, from_jsonable
+from perfgate.models import StreamSpec, UsersSpec, from_jsonable
 
 
 class ScenarioInputError(Exception):
@@ -127,6 +130,68 @@ def _send(
     return user.client.request(req.method, req.path.render(ctx), name=req.name, **kwargs)
 
 
+def stream_url(host: str, url: str) -> str:
+    """The WebSocket URL of ``users.streams.url``: as given, or a path on the target's host."""
+    if url.startswith(("ws://", "wss://")):
+        return url
+    base = host.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return base + (url if url.startswith("/") else "/" + url)
+
+
+class _Streams:
+    """A scenario's ``users.streams`` compiled: subscribe template, rules, which request awaits."""
+
+    def __init__(self, spec: StreamSpec, headers: dict[str, str] | None) -> None:
+        self.spec = spec
+        try:
+            self.subscribe = (
+                compile_template(spec.subscribe, "users.streams.subscribe")
+                if spec.subscribe is not None
+                else None
+            )
+            self.rules: tuple[Rule, ...] = tuple(rule(e.event_id, e.match) for e in spec.expect)
+            self.ids = {
+                e.request: (i, compile_capture(e.id, f"users.streams.expect[{i}].id"))
+                for i, e in enumerate(spec.expect)
+            }
+        except ValueError as exc:
+            raise ScenarioInputError(str(exc)) from exc
+        self.header = [f"{k}: {v}" for k, v in (headers or {}).items()]
+
+    def open(self, host: str, ctx: UserContext) -> EventStream:
+        spec = self.spec
+        stream = EventStream(
+            stream_url(host, spec.url),
+            subscribe=self.subscribe.render(ctx) if self.subscribe is not None else None,
+            rules=self.rules,
+            timeout_s=spec.timeout_s,
+            connect_timeout_s=spec.connect_timeout_s,
+            name=spec.url,
+            header=self.header,
+        )
+        stream.start()
+        return stream
+
+    def await_event(
+        self, stream: EventStream, req: CompiledRequest, data: Any, sent: float
+    ) -> None:
+        found = self.ids.get(req.name)
+        if found is None:
+            return
+        value = found[1](data)
+        if value is not MISSING and value is not None:
+            stream.expect(value, sent, found[0])
+
+
+def _ok(req: CompiledRequest, response: Any) -> bool:
+    status = getattr(response, "status_code", 0) or 0
+    return status in req.expect_status if req.expect_status else 200 <= status < 400
+
+
 def build_scenario_user(
     users: UsersSpec, request_timeout_s: float, layout: IndexLayout | None = None
 ) -> type[FastHttpUser]:
@@ -138,6 +203,7 @@ def build_scenario_user(
     any_needs = any(r.needs for r in compiled)
     shared_picker = RequestPicker(compiled)
     pool = _IndexPool()
+    streams = _Streams(users.streams, static_headers) if users.streams is not None else None
 
     class ScenarioUser(FastHttpUser):
         wait_time = constant(users.wait_s)
@@ -150,11 +216,22 @@ def build_scenario_user(
             self._local_index = pool.acquire()
             self._ctx = UserContext(self._local_index * index_layout.stride + index_layout.offset)
             self._picker = RequestPicker(compiled) if any_needs else shared_picker
+            self._stream: EventStream | None = None
+
+        def on_start(self) -> None:
+            if streams is not None:
+                self._stream = streams.open(self.host or "", self._ctx)
+
+        def on_stop(self) -> None:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
 
         def start(self, group: Any) -> Any:
             greenlet = super().start(group)
             index = self._local_index
             greenlet.link(lambda _g: pool.release(index))
+            greenlet.link(lambda _g: self.on_stop())  # a killed user's stream closes too
             return greenlet
 
         @task
@@ -164,20 +241,21 @@ def build_scenario_user(
                 gevent.sleep(0.01)
                 return
             ctx = self._ctx
+            sent = time.perf_counter()
             response = _send(self, req, ctx, dynamic_headers)
             ctx.seq += 1
-            if req.capture:
-                self._capture(req, response)
+            stream = self._stream
+            if (req.capture or stream is not None) and _ok(req, response):
+                try:
+                    data = response.json()
+                except Exception:  # a body that is not JSON simply captures nothing
+                    return
+                if req.capture:
+                    self._capture(req, data)
+                if stream is not None and streams is not None:
+                    streams.await_event(stream, req, data, sent)
 
-        def _capture(self, req: CompiledRequest, response: Any) -> None:
-            status = getattr(response, "status_code", 0) or 0
-            ok = status in req.expect_status if req.expect_status else 200 <= status < 400
-            if not ok:
-                return
-            try:
-                data = response.json()
-            except Exception:  # a body that is not JSON simply captures nothing
-                return
+        def _capture(self, req: CompiledRequest, data: Any) -> None:
             known = self._ctx.vars
             new = False
             for var, get in req.capture:

@@ -47,7 +47,10 @@ Engine → parent (engine's stdout; Locust's own logging goes to stderr)
                "histogram": {...}, "endpoints": [{"name": "order book", "method": "GET",
                "requests": 3000, "failures": 0, "histogram": {...}}, ...],
                "errors": [["POST place order: HTTP 500", 3], ...], "user_errors": 0,
-               "per_second": [812, 809, ...], "cpu_percent": 33.0, "loop_lag_p95_ms": 0.4}``
+               "per_second": [812, 809, ...], "cpu_percent": 33.0, "loop_lag_p95_ms": 0.4,
+               "events": {"received": 800, "lost": 0, "errors": 0, "histogram": {...},
+               "read_lag": {...}, "backlog_mean": 12.5}}`` (``events``: awaited events of
+               ``users.streams``, :mod:`perfgate.load.engine_stream`; zeros without streams)
                (with workers also ``"workers": 2, "cpu_percent_each": [...]``).
                Histograms (``Histogram.to_dict``) hold successful requests only;
                ``latency_sum_ms`` sums every completion (successes and failures, for Little's
@@ -260,7 +263,21 @@ def merge_step_results(
     merged["cpu_percent"] = max(cpus)
     merged["cpu_percent_each"] = cpus
     merged["loop_lag_p95_ms"] = max(float(r.get("loop_lag_p95_ms", 0.0)) for r in results)
+    events = [r["events"] for r in results if r.get("events")]
+    if events:
+        merged["events"] = merge_events(events)
     return merged
+
+
+def merge_events(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``events`` of several processes: counts and backlogs add up, histograms merge."""
+    out: dict[str, Any] = {
+        key: sum(int(e.get(key, 0)) for e in events) for key in ("received", "lost", "errors")
+    }
+    for key in ("histogram", "read_lag"):
+        out[key] = Histogram.merged(Histogram.from_dict(e.get(key) or {}) for e in events).to_dict()
+    out["backlog_mean"] = sum(float(e.get("backlog_mean", 0.0)) for e in events)
+    return out
 
 
 def merge_error_kinds(results: Sequence[dict[str, Any]], *, top: int) -> list[list[Any]]:

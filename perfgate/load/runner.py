@@ -86,6 +86,7 @@ from perfgate.load import protocol
 from perfgate.models import (
     EndpointStats,
     ErrorKind,
+    EventStats,
     LoadSpec,
     Slo,
     StepStats,
@@ -93,7 +94,7 @@ from perfgate.models import (
     UsersSpec,
     to_jsonable,
 )
-from perfgate.steps import judge_step, rate
+from perfgate.steps import event_stats, judge_step, rate
 
 QUIT_WAIT_S = 3.0
 TERM_WAIT_S = 2.0
@@ -167,6 +168,7 @@ def step_stats_from_message(
         started_s=float(msg.get("t_window") or 0.0),
         endpoints=tuple(endpoints),
         errors=tuple((str(m), int(n)) for m, n in msg.get("errors", ())),
+        events=_events_of(msg, users_spec),
     )
     return dataclasses.replace(
         step,
@@ -177,6 +179,25 @@ def step_stats_from_message(
         bytes_sent=int(msg.get("bytes_sent", 0)),
         bytes_received=int(msg.get("bytes_received", 0)),
     )
+
+
+def _events_of(msg: dict[str, Any], users_spec: UsersSpec) -> EventStats | None:
+    """The step's awaited events (None unless the users stream them)."""
+    ev = msg.get("events")
+    if users_spec.streams is None and not (ev and (ev.get("received") or ev.get("lost"))):
+        return None  # a locustfile's EventStream reports through the same fields
+    ev = ev or {}
+    try:
+        read_lag = Histogram.from_dict(ev.get("read_lag") or {})
+        return event_stats(
+            Histogram.from_dict(ev.get("histogram") or {}),
+            lost=int(ev.get("lost", 0)),
+            stream_errors=int(ev.get("errors", 0)),
+            backlog_mean=float(ev.get("backlog_mean", 0.0)),
+            read_lag_p95_ms=read_lag.percentile(95),
+        )
+    except (TypeError, ValueError, KeyError) as exc:
+        raise LoadError(f"load engine sent malformed step events ({exc})") from exc
 
 
 def _package_root() -> str:
