@@ -189,7 +189,11 @@ async def events_handler(
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                account, wanted = _subscription(json.loads(msg.data), markets)
+                data = json.loads(msg.data)
+            except ValueError:
+                data = None  # answered as a frame that is not a subscribe message
+            try:
+                account, wanted = _subscription(data, markets)
             except ValueError as exc:
                 await ws.send_str(json.dumps({"type": "error", "error": str(exc)}))
                 continue

@@ -101,7 +101,15 @@ def plan_looks(repeat: int) -> tuple[int, ...]:
 def floor_rule(candidate: Saturation, gate: GateSpec, *, on_interval: bool = False) -> RuleResult:
     """The absolute floor. ``on_interval``: ``candidate.users_ci`` is an honest interval (from
     repeated windows, autocorrelation allowed for), and the rule decides on it rather than on
-    the point: a floor inside the interval is inconclusive."""
+    the point: a floor inside the interval is inconclusive. A saturation point set by the event
+    SLO (``users.streams``) says so in the message."""
+    result = _floor_rule(candidate, gate, on_interval=on_interval)
+    if candidate.broken_by == "event" and result.outcome in ("fail", "inconclusive"):
+        return replace(result, message=f"{result.message} (the event SLO broke first)")
+    return result
+
+
+def _floor_rule(candidate: Saturation, gate: GateSpec, *, on_interval: bool) -> RuleResult:
     floor = gate.min_users
     if floor is None:
         return RuleResult(name="floor", outcome="skipped", message="floor: no gate.min_users set")

@@ -42,6 +42,7 @@ Locustfile use (the documented helper, docs/events.md)::
 import locust  # noqa: F401  first, as in every engine module (see perfgate.load.engine)
 
 # isort: on
+import contextlib
 import json
 import time
 from collections import OrderedDict
@@ -169,10 +170,9 @@ class EventStream:
             if self.subscribe is not None:
                 self.ws.send(json.dumps(self.subscribe))
                 self.ws.settimeout(min(ACK_WAIT_S, self.connect_timeout_s))
-                try:
-                    self._on_frame(self.ws.recv())  # the acknowledgement (or a first event)
-                except websocket.WebSocketTimeoutException:
-                    pass  # a server that does not acknowledge subscriptions
+                # the acknowledgement (or a first event); some servers send none
+                with contextlib.suppress(websocket.WebSocketTimeoutException):
+                    self._on_frame(self.ws.recv())
             self.ws.settimeout(POLL_S)
             return True
         except websocket.WebSocketBadStatusException as exc:
