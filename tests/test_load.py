@@ -860,6 +860,7 @@ ENGINE_MODULES = (
     "perfgate.load.engine_record",
     "perfgate.load.engine_users",
     "perfgate.load.engine_process",
+    "perfgate.load.engine_stream",
 )
 
 
