@@ -91,6 +91,7 @@ TargetOpt = Annotated[
     typer.Option(
         "--target",
         "--host",
+        "-H",
         help="Load this URL instead of provisioning staging (implies --staging none); --host is Locust's name for it.",
     ),
 ]

@@ -195,7 +195,7 @@ def test_a_scenario_without_staging_loads_the_given_host_never_the_demo(env: Env
     ran = env.run(*base, "--baseline-dir", str(env.baselines))
     assert ran.code == 2
     assert "needs a target URL: --target/--host URL, PERFGATE_TARGET or the scenario" in ran.error
-    ran = env.run(*base, "--baseline-dir", str(env.baselines), "--host", env.target, "--json")
+    ran = env.run(*base, "--baseline-dir", str(env.baselines), "-H", env.target, "--json")
     assert ran.code == 0, ran.err
     assert json.loads(ran.out)["target"] == env.target
 
