@@ -1,8 +1,9 @@
 """Why it broke, end to end through the real CLI: the embedded exchange's two releases, a real
 Prometheus server, and Kubernetes staging against the API fake with its metrics API.
 
-Prometheus is Debian's ``prometheus`` package (``.ci/run`` installs it); without it these tests
-fail and say how to install it — never skip. Every run uses 2-s steps and a few levels.
+Prometheus is Debian's ``prometheus`` package (``scripts/install_test_deps.py``, which ``.ci/run``
+calls, installs it); without it the test fails and says how to install it — never a skip. Every
+run uses 1.5–2-s steps and one to three levels.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def test_the_release_without_the_cache_is_attributed_to_the_order_book_rebuild(
     data["metrics"] = {"prometheus": {"url": dead, "queries": {"queue": "exchange_queue_depth"}}}
     scenario = tmp_path / "nocache.yaml"
     scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
-    code, result, html, err = _run(tmp_path, scenario, "--step-seconds", "2", "--max-users", "150")
+    code, result, html, err = _run(
+        tmp_path, scenario, "--step-seconds", "1.5", "--max-users", "150"
+    )
     assert code == EXIT_BLOCK, err  # the floor: ~115 users < 250; telemetry changes nothing
     b = result["bottleneck"]
     assert (b["kind"], b["resource"], b["consumer"], b["request"]) == (
@@ -124,7 +127,7 @@ def test_the_cached_release_is_attributed_to_its_slot_pool(tmp_path: Path) -> No
     scenario = tmp_path / "cached.yaml"
     scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
     code, result, html, err = _run(
-        tmp_path, scenario, "--strategy", "linear", "--max-users", "150", "--step-seconds", "2",
+        tmp_path, scenario, "--strategy", "linear", "--max-users", "150", "--step-seconds", "1.5",
     )  # fmt: skip
     assert code == EXIT_BLOCK, err  # ~105 users < the floor of 250
     b = result["bottleneck"]
@@ -151,7 +154,7 @@ def _prometheus_binary() -> str:
     if found is None:
         pytest.fail(
             "the prometheus binary is missing: install Debian's package "
-            "(apt-get install -y prometheus; .ci/run does it)"
+            "(apt-get install -y prometheus; scripts/install_test_deps.py does it)"
         )
     return found
 
@@ -304,7 +307,7 @@ staging:
 users:
   requests:
     - {name: root, method: GET, path: /}
-ramp: {start_users: 2, step_users: 2, max_users: 4, step_seconds: 2, settle_seconds: 0.5,
+ramp: {start_users: 4, step_users: 2, max_users: 4, step_seconds: 2, settle_seconds: 0.5,
        min_samples: 0}
 slo: {p95_ms: 5000, error_rate: 0.5}
 gate: {min_users: 1}
