@@ -166,6 +166,23 @@ def test_a_source_that_stops_answering_is_named_as_missing_and_asked_less_often(
     assert "the flaky source did not answer (ConnectError)" in late.missing
 
 
+def test_a_window_edge_never_waits_for_a_source_that_is_failing_or_busy() -> None:
+    flaky = _Flaky()
+    rec = Recorder([flaky], clock=lambda: 0.0)
+    for _ in range(3):
+        rec.sample_now()
+    assert flaky.calls == 3 and rec.sources[0].failures == 1
+    rec.sources[0].next_t = 0.0
+    rec.sample_now(healthy_only=True)  # failed last time: left to the thread
+    assert flaky.calls == 3
+    rec.sources[0].failures = 0
+    with rec._io_lock:  # the thread is in the middle of a (slow) pass
+        rec.sample_now(healthy_only=True)
+    assert flaky.calls == 3
+    rec.sample_now(healthy_only=True)
+    assert flaky.calls == 4
+
+
 def test_a_staging_without_a_source_says_so() -> None:
     rec = Recorder([], missing=["no telemetry source for an existing target"]).start()
     rec.stop()

@@ -66,7 +66,7 @@ class Observed:
     def measure(self, users: int, **how: Any) -> StepStats:
         step = self.runner.measure(users, **how)
         end = self.recorder.clock()
-        self.recorder.sample_now()  # the window's closing edge, not the next tick
+        self.recorder.sample_now(healthy_only=True)  # the window's closing edge, not the next tick
         resources = self.recorder.window(end - step.duration_s, end)
         return dataclasses.replace(step, resources=resources)
 

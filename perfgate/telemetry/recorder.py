@@ -19,6 +19,7 @@ from perfgate.telemetry.base import Sampler, Summary, Unavailable
 SAMPLE_S = 0.5  # between two snapshots of one source
 BACKOFF_S = 5.0  # between attempts at a source that failed twice in a row
 HISTORY = 2400  # snapshots kept per source (20 minutes at SAMPLE_S)
+EDGE_WAIT_S = 0.25  # a window's edge waits this long at most for a sampling pass under way
 
 
 class _Source:
@@ -45,7 +46,8 @@ class Recorder:
         self.interval_s = interval_s
         self.missing = tuple(missing)  # known before any sample (no source for this staging)
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the snapshots
+        self._io_lock = threading.Lock()  # one sampling pass at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -71,26 +73,39 @@ class Recorder:
         while not self._stop.wait(self.interval_s):
             self.sample_now()
 
-    def sample_now(self) -> None:
-        """One snapshot of every source that is due (the window's edge calls it too)."""
-        with self._lock:
+    def sample_now(self, *, healthy_only: bool = False) -> None:
+        """One snapshot of every source that is due.
+
+        The window's edge calls it with ``healthy_only``: only the sources that answered last
+        time, and not at all while the thread is busy with a slow one, so a source that hangs
+        never delays the load. Sources are asked one at a time (their clients are not shared
+        between threads); the snapshots' lock is held only to store them.
+        """
+        if not self._io_lock.acquire(timeout=EDGE_WAIT_S if healthy_only else -1):
+            return
+        try:
             for src in self.sources:
-                now = self.clock()
-                if now < src.next_t:
+                if self.clock() < src.next_t or (healthy_only and src.failures):
                     continue
-                try:
-                    snap = src.sampler.sample()
-                except Unavailable as exc:
-                    src.error, src.failures = str(exc), src.failures + 1
-                    src.next_t = now + (BACKOFF_S if src.failures >= 2 else 0.0)
-                    continue
-                except Exception as exc:  # a source's bug must not cost the verdict
-                    src.error = f"{src.sampler.label}: {type(exc).__name__}: {exc}"
-                    src.failures += 1
-                    src.next_t = now + BACKOFF_S
-                    continue
-                src.failures, src.next_t = 0, 0.0
-                src.snaps.append((self.clock(), snap))
+                self._ask(src)
+        finally:
+            self._io_lock.release()
+
+    def _ask(self, src: _Source) -> None:
+        try:
+            snap = src.sampler.sample()
+        except Unavailable as exc:
+            src.error, src.failures = str(exc), src.failures + 1
+            src.next_t = self.clock() + (BACKOFF_S if src.failures >= 2 else 0.0)
+            return
+        except Exception as exc:  # a source's bug must not cost the verdict
+            src.error = f"{src.sampler.label}: {type(exc).__name__}: {exc}"
+            src.failures += 1
+            src.next_t = self.clock() + BACKOFF_S
+            return
+        src.failures, src.next_t = 0, 0.0
+        with self._lock:
+            src.snaps.append((self.clock(), snap))
 
     def window(self, t0: float, t1: float) -> StepResources:
         """What the sources measured between ``t0`` and ``t1`` (this recorder's clock)."""
