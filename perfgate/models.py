@@ -588,6 +588,9 @@ class HistoryRow:
     level_log: float
     level_se: float
     p95_ms: tuple[tuple[int, float | None], ...] = ()  # (users, p95 ms) at the table's levels
+    # the system under test at the boundary (the highest passing level), where telemetry ran:
+    cpu_cores: float | None = None
+    utilisation: tuple[tuple[str, float], ...] = ()  # (resource, value / limit)
     change_point: bool = False  # a change in level starts at this release
     reference: bool = False  # the release marked as the drift reference
 

@@ -443,3 +443,56 @@ def test_the_report_history_section_marks_change_points(tmp_path: Path) -> None:
     section = html[html.index('id="history"') :]
     assert "Change points (E-divisive means): v1.4.0 (+18.0 %)" in section
     assert "4 stored release(s)" in section and "level vs v1.1.0" in section
+
+
+def test_resources_at_the_boundary_where_telemetry_recorded_them() -> None:
+    from perfgate.history.table import to_csv
+    from perfgate.models import ResourceReading, StepResources
+
+    def with_cpu(step: StepStats, cores: float, util: float) -> StepStats:
+        reading = ResourceReading(
+            name="exchange slot pool",
+            source="exchange",
+            kind="utilisation",
+            value=util * 8,
+            limit=8,
+            utilisation=util,
+        )
+        return dataclasses.replace(
+            step, resources=StepResources(readings=(reading,), cpu_cores=cores)
+        )
+
+    entries = _entries([0.0, STEP], SIDE_BY_SIDE_SE)
+    first = entries[0]
+    steps = (with_cpu(first.steps[0], 0.4, 0.5), with_cpu(first.steps[1], 0.9, 0.97))
+    entries[0] = dataclasses.replace(first, steps=steps)
+    history = hist.build("exchange", entries)
+    # the boundary is the highest passing level at or below the saturation point (500 users)
+    assert history.rows[0].cpu_cores == 0.9
+    assert history.rows[0].utilisation == (("exchange slot pool", 0.97),)
+    assert history.rows[1].cpu_cores is None  # no telemetry recorded
+    lines = to_csv(history.rows, history.p95_levels).splitlines()
+    assert lines[0].endswith(",cpu_cores,utilisation: exchange slot pool")
+    assert lines[1].endswith(",0.9,0.97") and lines[2].endswith(",,")
+
+
+def test_the_pipeline_hands_the_gate_the_stored_history(tmp_path: Path) -> None:
+    """preflight reads the history from the store; the gate's inputs carry it (plain data)."""
+    from perfgate.pipeline.options import RunOptions
+    from perfgate.pipeline.run import Evidence, _inputs, preflight
+
+    store_dir = _store(tmp_path)
+    bl.mark_reference(store_dir, "shop", "v0")
+    scenario = tmp_path / "shop.yaml"
+    scenario.write_text(
+        "name: shop\nusers: {requests: [{path: /}]}\nslo: {p95_ms: 100}\n"
+        "gate: {max_drift: 0.1}\n"
+    )
+    opts = RunOptions(
+        scenario=scenario, baseline_dir=store_dir, report_dir=tmp_path / "r", release="v3"
+    )
+    plan = preflight(opts)
+    inputs = _inputs(plan, Evidence(mode=plan.mode))
+    assert inputs.gate.max_drift == 0.1 and inputs.history is not None
+    assert [r.release for r in inputs.history.rows] == ["v0", "v1", "v2"]
+    assert inputs.history.reference == "v0"

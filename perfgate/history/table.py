@@ -5,7 +5,8 @@ Input is plain records (:class:`Entry`, one per stored baseline or saved result.
 report is plain data. pandas does the table work: keeping one row per release (the stored
 baseline over a result.json of the same release, the newest result otherwise), ordering by
 time, p95 at fixed user levels from every release's steps (a median per level, interpolated),
-and the CSV export.
+the system under test's resources at the boundary where telemetry recorded them, and the CSV
+export.
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ def _p95_at(entries: Sequence[Entry], levels: tuple[int, ...]) -> dict[int, list
     return out
 
 
+def _resources(e: Entry) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    """The system under test's CPU and resource utilisations at the boundary: the highest
+    passing level at or below the saturation point (where telemetry recorded them)."""
+    users = e.saturation.users
+    passing = [s for s in e.steps if s.slo_ok and (users is None or s.users <= users)]
+    step = max(passing, key=lambda s: s.users, default=None)
+    if step is None or step.resources is None:
+        return None, ()
+    found = tuple(
+        (r.name, r.utilisation) for r in step.resources.readings if r.utilisation is not None
+    )
+    return step.resources.cpu_cores, found
+
+
 def _log_x(s: Saturation) -> float | None:
     x = s.throughput_rps
     return math.log(x) if x is not None and x > 0 else None
@@ -113,6 +128,7 @@ def build_rows(
         parent, change, se, how = _chain(e, rows, by_name, between_sd)
         base_level = by_name[parent].level_log if parent else 0.0
         base_se = by_name[parent].level_se if parent else 0.0
+        cpu, utilisation = _resources(e)
         row = HistoryRow(
             release=e.release,
             time=df["time"].iloc[i].isoformat(),
@@ -130,6 +146,8 @@ def build_rows(
             level_log=base_level + (change or 0.0),
             level_se=math.hypot(base_se, se or 0.0),
             p95_ms=tuple(zip(levels, p95[i], strict=True)),
+            cpu_cores=cpu,
+            utilisation=utilisation,
             reference=e.release == reference,
         )
         rows.append(row)
@@ -185,4 +203,8 @@ def to_csv(rows: Sequence[HistoryRow], levels: Sequence[int]) -> str:
     )
     for k, level in enumerate(levels):
         df[f"p95_ms_at_{level}"] = [r.p95_ms[k][1] if k < len(r.p95_ms) else None for r in rows]
+    df["cpu_cores"] = [r.cpu_cores for r in rows]
+    used = pd.DataFrame([dict(r.utilisation) for r in rows], index=df.index)
+    for name in used.columns:
+        df[f"utilisation: {name}"] = used[name]
     return str(df.to_csv(index=False, lineterminator="\n"))

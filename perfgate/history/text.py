@@ -53,6 +53,10 @@ def format_history(history: History) -> str:
     ]
     for k, level in enumerate(history.p95_levels):
         columns.append((f"p95 @{level}", _p95_cell(k)))
+    if any(r.cpu_cores is not None for r in rows):
+        columns.append(
+            ("SUT CPU", lambda r: fmt.MISSING if r.cpu_cores is None else f"{r.cpu_cores:.2f}")
+        )
     if any(_mark(r) for r in rows):
         columns.append(("", _mark))
     lines = [f"{history.scenario}:", text_table(columns, rows)]
