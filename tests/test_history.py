@@ -485,8 +485,7 @@ def test_the_pipeline_hands_the_gate_the_stored_history(tmp_path: Path) -> None:
     bl.mark_reference(store_dir, "shop", "v0")
     scenario = tmp_path / "shop.yaml"
     scenario.write_text(
-        "name: shop\nusers: {requests: [{path: /}]}\nslo: {p95_ms: 100}\n"
-        "gate: {max_drift: 0.1}\n"
+        "name: shop\nusers: {requests: [{path: /}]}\nslo: {p95_ms: 100}\ngate: {max_drift: 0.1}\n"
     )
     opts = RunOptions(
         scenario=scenario, baseline_dir=store_dir, report_dir=tmp_path / "r", release="v3"
