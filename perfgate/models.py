@@ -604,6 +604,7 @@ class ChangePoint:
     change: float  # relative change of the level: after / before − 1
     p_value: float  # of the permutation test
     z: float  # the change over its standard error from the links' noise
+    tested: bool = True  # False: too few releases for the permutation test; the noise test decided
 
 
 @dataclass(**_FROZEN)

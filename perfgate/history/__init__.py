@@ -89,7 +89,12 @@ def build(
     )
     points = tuple(
         ChangePoint(
-            release=rows[s.index].release, index=s.index, change=s.change, p_value=s.p_value, z=s.z
+            release=rows[s.index].release,
+            index=s.index,
+            change=s.change,
+            p_value=s.p_value,
+            z=s.z,
+            tested=s.tested,
         )
         for s in splits
     )

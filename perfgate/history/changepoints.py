@@ -51,6 +51,7 @@ class Split:
     change: float  # exp(mean after − mean before) − 1 of the two neighbouring final segments
     p_value: float
     z: float
+    tested: bool = True  # False: too few releases for the permutation test; the noise test decided
 
 
 def _q_statistic(x: FloatArray, min_size: int) -> tuple[int, float]:
@@ -136,7 +137,7 @@ def e_divisive(
         testable = math.comb(b - a, tau - a) * significance >= 2
         if (testable and p > significance) or z < min_z or abs(change) < min_change:
             break
-        found.append(Split(index=tau, change=change, p_value=p, z=z))
+        found.append(Split(index=tau, change=change, p_value=p, z=z, tested=testable))
         bounds = sorted([*bounds, tau])
     return tuple(_final_change(x, bounds, s) for s in sorted(found, key=lambda s: s.index))
 
@@ -146,7 +147,7 @@ def _final_change(x: FloatArray, bounds: Sequence[int], s: Split) -> Split:
     segments that later splits divided)."""
     k = bounds.index(s.index)
     delta = float(x[s.index : bounds[k + 1]].mean() - x[bounds[k - 1] : s.index].mean())
-    return Split(index=s.index, change=math.expm1(delta), p_value=s.p_value, z=s.z)
+    return Split(index=s.index, change=math.expm1(delta), p_value=s.p_value, z=s.z, tested=s.tested)
 
 
 def _permutation_p(

@@ -62,9 +62,13 @@ def format_history(history: History) -> str:
     lines = [f"{history.scenario}:", text_table(columns, rows)]
     if history.change_points:
         for p in history.change_points:
+            test = (
+                f"permutation p = {p.p_value:.3f}"
+                if p.tested
+                else "too few releases for the permutation test"
+            )
             lines.append(
-                f"change point: {p.release} ({fmt.percent(100 * p.change)}, "
-                f"{p.z:.1f} SE, permutation p = {p.p_value:.3f})"
+                f"change point: {p.release} ({fmt.percent(100 * p.change)}, {p.z:.1f} SE, {test})"
             )
     else:
         lines.append("no change point")

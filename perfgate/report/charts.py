@@ -736,14 +736,15 @@ def history_chart(
             (ax_x, "throughput_rps", "throughput_ci", "req/s at the SLO"),
         ):
             _history_points(ax, entries, attr, ci_attr, current_color)
-            for i, r in enumerate(rows):
-                if r.change_point:
-                    ax.axvline(i - 0.5, color=SLO, ls="--", lw=1)
+            marks = [i - 0.5 for i, r in enumerate(rows) if r.change_point]
+            for k, x in enumerate(marks):
+                ax.axvline(x, color=SAT, ls="--", lw=1, label="change point" if k == 0 else None)
             if attr == "users" and min_users:
                 ax.axhline(min_users, color=SLO, ls="--", lw=1, label=f"floor {min_users} users")
+            if marks or (attr == "users" and min_users):
                 _legend(ax, loc="lower left")
             ax.set_ylabel(ylabel)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.15)  # room for the level labels
             many = len(entries) > 4
             ax.set_xticks(
                 range(len(entries)),
