@@ -495,3 +495,16 @@ def test_the_pipeline_hands_the_gate_the_stored_history(tmp_path: Path) -> None:
     assert inputs.gate.max_drift == 0.1 and inputs.history is not None
     assert [r.release for r in inputs.history.rows] == ["v0", "v1", "v2"]
     assert inputs.history.reference == "v0"
+
+
+def test_a_corrupt_drift_reference_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_dir = _store(tmp_path)
+    (store_dir / "shop" / bl.REFERENCE_FILE).write_text("{")
+    assert _main(["history", "--baseline-dir", str(store_dir), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["reference"] is None
+    assert "left out" in captured.err and "drift reference" in captured.err
+    with pytest.raises(bl.BaselineError, match=r"drift reference .*not valid JSON"):
+        bl.read_reference(store_dir, "shop")
