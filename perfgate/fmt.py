@@ -25,6 +25,7 @@ __all__ = [
     "saturation_users",
     "share",
     "signed",
+    "small_ms",
     "users",
     "value",
 ]
@@ -79,6 +80,14 @@ def ms(x: float | None) -> str:
     if x is None or x != x:
         return MISSING
     return f"{x:.1f}" if abs(x) < 10 else f"{x:.0f}"
+
+
+def small_ms(x: float | None) -> str:
+    """Milliseconds that are often below one (CPU per request): two significant digits below
+    10 ms (``0.43``, ``2.1``), none above."""
+    if x is None or x != x:
+        return MISSING
+    return f"{x:.2g}" if abs(x) < 10 else f"{x:.0f}"
 
 
 def rps(x: float | None) -> str:

@@ -353,7 +353,7 @@ def _cost(
     cores = near.resources.cpu_cores
     per_core = tput / cores if cores > 0 else None
     text = (
-        f"{fmt.ms(ms)} ms of CPU per request at {near.users} users; "
+        f"{fmt.small_ms(ms)} ms of CPU per request at {near.users} users; "
         f"{fmt.rps(per_core)} req/s per CPU core at the SLO boundary"
     )
     ratio = _baseline_ratio(with_cpu, baseline)
@@ -363,7 +363,7 @@ def _cost(
         more = "more" if change >= 0 else "less"
         text += (
             f"; this release needs {fmt.share(abs(change))} {more} CPU per request than "
-            f"{release} ({fmt.ms(ms)} vs {fmt.ms(base)} ms)"
+            f"{release} ({fmt.small_ms(ms)} vs {fmt.small_ms(base)} ms)"
         )
     return Cost(
         cpu_cores=cores,
