@@ -90,6 +90,14 @@ def small_ms(x: float | None) -> str:
     return f"{x:.2g}" if abs(x) < 10 else f"{x:.0f}"
 
 
+def event_slo(event_p95_ms: float | None, event_loss_rate: float | None) -> str:
+    """The event SLO in words ("Event SLO: p95 ≤ 400 ms, loss ≤ 1 %"); "" when there is none."""
+    parts = [f"p95 ≤ {ms(event_p95_ms)} ms"] if event_p95_ms is not None else []
+    if event_loss_rate is not None:
+        parts.append(f"loss ≤ {rate(event_loss_rate)}")
+    return f"Event SLO: {', '.join(parts)}" if parts else ""
+
+
 def rps(x: float | None) -> str:
     """Requests per second: one decimal below 100, none above (``42.5``, ``388``)."""
     if x is None or x != x:

@@ -39,6 +39,7 @@ from perfgate.models import (
     UsersSpec,
 )
 from perfgate.scenario import parse_scenario
+from perfgate.staging.embedded import run_exchange
 from perfgate.steps import event_stats, generator_health, judge_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +278,49 @@ def test_a_stream_url_that_refuses_the_upgrade_is_a_clear_failure(hostile: Hosti
     assert not step.slo_ok
 
 
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+from perfgate.load.engine_stream import EventStream
+
+
+class Trader(FastHttpUser):
+    wait_time = constant(0.05)
+
+    def on_start(self):
+        self.account = f"t-{id(self)}"
+        self.events = EventStream(
+            self.host.replace("http", "ws", 1) + "/events",
+            subscribe={"op": "subscribe", "account": self.account},
+            event_id="order_id",
+        )
+        self.events.start()
+
+    def on_stop(self):
+        self.events.close()
+
+    @task
+    def place(self):
+        order = {"account": self.account, "market": "BTC-USDT", "side": "buy",
+                 "price": 1, "quantity": 1}
+        sent = self.events.now()
+        answer = self.client.post("/orders", json=order).json()
+        self.events.expect(answer["id"], sent)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_locustfile_awaits_events_through_the_documented_helper(tmp_path: Path) -> None:
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(LOCUSTFILE)
+    users = UsersSpec(locustfile=str(locustfile))
+    config = ExchangeConfig(service_ms=1, seed_orders=0, event_ms=20, event_workers=1)
+    with run_exchange(config) as running, LocustRunner(running.url, users, SLO) as r:
+        step = r.measure(2, settle_s=0.5, min_s=1.5, max_s=1.5, min_samples=0, phase="ramp")
+    assert step.events is not None and step.events.received > 10 and step.events.lost == 0
+    assert step.events.p50_ms is not None and step.events.p50_ms >= 20  # the consumer's 20 ms
+
+
 # -- the gate: the slow-consumer release is blocked by the event SLO, the normal one passes -----
 
 
@@ -316,6 +360,10 @@ def test_gate_blocks_the_slow_event_consumer_by_the_event_slo(tmp_path: Path) ->
     assert "event SLO broke first" in " ".join(result["reasons"])
     fail = next(s for s in result["steps"] if not s["slo_ok"])
     assert fail["p95_ms"] < 250 and fail["events"]["p95_ms"] > 400  # requests fine, events late
+    (run_dir,) = (tmp_path / "rep" / "exchange-events").glob("slowbus-*")
+    assert 'id="events"' in (run_dir / "index.html").read_text()
+    assert 'id="evl-' in (run_dir / "index.html").read_text()  # the event latency chart
+    assert "The event SLO broke first." in (run_dir / "summary.md").read_text()
     # the normal release holds both SLOs above the floor
     one_level = {"start_users": 100, "max_users": 100, "step_seconds": 1.5, "settle_seconds": 1}
     normal = _gate("exchange-events.yaml", "normal", tmp_path, one_level)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perfgate import fmt
 from perfgate.models import Scenario
 from perfgate.pipeline.options import RunOptions, prepare_scenario
 
@@ -66,6 +67,7 @@ def check_scenario(opts: RunOptions, *, strict: bool = True) -> ScenarioCheck:
 def check_text(check: ScenarioCheck) -> str:
     """The one line validate prints for a good scenario."""
     scen, r = check.scenario, check.scenario.ramp
+    event_slo = fmt.event_slo(scen.slo.event_p95_ms, scen.slo.event_loss_rate)
     users = (
         f"locustfile {Path(scen.users.locustfile).name} ({', '.join(check.user_classes)})"
         if scen.users.locustfile
@@ -75,6 +77,8 @@ def check_text(check: ScenarioCheck) -> str:
         f"{check.path}: ok: scenario {scen.name!r}, staging {scen.staging.provider}, {users}, "
         f"ramp {r.strategy} {r.start_users}..{r.max_users} users, "
         f"SLO p95 ≤ {scen.slo.p95_ms:g} ms and errors ≤ {scen.slo.error_rate:.2%}"
+        + (f", streams {scen.users.streams.url}" if scen.users.streams else "")
+        + (f", {event_slo[0].lower()}{event_slo[1:]}" if event_slo else "")
         + (f", {check.promql}" if check.promql else "")
     )
 
@@ -99,7 +103,13 @@ def check_record(check: ScenarioCheck) -> dict[str, Any]:
             "max_users": r.max_users,
             "step_seconds": r.step_seconds,
         },
-        "slo": {"p95_ms": scen.slo.p95_ms, "error_rate": scen.slo.error_rate},
+        "slo": {
+            "p95_ms": scen.slo.p95_ms,
+            "error_rate": scen.slo.error_rate,
+            "event_p95_ms": scen.slo.event_p95_ms,
+            "event_loss_rate": scen.slo.event_loss_rate,
+        },
+        "streams": scen.users.streams.url if scen.users.streams else None,
         "problems": [*check.problems, *check.promql_problems],
         "promql": check.promql,
     }

@@ -29,8 +29,10 @@ from perfgate.report.common import (
     verdict_class,
     verdict_word,
 )
+from perfgate.report.events import EVENT_COLUMNS, event_charts, event_rows
 from perfgate.report.resource_charts import resource_charts
 from perfgate.report.why import why
+from perfgate.steps import EVENT_READ_LAG_LIMIT_MS
 
 _TEMPLATES = Path(__file__).parent / "templates"
 VERDICT_COLORS = {
@@ -134,6 +136,7 @@ def _context(result: RunResult, history: History | None) -> dict[str, Any]:
         **_tables(steps),
         "steps": [_step_row(s) for s in steps],
         "has_generator": any(s.generator for s in steps),
+        **_event_context(result, steps),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "why": why(result),
         "resource_charts": [_svg(c) for c in resource_charts(result)],
@@ -249,6 +252,16 @@ def _chart_context(
     }
 
 
+def _event_context(result: RunResult, steps: tuple[StepStats, ...]) -> dict[str, Any]:
+    """The event section's table (users.streams): rows, columns, the event SLO in words."""
+    return {
+        "event_rows": event_rows(steps),
+        "event_columns": EVENT_COLUMNS,
+        "event_slo": fmt.event_slo(result.slo.event_p95_ms, result.slo.event_loss_rate),
+        "event_read_lag_limit": f"{EVENT_READ_LAG_LIMIT_MS:g}",
+    }
+
+
 def _main_charts(
     result: RunResult, steps: tuple[StepStats, ...], base_steps: tuple[StepStats, ...]
 ) -> list[charts.Chart]:
@@ -263,7 +276,7 @@ def _main_charts(
         baseline=result.baseline,
         knee_users=_knee_users(result.diagnostics),
     )
-    return charts.users_charts(run)
+    return charts.users_charts(run) + event_charts(run)
 
 
 def _svg(chart: charts.Chart) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from perfgate.report.common import (
     sorted_steps,
     verdict_word,
 )
+from perfgate.report.events import EVENT_COLUMNS, event_rows
 from perfgate.report.why import why
 
 __all__ = ["md", "summary_md"]
@@ -64,6 +65,7 @@ def summary_md(result: RunResult, report_dir: Path | None = None) -> str:
         lines += [f"{md(first.text)}.", ""]
     lines += _errors(result)
     lines += _steps(result)
+    lines += _events(result)
     if report_dir is not None:
         lines.append(
             f"Full report: {_code(str(report_dir / 'index.html'))} (in the report artifact)."
@@ -131,6 +133,11 @@ def _saturation(result: RunResult) -> list[str]:
         lines.append(f"| Throughput at SLO (req/s) | {rps_cell} |")
     lines.append("")
     slo = f"SLO: p95 ≤ {fmt.ms(result.slo.p95_ms)} ms, errors ≤ {fmt.rate(result.slo.error_rate)}."
+    event_slo = fmt.event_slo(result.slo.event_p95_ms, result.slo.event_loss_rate)
+    if event_slo:
+        slo += f" {event_slo}."
+        if sat.broken_by:
+            slo += f" The {sat.broken_by} SLO broke first."
     if sat.reason:
         slo += f" {md(sat.reason)}."
     if not base:
@@ -166,6 +173,18 @@ def _steps(result: RunResult) -> list[str]:
             f"{fmt.rate(s.error_rate)} | {traffic[0]} | {traffic[1]} | "
             f"{'ok' if s.slo_ok else 'FAIL'} |"
         )
+    return [*lines, ""]
+
+
+def _events(result: RunResult) -> list[str]:
+    """Each level's awaited events (users.streams) beside its request p95."""
+    rows = event_rows(sorted_steps(result.steps))
+    if not rows:
+        return []
+    lines = _section(
+        "Events", [(heading, "" if key == "slo" else "n") for heading, key in EVENT_COLUMNS]
+    )
+    lines += ["| " + " | ".join(md(r[key]) for _, key in EVENT_COLUMNS) + " |" for r in rows]
     return [*lines, ""]
 
 
