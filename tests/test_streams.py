@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def test_a_generator_that_reads_events_late_is_flagged() -> None:
 
 
 class Hostile:
-    """/orders hands out ids; /events sends a malformed frame, an event, then closes the socket."""
+    """/orders hands out ids; /events sends a malformed frame, a late-read event, then closes."""
 
     def __init__(self) -> None:
         self.next_id = 0
@@ -205,7 +206,9 @@ class Hostile:
         await ws.prepare(request)
         await ws.receive(timeout=2)  # the subscription
         await ws.send_str("{not json")
-        await ws.send_str(json.dumps({"order_id": self.next_id + 1}))  # the next order's event
+        # the next order's event, stamped as sent 0.5 s ago: as if this generator read it late
+        late = {"order_id": self.next_id + 1, "sent": time.time() - 0.5}
+        await ws.send_str(json.dumps(late))
         await asyncio.sleep(0.3)
         await ws.close()
         return ws
@@ -266,6 +269,8 @@ def test_malformed_frames_and_a_closing_server_are_failures_not_hangs(hostile: H
     assert step.events is not None and step.events.lost > 0 and step.events.stream_errors >= 2
     assert not step.slo_ok and "event loss" in step.slo_reason
     assert step.error_rate == 0  # the requests themselves were fine
+    assert step.generator is not None and step.generator.limited  # read late: the generator's
+    assert "read events" in step.generator.reason
 
 
 @pytest.mark.timeout(60)
