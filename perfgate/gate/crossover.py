@@ -9,17 +9,19 @@ periods.
 
 A look judges only when both arrangements have ``MIN_PER_ARRANGEMENT`` pairs: before that the
 deployment offset is not estimable and a decision would rest on the prior alone, which is
-exactly what a fixed offset between two deployments defeats.
+exactly what a fixed offset between two deployments defeats. So the first period is that short:
+with slow swaps the first look (6 pairs) still sees both arrangements, and most gates stop there.
 
 When a swap **renews the placement** (Kubernetes re-creates the pods, and the scheduler may put
 them on other nodes), each period has offsets of its own: a random effect shared by the pairs of
-one period. The pairs' spread only sees it between periods, so the estimate adds
-``2·deploy_sd²·(Σ n_p² − k) / k²`` for periods of ``n_p`` pairs (``k`` in all): nothing with
-a swap after every pair, the whole prior with one period.
+one period, which the cross-over's fit cannot remove; :func:`renewal_var` adds it to the
+estimate's variance (with one period per arrangement: ``deploy_sd²``, half the no-cross-over
+prior; less with more periods).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,6 @@ __all__ = [
     "MIN_PER_ARRANGEMENT",
     "SWAP_EVERY",
     "Schedule",
-    "judgeable",
     "renewal_var",
 ]
 
@@ -40,11 +41,15 @@ MIN_PER_ARRANGEMENT = 3  # fewer pairs on one side of a cross-over cannot tell o
 
 @dataclass(slots=True)
 class Schedule:
-    """The swaps of one comparison (mutable: the gate records them as it goes)."""
+    """The swaps of one comparison (mutable: the gate records them as it goes).
+
+    The first period is short (``MIN_PER_ARRANGEMENT`` pairs at most), so the first look can
+    already judge with both arrangements measured; the later ones are ``every`` pairs long.
+    """
 
     enabled: bool
-    every: int = SWAP_EVERY  # pairs per period
-    swap_s: float = 0.0  # seconds one swap costs (estimate, then the slowest measured)
+    every: int = SWAP_EVERY  # pairs per period after the first
+    swap_s: float = 0.0  # seconds one swap costs (the estimate it was planned on)
     periods: list[int] = field(default_factory=list)  # pairs measured in each period
 
     @classmethod
@@ -58,13 +63,35 @@ class Schedule:
         every = max(SWAP_EVERY, min(every, most // 2))
         return cls(enabled=True, every=every, swap_s=max(0.0, swap_s))
 
-    def unit_cost_s(self, unit_s: float) -> float:
-        """Seconds per pair with the swaps spread over their periods."""
-        return unit_s + (self.swap_s / self.every if self.enabled else 0.0)
+    @property
+    def first(self) -> int:
+        return min(self.every, MIN_PER_ARRANGEMENT)
 
     def due(self, unit: int) -> bool:
         """Whether to swap before measuring pair ``unit`` (1-based)."""
-        return self.enabled and unit > 1 and (unit - 1) % self.every == 0
+        after = unit - 1 - self.first  # pairs since the first period ended
+        return self.enabled and after >= 0 and after % self.every == 0
+
+    def cost_s(self, pairs: int, unit_s: float) -> float:
+        """Seconds ``pairs`` pairs take with the swaps among them."""
+        return pairs * unit_s + self.swap_s * sum(self.due(u) for u in range(2, pairs + 1))
+
+    def fits(self, most: int, unit_s: float, left_s: float) -> int:
+        """The most pairs, up to ``most``, whose time with their swaps fits in ``left_s``."""
+        while most > 0 and self.cost_s(most, unit_s) > left_s:
+            most -= 1
+        return most
+
+    def judgeable(self, pairs: int) -> bool:
+        """Whether a look after ``pairs`` pairs has both arrangements well enough measured."""
+        if not self.enabled:
+            return True
+        arrangement, counts = 1, {1: 0, -1: 0}
+        for unit in range(1, pairs + 1):
+            if self.due(unit):
+                arrangement = -arrangement
+            counts[arrangement] += 1
+        return min(counts.values()) >= MIN_PER_ARRANGEMENT
 
     def measured(self, arrangement_changed: bool) -> None:
         """One more pair: in a new period after a swap, else in the current one."""
@@ -73,17 +100,26 @@ class Schedule:
         self.periods[-1] += 1
 
 
-def judgeable(pairs: int, every: int, crossover: bool) -> bool:
-    """Whether a look after ``pairs`` pairs has both arrangements well enough measured."""
-    if not crossover:
-        return True
-    first = sum(min(every, pairs - start) for start in range(0, pairs, 2 * every))
-    return min(first, pairs - first) >= MIN_PER_ARRANGEMENT
+def renewal_var(arrangement: Sequence[int], sessions: Sequence[int], deploy_sd: float) -> float:
+    """Variance the offsets re-drawn at every swap add to the cross-over's estimate.
 
-
-def renewal_var(periods: Sequence[int], deploy_sd: float) -> float:
-    """Variance of the mean pair difference from offsets re-drawn in every period."""
-    k = sum(periods)
-    if k <= 0:
-        return 0.0
-    return 2 * deploy_sd * deploy_sd * (sum(n * n for n in periods) - k) / (k * k)
+    Each period (a run of one arrangement in one session) has its own difference between the two
+    deployments, of variance ``2·deploy_sd²``; the fit averages the arrangements' means, so a
+    period of ``n_p`` pairs weighs ``n_p / (2·n_arrangement)`` in a session, and a session
+    ``n_s / k`` in the whole. Counted in full (the fit's residuals see none of it when each
+    arrangement has one period), so the estimate errs on the wide side.
+    """
+    k = len(arrangement)
+    total = 0.0
+    for session in sorted(set(sessions)):
+        runs = [
+            (sign, len(list(group)))
+            for (s, sign), group in itertools.groupby(zip(sessions, arrangement, strict=True))
+            if s == session
+        ]
+        n = {sign: sum(size for a, size in runs if a == sign) for sign in (1, -1)}
+        if min(n.values()) == 0:
+            continue  # no cross-over in this session: the prior covers it
+        within = sum(size * size / (4 * n[sign] ** 2) for sign, size in runs)
+        total += (sum(n.values()) / k) ** 2 * within
+    return 2 * deploy_sd * deploy_sd * total

@@ -36,8 +36,8 @@ from perfgate import adaptive, analysis, search
 from perfgate.calibration import NoiseModel
 from perfgate.errors import LoadError
 from perfgate.gate import drift, rules, sequential
-from perfgate.gate.crossover import Schedule, judgeable, renewal_var
-from perfgate.gate.extend import Resume, periods, prior_pairs
+from perfgate.gate.crossover import Schedule, renewal_var
+from perfgate.gate.extend import Resume, prior_pairs
 from perfgate.models import (
     BaselineRef,
     GateResult,
@@ -304,11 +304,11 @@ def _plan(
     most = min(LOOK_PAIRS[-1], int(left // unit_s))
     swap_s = sides.swap_cost_s() if crossover else 0.0
     w.schedule = Schedule.plan(crossover, swap_s, unit_s, most)
-    most = min(most, int(left // w.schedule.unit_cost_s(unit_s)))
+    most = w.schedule.fits(most, unit_s, left)
     if most < MIN_PAIRS:
         return ()
     w.schedule.every = max(1, min(w.schedule.every, most // 2))
-    early = [p for p in LOOK_PAIRS if p < most and judgeable(p, w.schedule.every, crossover)]
+    early = [p for p in LOOK_PAIRS if p < most and w.schedule.judgeable(p)]
     return (*early, most)
 
 
@@ -489,7 +489,7 @@ def _stored_log_x(inputs: GateInputs) -> tuple[float, float]:
 def _estimate(w: _Windows, inputs: GateInputs, side_by_side: bool) -> sequential.Estimate:
     if side_by_side:
         sd = inputs.priors.deploy_sd
-        renewed = renewal_var(periods(w.arrangement, w.sessions), sd) if w.renews else 0.0
+        renewed = renewal_var(w.arrangement, w.sessions, sd) if w.renews else 0.0
         return sequential.estimate_pairs(
             w.d, w.arrangement, deploy_sd=sd, renewed_var=renewed, sessions=w.sessions
         )

@@ -18,14 +18,13 @@ which more windows cannot shrink.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from perfgate.models import LookRecord, RunResult, Saturation, StepStats, WindowStats
 
-__all__ = ["Resume", "periods", "prior_pairs", "problem", "resume_of"]
+__all__ = ["Resume", "prior_pairs", "problem", "resume_of"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,8 +86,3 @@ def prior_pairs(windows: Sequence[WindowStats]) -> tuple[list[float], list[int],
         arrangement.append(cand.arrangement)
         sessions.append(cand.session)
     return d, arrangement, sessions
-
-
-def periods(arrangement: Sequence[int], sessions: Sequence[int]) -> list[int]:
-    """Pairs per period: runs of one arrangement within one session."""
-    return [len(list(g)) for _, g in itertools.groupby(zip(sessions, arrangement, strict=True))]
