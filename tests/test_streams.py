@@ -365,6 +365,7 @@ def test_gate_blocks_the_slow_event_consumer_by_the_event_slo(tmp_path: Path) ->
     assert "event SLO broke first" in " ".join(result["reasons"])
     fail = next(s for s in result["steps"] if not s["slo_ok"])
     assert fail["p95_ms"] < 250 and fail["events"]["p95_ms"] > 400  # requests fine, events late
+    assert result["bottleneck"]["resource"] == "exchange event consumers"  # why: the bus
     (run_dir,) = (tmp_path / "rep" / "exchange-events").glob("slowbus-*")
     assert 'id="events"' in (run_dir / "index.html").read_text()
     assert 'id="evl-' in (run_dir / "index.html").read_text()  # the event latency chart

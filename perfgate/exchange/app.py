@@ -284,7 +284,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 async def _metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the exchange's telemetry (holds no slot, not counted)."""
-    body = request.app[_STATE].metrics.render()
+    state = request.app[_STATE]
+    body = state.metrics.render() + state.bus.metrics(state.config.event_workers)
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from perfgate.exchange.metrics import _one as metric_lines
+
 QUEUE_LIMIT = 10_000  # events waiting for one slow connection; older ones are dropped beyond it
 MAX_FRAME_BYTES = 64 * 1024
 
@@ -64,6 +66,7 @@ class EventBus:
         self.accounts: dict[str, set[Subscriber]] = {}
         self.markets: dict[str, set[Subscriber]] = {}
         self.pending = 0  # published, not yet through a consumer
+        self.busy_s = 0.0  # consumer time of every consumed event
         self.published = 0
         self.delivered = 0
         self.dropped = 0
@@ -81,6 +84,7 @@ class EventBus:
 
     def _consumed(self, payload: dict[str, Any], account: str, market: str) -> None:
         self.pending -= 1
+        self.busy_s += self.event_s
         self._deliver(payload, account, market)
 
     def _deliver(self, payload: dict[str, Any], account: str, market: str) -> None:
@@ -114,6 +118,21 @@ class EventBus:
                 if not subs:
                     del self.markets[market]
         sub.account, sub.markets = None, ()
+
+    def metrics(self, workers: int) -> str:
+        """The bus's lines of ``GET /metrics`` (Prometheus text format, like metrics.py's)."""
+        rows = (
+            ("exchange_event_consumers", "gauge", "Event consumers of the bus.", workers),
+            (
+                "exchange_event_busy_seconds_total",
+                "counter",
+                "Consumer time of consumed events (rate / consumers = utilisation).",
+                self.busy_s,
+            ),
+            ("exchange_events_pending", "gauge", "Events waiting for a consumer.", self.pending),
+            ("exchange_events_published_total", "counter", "Events published.", self.published),
+        )
+        return "".join(line + "\n" for row in rows for line in metric_lines(*row))
 
     def stats(self) -> dict[str, int]:
         return {

@@ -56,7 +56,9 @@ from perfgate.load.templates import MISSING, compile_capture
 
 ACK_WAIT_S = 1.0  # longest wait for the server's first frame after subscribing
 RECONNECT_S = 1.0  # wait before reconnecting a failed or closed stream
-POLL_S = 0.1  # receive timeout: how often awaited events are checked for their deadline
+# Receive timeout: how often awaited events are checked for their deadline. An idle stream wakes
+# this often; at 0.1 s the wake-ups cost more generator CPU than the events (benchmarks.md).
+POLL_S = 0.5
 EARLY_KEPT = 1000  # events received before their request's answer, kept per stream
 
 _perf = time.perf_counter

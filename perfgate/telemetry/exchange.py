@@ -17,6 +17,7 @@ from perfgate.telemetry.prometheus import parse_text
 TIMEOUT_S = 1.0
 POOL = "exchange slot pool"
 REBUILD = "order-book rebuild"
+EVENT_BUS = "exchange event consumers"
 BOOK_ROUTE = "GET /orderbook/{market}"
 
 
@@ -71,6 +72,7 @@ class ExchangeSampler:
                     unit="requests",
                 )
             )
+        readings += _event_bus(snaps, t0, t1)
         readings += _shares(snaps, t0, t1, busy)
         hits = rate_in(series(snaps, ("exchange_orderbook_cache_hits_total", ())), t0, t1)
         builds = rate_in(series(snaps, ("exchange_orderbook_rebuilds_total", ())), t0, t1)
@@ -85,6 +87,35 @@ class ExchangeSampler:
                 )
             )
         return Summary(readings=tuple(readings))
+
+
+def _event_bus(snaps: Snapshots, t0: float, t1: float) -> list[ResourceReading]:
+    """The event path's consumers (perfgate.exchange.events) and their queue, when it has any."""
+    consumers = mean_in(series(snaps, ("exchange_event_consumers", ())), t0, t1)
+    busy = rate_in(series(snaps, ("exchange_event_busy_seconds_total", ())), t0, t1)
+    if not consumers or busy is None:
+        return []
+    busy = min(busy, consumers)  # counted when an event is consumed, as slot time is
+    out = [
+        ResourceReading(
+            name=EVENT_BUS,
+            source="exchange",
+            kind="utilisation",
+            value=busy,
+            unit="consumers",
+            limit=consumers,
+            utilisation=busy / consumers,
+        )
+    ]
+    pending = mean_in(series(snaps, ("exchange_events_pending", ())), t0, t1)
+    if pending is not None:
+        out.append(
+            ResourceReading(
+                name="exchange event queue", source="exchange", kind="value", value=pending,
+                unit="events",
+            )
+        )  # fmt: skip
+    return out
 
 
 def _shares(snaps: Snapshots, t0: float, t1: float, busy: float) -> list[ResourceReading]:
