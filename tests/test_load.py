@@ -873,6 +873,7 @@ def test_engine_modules_import_locust_first_and_only_light_perfgate_modules() ->
         "perfgate.load.protocol",
         "perfgate.histogram",
         "perfgate.load.templates",
+        "perfgate.load.stream_probe",  # stream_url; websocket-client only inside probe_stream
         "perfgate.models",
         *ENGINE_MODULES,
     }

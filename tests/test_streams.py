@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from perfgate import analysis
-from perfgate.errors import ScenarioError
+from perfgate.errors import LoadError, ScenarioError
 from perfgate.exchange import ExchangeConfig, create_app
 from perfgate.histogram import Histogram
 from perfgate.load.runner import LocustRunner
@@ -194,6 +194,7 @@ class Hostile:
 
     def __init__(self) -> None:
         self.next_id = 0
+        self.connections = 0
         self.url = ""
         self._loop = asyncio.new_event_loop()
 
@@ -202,6 +203,9 @@ class Hostile:
         return web.json_response({"id": self.next_id}, status=201)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
+        self.connections += 1
+        if self.connections > 3 and self.connections % 2 == 0:  # later: now and then refused
+            return web.json_response({"busy": True}, status=503)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.receive(timeout=2)  # the subscription
@@ -266,6 +270,7 @@ def test_malformed_frames_and_a_closing_server_are_failures_not_hangs(hostile: H
     kinds = {e.kind: e.count for e in step.error_kinds if e.method == "WS"}
     assert kinds.get("malformed event (not a JSON object)", 0) >= 1
     assert kinds.get("the server closed the stream", 0) >= 1
+    assert kinds.get("the server refused the WebSocket upgrade (HTTP 503)", 0) >= 1
     assert step.events is not None and step.events.lost > 0 and step.events.stream_errors >= 2
     assert not step.slo_ok and "event loss" in step.slo_reason
     assert step.error_rate == 0  # the requests themselves were fine
@@ -274,13 +279,15 @@ def test_malformed_frames_and_a_closing_server_are_failures_not_hangs(hostile: H
 
 
 @pytest.mark.timeout(60)
-def test_a_stream_url_that_refuses_the_upgrade_is_a_clear_failure(hostile: Hostile) -> None:
-    with LocustRunner(hostile.url, _users("/plain"), SLO, LoadSpec(request_timeout_s=2)) as r:
-        step = r.measure(2, settle_s=0.3, min_s=1.5, max_s=1.5, min_samples=0, phase="ramp")
-    kinds = [e.kind for e in step.error_kinds if e.method == "WS"]
-    assert "the server refused the WebSocket upgrade (HTTP 200)" in kinds
-    assert step.events is not None and step.events.received == 0 and step.events.lost > 0
-    assert not step.slo_ok
+def test_a_stream_url_that_refuses_the_upgrade_is_refused_before_the_load(
+    hostile: Hostile,
+) -> None:
+    for path, why in (
+        ("/plain", r"refused the WebSocket upgrade \(HTTP 200\)"),
+        ("ws://127.0.0.1:9/events", r"did not accept a WebSocket within 1 s \(Connection.*\)"),
+    ):
+        with pytest.raises(LoadError, match=f"users.streams.url .*{why}: no load was started"):
+            LocustRunner(hostile.url, _users(path), SLO).start()
 
 
 LOCUSTFILE = """

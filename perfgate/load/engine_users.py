@@ -24,6 +24,7 @@ from locust import FastHttpUser, User, constant, task
 
 from perfgate import redaction
 from perfgate.load.engine_stream import EventStream, Rule, rule
+from perfgate.load.stream_probe import stream_url
 from perfgate.load.templates import (
     MISSING,
     CompiledRequest,
@@ -128,18 +129,6 @@ def _send(
     if headers:
         kwargs["headers"] = headers
     return user.client.request(req.method, req.path.render(ctx), name=req.name, **kwargs)
-
-
-def stream_url(host: str, url: str) -> str:
-    """The WebSocket URL of ``users.streams.url``: as given, or a path on the target's host."""
-    if url.startswith(("ws://", "wss://")):
-        return url
-    base = host.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    return base + (url if url.startswith("/") else "/" + url)
 
 
 class _Streams:

@@ -83,6 +83,7 @@ from perfgate.errors import LoadError, ScenarioError
 from perfgate.events import Event, EventSink, StepDone, StepStarted, Tick
 from perfgate.histogram import Histogram
 from perfgate.load import protocol
+from perfgate.load.stream_probe import probe_stream
 from perfgate.models import (
     EndpointStats,
     ErrorKind,
@@ -111,6 +112,9 @@ _Incoming = (
     | tuple[Literal["garbage"], str]
     | tuple[Literal["eof"], None]
 )
+
+
+LOCAL_ENGINE = (sys.executable, "-m", "perfgate.load.engine")
 
 
 def step_stats_from_message(
@@ -240,9 +244,7 @@ class LocustRunner:
         self.on_event = on_event
         self.startup_timeout_s = startup_timeout_s
         self.answer_margin_s = answer_margin_s
-        self.engine_command = tuple(
-            engine_command or (sys.executable, "-m", "perfgate.load.engine")
-        )
+        self.engine_command = tuple(engine_command or LOCAL_ENGINE)
         self.log_level = log_level
         self._secrets = redaction.ordered(users.secret_values)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -299,6 +301,8 @@ class LocustRunner:
         """Start the engine and wait until it has loaded the users (raises on failure)."""
         if self._proc is not None:
             raise RuntimeError("LocustRunner already started")
+        if self.engine_command == LOCAL_ENGINE:  # engines in pods reach the target, maybe not we
+            probe_stream(self.url, self.users_spec)
         env = engine_env()
         try:
             self._proc = subprocess.Popen(
