@@ -875,6 +875,7 @@ def test_engine_modules_import_locust_first_and_only_light_perfgate_modules() ->
         "perfgate.load.templates",
         "perfgate.load.stream_probe",  # stream_url; websocket-client only inside probe_stream
         "perfgate.models",
+        "perfgate.redaction",  # standard library only
         *ENGINE_MODULES,
     }
     for module, path in engine_files.items():

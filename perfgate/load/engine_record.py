@@ -18,8 +18,8 @@ import re
 import time
 from typing import Any
 
-from perfgate import redaction
 from perfgate.histogram import Histogram
+from perfgate.redaction import redact_text
 
 MAX_ENDPOINTS = 200  # distinct (method, name) pairs per step; more go to "(other)"
 MAX_ERROR_KINDS = 100  # distinct error messages per step; more go to "(other errors)"
@@ -254,7 +254,7 @@ class RequestListener:
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """Replace every secret value in ``text`` with ``***`` (:mod:`perfgate.redaction`)."""
-    return redaction.redact_text(text, secrets)
+    return redact_text(text, secrets)
 
 
 def failure_kind(response: Any, exception: BaseException | None, expected: Any) -> str:

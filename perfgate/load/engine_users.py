@@ -22,7 +22,6 @@ from typing import Any
 import gevent
 from locust import FastHttpUser, User, constant, task
 
-from perfgate import redaction
 from perfgate.load.engine_stream import EventStream, Rule, rule
 from perfgate.load.stream_probe import stream_url
 from perfgate.load.templates import (
@@ -36,6 +35,7 @@ from perfgate.load.templates import (
     compile_template,
 )
 from perfgate.models import StreamSpec, UsersSpec, from_jsonable
+from perfgate.redaction import ordered
 
 
 class ScenarioInputError(Exception):
@@ -65,7 +65,7 @@ class Users:
 def load_users(config: dict[str, Any]) -> Users:
     """The users of an engine ``config`` (ScenarioInputError when they cannot be built)."""
     users = from_jsonable(UsersSpec, config["users"])
-    secrets = redaction.ordered(users.secret_values)
+    secrets = ordered(users.secret_values)
     timeout_s = float(config.get("request_timeout_s") or 60.0)
     layout = IndexLayout()
     if users.locustfile:

@@ -136,6 +136,8 @@ def _now() -> str:
 
 def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan:
     scen = prepare_scenario(opts)
+    provider = opts.provider or ("none" if opts.target else scen.staging.provider)
+    _check_baseline_image(opts, None, provider, stored_known=False)  # before any request
     check_targets(opts, scen)
     check_writable(opts.report_dir, "reports")
     prev: baseline.StoredBaseline | None = None
@@ -154,7 +156,6 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
         if opts.promote:
             # refuse a clash now rather than after minutes of load
             baseline.check_can_store(opts.baseline_dir, scen.name, opts.release, force=opts.force)
-    provider = opts.provider or ("none" if opts.target else scen.staging.provider)
     mode, recipe = _mode(opts, prev, provider)
     change = None
     if opts.gate:
@@ -254,9 +255,16 @@ def _resume(
 
 
 def _check_baseline_image(
-    opts: RunOptions, prev: baseline.StoredBaseline | None, provider: str
+    opts: RunOptions,
+    prev: baseline.StoredBaseline | None,
+    provider: str,
+    *,
+    stored_known: bool = True,
 ) -> None:
-    """InputError where --baseline-image would be ignored (a pass with no comparison asked for)."""
+    """InputError where --baseline-image would be ignored (a pass with no comparison asked for).
+
+    ``stored_known`` False: the options alone, before the baseline store is read.
+    """
     if not opts.baseline_image:
         return
     why = ""
@@ -266,7 +274,7 @@ def _check_baseline_image(
         why = "it contradicts --baseline-target"
     elif not opts.side_by_side:
         why = "it contradicts --no-side-by-side"
-    elif prev is None:
+    elif prev is None and stored_known:
         shown = store.describe_spec(opts.baseline_store or opts.baseline_dir)
         why = f"no baseline of this scenario is stored in {shown} to stage from it"
     if why:
