@@ -300,7 +300,7 @@ def load_noise(baseline_dir: Path, scenario: str) -> NoiseModel | None:
         path, schema=NOISE_SCHEMA, label="noise model", error=BaselineError, kind=NOISE_KIND
     )
     try:
-        return _from_document(data)
+        return _from_document(data, f"noise model {path}")
     except KeyError as exc:
         raise BaselineError(f"noise model {path}: missing key {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
@@ -316,8 +316,13 @@ def _number(data: dict[str, Any], key: str, *, positive: bool = False) -> float:
     return float(value)
 
 
-def _from_document(data: dict[str, Any]) -> NoiseModel:
-    users_sd = data.get("users_sd_log")
+def _from_document(data: dict[str, Any], prefix: str) -> NoiseModel:
+    """Every key checked by type (BaselineError naming it), the numbers also by range."""
+
+    def get(key: str, tp: Any, default: Any) -> Any:
+        return store.typed(data, key, tp, prefix=prefix, error=BaselineError, default=default)
+
+    floats = tuple[float, ...]
     return NoiseModel(
         sd_log=_number(data, "sd_log"),
         df=_number(data, "df", positive=True),
@@ -325,19 +330,19 @@ def _from_document(data: dict[str, Any]) -> NoiseModel:
         pair_df=_number(data, "pair_df", positive=True),
         runs=int(_number(data, "runs")),
         source="calibrated",
-        scenario=str(data.get("scenario", "")),
-        created_at=str(data.get("created_at", "")),
-        perfgate_version=str(data.get("perfgate_version", "")),
-        users_sd_log=float(users_sd) if isinstance(users_sd, int | float) else None,
-        values_rps=tuple(float(v) for v in data.get("values_rps", ())),
-        users=tuple(float(v) for v in data.get("users", ())),
-        censored_runs=int(data.get("censored_runs", 0)),
-        fingerprint=dict(data.get("fingerprint") or {}),
-        sessions=tuple(tuple(float(v) for v in s) for s in data.get("sessions", ())),
+        scenario=get("scenario", str, ""),
+        created_at=get("created_at", str, ""),
+        perfgate_version=get("perfgate_version", str, ""),
+        users_sd_log=get("users_sd_log", float | None, None),
+        values_rps=get("values_rps", floats, ()),
+        users=get("users", floats, ()),
+        censored_runs=get("censored_runs", int, 0),
+        fingerprint=get("fingerprint", dict[str, Any] | None, None) or {},
+        sessions=get("sessions", tuple[floats, ...], ()),
         deploy_sd_log=_optional(data, "deploy_sd_log"),
         between_sd_log=_optional(data, "between_sd_log"),
-        aa_log_ratios=tuple(float(v) for v in data.get("aa_log_ratios", ())),
-        aa_log_goodput=tuple(float(v) for v in data.get("aa_log_goodput", ())),
+        aa_log_ratios=get("aa_log_ratios", floats, ()),
+        aa_log_goodput=get("aa_log_goodput", floats, ()),
     )
 
 

@@ -388,7 +388,9 @@ def ramp(
             "--ui", help="Open Locust's own web UI on 127.0.0.1 instead of the automatic ramp."
         ),
     ] = False,
-    ui_port: Annotated[int, typer.Option(help="Port of the web UI with --ui.")] = 8089,
+    ui_port: Annotated[
+        int, typer.Option(help="Port of the web UI with --ui (1-65535).", min=1, max=65535)
+    ] = 8089,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> int:
@@ -656,6 +658,8 @@ def exchange_serve(
         knobs = json.loads(config_json) if config_json else {}
     except json.JSONDecodeError as exc:
         raise InputError(f"--config-json: not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int parser accepts
+        raise InputError(f"--config-json: not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(knobs, dict):
         raise InputError("--config-json: expected a JSON object")
     for key, value in (("slots", slots), ("service_ms", service_ms), ("cache", cache)):

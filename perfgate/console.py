@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from perfgate import fmt
 from perfgate.events import (
     Event,
     Log,
@@ -149,11 +150,12 @@ class Progress:
 
     def _line(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=self.stream, flush=True)
+            print(fmt.printable(text), file=self.stream, flush=True)
 
     def _log(self, text: str) -> None:
         if self._live is not None:
-            self._live.console.print(f"[dim]{self._elapsed()}[/dim] {text}", highlight=False)
+            shown = _markup(text)
+            self._live.console.print(f"[dim]{self._elapsed()}[/dim] {shown}", highlight=False)
         else:
             self._line(f"{self._elapsed()} {text}")
 
@@ -182,7 +184,9 @@ class Progress:
                 _ms(s.p95_ms),
                 _ms(s.p99_ms),
                 f"{s.error_rate:.2%}",
-                "[green]ok[/green]" if s.slo_ok else f"[red]{s.slo_reason or 'broken'}[/red]",
+                "[green]ok[/green]"
+                if s.slo_ok
+                else f"[red]{_markup(s.slo_reason or 'broken')}[/red]",
             )
         cur = self.current
         if cur.users:
@@ -197,3 +201,10 @@ class Progress:
                 f"[dim]measuring {cur.phase or ''}[/dim]",
             )
         return table
+
+
+def _markup(text: str) -> str:
+    """Data (request names, errors) for rich: neither markup nor terminal control."""
+    from rich.markup import escape
+
+    return escape(fmt.printable(text))

@@ -8,6 +8,7 @@ not a stage). A missing value (``None`` or NaN) is always written ``MISSING``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -19,6 +20,7 @@ __all__ = [
     "ms",
     "percent",
     "quantity",
+    "printable",
     "rate",
     "rps",
     "saturation",
@@ -31,6 +33,16 @@ __all__ = [
 ]
 
 MISSING = "–"
+
+# C0 controls, DEL and C1 controls: terminal escapes (ESC [2J), bells, carriage returns and line
+# breaks that would start a CI workflow command (``::warning::``) or rewrite a log line. Request
+# names and error messages are data, never commands.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """One line of ``text`` with every control character shown as ``\\xNN`` (console, Markdown)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 class SaturationLike(Protocol):

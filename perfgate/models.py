@@ -641,55 +641,131 @@ def from_jsonable(cls: type[Any], data: Any) -> Any:
     """Rebuild a record of type ``cls`` from :func:`to_jsonable` output.
 
     Unknown keys are ignored (a newer minor writer may add some); missing keys take defaults.
-    Raises ``TypeError``/``ValueError`` on data of the wrong shape.
+    ``null`` is accepted only where the type allows it (``X | None``, ``Any``). Raises
+    ``TypeError``/``ValueError`` on data of the wrong shape, naming where
+    (``[2].users: expected an integer, got None``).
     """
-    return _convert(cls, data)
+    try:
+        return _convert(cls, data)
+    except _ShapeError as exc:
+        raise exc.as_error() from None
+
+
+class _ShapeError(Exception):
+    """Data of the wrong shape at ``path`` (built up on the way out of the recursion)."""
+
+    def __init__(self, message: str, kind: type[Exception] = TypeError) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.path = ""
+
+    def at(self, step: str) -> _ShapeError:
+        self.path = step + self.path
+        return self
+
+    def as_error(self) -> Exception:
+        where = self.path.lstrip(".")
+        return self.kind(f"{where}: {self.message}" if where else self.message)
+
+
+def _item(tp: Any, value: Any, step: str) -> Any:
+    try:
+        return _convert(tp, value)
+    except _ShapeError as exc:
+        raise exc.at(step) from None
+
+
+def _nullable(tp: Any) -> bool:
+    if tp is Any or tp is type(None):
+        return True
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in (
+        typing.get_args(tp)
+    )
 
 
 def _convert(tp: Any, value: Any) -> Any:
     if value is None:
-        return None
+        if _nullable(tp):
+            return None
+        raise _ShapeError(f"expected {_expected(tp)}, got null")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _convert(args[0], value) if len(args) == 1 else value
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ValueError(f"{value!r} is not one of {typing.get_args(tp)}")
+            raise _ShapeError(f"{value!r} is not one of {typing.get_args(tp)}", ValueError)
         return value
     if origin is tuple:
         items = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
+            raise _ShapeError(f"expected a list, got {type(value).__name__}")
         if len(items) == 2 and items[1] is Ellipsis:
-            return tuple(_convert(items[0], v) for v in value)
-        return tuple(_convert(a, v) for a, v in zip(items, value, strict=True))
+            return tuple(_item(items[0], v, f"[{i}]") for i, v in enumerate(value))
+        if len(value) != len(items):
+            raise _ShapeError(f"expected {len(items)} items, got {len(value)}", ValueError)
+        return tuple(
+            _item(a, v, f"[{i}]") for i, (a, v) in enumerate(zip(items, value, strict=True))
+        )
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise TypeError(f"expected an object, got {type(value).__name__}")
+            raise _ShapeError(f"expected an object, got {type(value).__name__}")
         return dict(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise TypeError(f"expected an object for {tp.__name__}, got {type(value).__name__}")
-        hints = _HINTS.get(tp)
-        if hints is None:
-            hints = _HINTS[tp] = typing.get_type_hints(tp)
-        kwargs = {
-            f.name: _convert(hints[f.name], value[f.name])
-            for f in dataclasses.fields(tp)
-            if f.name in value
-        }
-        return tp(**kwargs)
+        return _record(tp, value)
+    return _scalar(tp, value)
+
+
+def _record(tp: type[Any], value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise _ShapeError(f"expected an object for {tp.__name__}, got {type(value).__name__}")
+    hints = _HINTS.get(tp)
+    if hints is None:
+        hints = _HINTS[tp] = typing.get_type_hints(tp)
+    kwargs = {
+        f.name: _item(hints[f.name], value[f.name], f".{f.name}")
+        for f in dataclasses.fields(tp)
+        if f.name in value
+    }
+    missing = [
+        f.name
+        for f in dataclasses.fields(tp)
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise _ShapeError(f"missing key {missing[0]!r} of {tp.__name__}", ValueError)
+    return tp(**kwargs)
+
+
+def _scalar(tp: Any, value: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"expected a number, got {value!r}")
+            raise _ShapeError(f"expected a number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected an integer, got {value!r}")
+            raise _ShapeError(f"expected an integer, got {value!r}")
         return value
     if tp is str and not isinstance(value, str):
-        raise TypeError(f"expected a string, got {value!r}")
+        raise _ShapeError(f"expected a string, got {value!r}")
     if tp is bool and not isinstance(value, bool):
-        raise TypeError(f"expected true/false, got {value!r}")
+        raise _ShapeError(f"expected true/false, got {value!r}")
     return value
+
+
+def _expected(tp: Any) -> str:
+    """What a value of type ``tp`` is, in words."""
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true/false"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "a list"
+    if origin is Literal:
+        return f"one of {typing.get_args(tp)}"
+    if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
+        return "an object"
+    return str(tp)

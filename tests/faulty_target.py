@@ -15,8 +15,13 @@ seconds since the first load request (a path under ``/work``; perfgate's reachab
 - ``reset``: reset the TCP connection (SO_LINGER 0 + abort: the client sees ECONNRESET);
 - ``die``: the process SIGKILLs itself (connections reset, later ones refused).
 
+Two paths misbehave whatever the mode: ``/trickle`` answers 200 and then its body one byte every
+``--trickle-ms`` (socket timeouts never fire; only a deadline on the whole request does), and
+``/away`` redirects (302) to ``--redirect-to`` (another origin).
+
 ``POST /__mode/NAME`` switches the mode now (tests that drive the fault by hand);
-``GET /__stats`` returns the requests answered per mode. The process exits by itself when its
+``GET /__stats`` returns the requests answered per mode (and ``seen``: every request, with
+``api_key``: those that carried an ``X-Api-Key`` header). The process exits by itself when its
 parent goes away or after ``--lifetime-s``, so a failed test never leaves it behind.
 """
 
@@ -93,6 +98,8 @@ async def _serve(args: argparse.Namespace) -> None:
     behaviour = Behaviour(parse_schedule(args.schedule), args.burst_s, args.period_s)
 
     async def work(request: web.Request) -> web.StreamResponse:
+        behaviour.stats["seen"] += 1
+        behaviour.stats["api_key"] += "X-Api-Key" in request.headers
         mode, since = behaviour.mode()
         if mode == "burst":
             mode = "error" if since % behaviour.period_s < behaviour.burst_s else "ok"
@@ -111,6 +118,17 @@ async def _serve(args: argparse.Namespace) -> None:
             {"ok": True, "echo_auth": bool(request.headers.get("Authorization"))}
         )
 
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        for _ in range(1000):
+            await response.write(b"x")
+            await asyncio.sleep(args.trickle_ms / 1000.0)
+        return response
+
+    async def away(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(args.redirect_to + "/work/redirected")
+
     async def root(request: web.Request) -> web.StreamResponse:
         return web.json_response({"target": "faulty"})
 
@@ -128,6 +146,8 @@ async def _serve(args: argparse.Namespace) -> None:
     app.router.add_get("/", root)
     app.router.add_post("/__mode/{mode}", force)
     app.router.add_get("/__stats", stats)
+    app.router.add_get("/trickle", trickle)
+    app.router.add_get("/away", away)
     app.router.add_route("*", "/work{tail:.*}", work)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
@@ -151,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-s", type=float, default=0.25)
     parser.add_argument("--period-s", type=float, default=1.0)
     parser.add_argument("--lifetime-s", type=float, default=120.0)
+    parser.add_argument("--trickle-ms", type=float, default=100.0)
+    parser.add_argument("--redirect-to", default="http://127.0.0.1:9")
     args = parser.parse_args(argv)
     parse_schedule(args.schedule)
     import logging
@@ -172,7 +194,7 @@ class RunningTarget:
 
 
 @contextmanager
-def faulty_target(schedule: str = "0:ok", **options: float) -> Iterator[RunningTarget]:
+def faulty_target(schedule: str = "0:ok", **options: float | str) -> Iterator[RunningTarget]:
     """Start the target as a child process; always kill and reap it on exit."""
     cmd = [sys.executable, __file__, "--schedule", schedule]
     for key, value in options.items():

@@ -415,7 +415,7 @@ BAD_FILES = {
     "steps type": (_with(steps={"users": 1}), "key 'steps': expected a list"),
     "step field type": (
         _with(steps=[dataclasses.asdict(make_step(10, 1.0, 1.0)) | {"users": "ten"}]),
-        "key 'steps': expected an integer",
+        "key 'steps': [0].users: expected an integer",
     ),
     "release type": (_with(release=5), "key 'release': expected a string"),
     "empty release": (_with(release=""), "key 'release' is empty"),

@@ -490,7 +490,28 @@ def _nan_and_huge(path: Path) -> None:
     path.write_text(text)
 
 
+def _set(key: str, value: Any) -> Callable[[Path], None]:
+    """Damage: ``key`` (dotted, ``steps.0.users``) set to ``value``."""
+
+    def damage(path: Path) -> None:
+        data = json.loads(path.read_text())
+        *parents, last = key.split(".")
+        where = data
+        for k in parents:
+            where = where[int(k)] if isinstance(where, list) else where[k]
+        where[int(last) if isinstance(where, list) else last] = value
+        path.write_text(json.dumps(data))
+
+    return damage
+
+
 BAD_BASELINES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "null saturation": (_set("saturation", None), "key 'saturation': expected an object, got null"),
+    "null created_at": (_set("created_at", None), "key 'created_at': expected a string, got null"),
+    "null users of a step": (
+        _set("steps.0.users", None),
+        "key 'steps': [0].users: expected an integer, got null",
+    ),
     "truncated": (_corrupt, "not valid JSON"),
     "newer schema": (_newer_schema, "written by a newer perfgate (schema 99)"),
     "another scenario": (_other_scenario, "is a baseline of scenario 'payments', not 'cli'"),
@@ -914,3 +935,176 @@ def test_extend_refuses_a_gate_that_already_decided(env: Env) -> None:
     path, _ = _result_of(env, "r2")
     again = env.gate("--baseline-target", env.target + "/old", "--extend", str(path))
     assert again.code == 2 and "not inconclusive" in again.error, again.err
+
+
+def _noise_model(env: Env) -> Path:
+    path = env.baselines / "cli" / "noise.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "kind": "perfgate-noise-model",
+        "schema": 1,
+        "sd_log": 0.02,
+        "df": 9,
+        "pair_sd_log": 0.02,
+        "pair_df": 9,
+        "runs": 10,
+    }
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("sd_log", None, "key 'sd_log' must be a number, got None"),
+        ("values_rps", [1.0, None], "key 'values_rps': [1]: expected a number, got null"),
+    ],
+)
+def test_a_noise_model_with_null_fields_is_refused_before_the_load(
+    env: Env, key: str, value: Any, expected: str
+) -> None:
+    from perfgate.calibration import NOISE_KIND
+
+    path = _noise_model(env)
+    _set("kind", NOISE_KIND)(path)
+    assert env.gate().code == 0, "the intact model is read"
+    created = FakeRunner.created
+    _set(key, value)(path)
+    ran = env.gate()
+    assert ran.code == 2, ran.err
+    assert f"noise model {path}: {expected}" in ran.error
+    assert FakeRunner.created == created
+
+
+def _saved_result(env: Env) -> Path:
+    ran = env.gate()
+    assert ran.code == 0, ran.err
+    (path,) = env.reports.glob("cli/r2-*/result.json")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("saturation", None, "key 'saturation': expected an object, got null"),
+        ("steps.0.users", None, "key 'steps': [0].users: expected an integer, got null"),
+        ("rules.0", None, "key 'rules': [0]: expected an object, got null"),
+    ],
+)
+def test_a_result_with_null_objects_is_refused_by_report_and_promote(
+    env: Env, key: str, value: Any, expected: str
+) -> None:
+    path = _saved_result(env)
+    _set(key, value)(path)
+    before = path.read_bytes()
+    for command in (("report", str(path)), ("baseline", "promote", str(path))):
+        ran = env.run(*command, "--baseline-dir", str(env.baselines))
+        assert ran.code == 2, (command, ran.err)
+        assert ran.error == f"perfgate: error: result file {path}: {expected}" or (
+            ran.error.startswith(f"perfgate: error: result file {path}: {expected}")
+        )
+    assert path.read_bytes() == before
+    assert not env.baselines.exists() or not list(env.baselines.rglob("r2.json"))
+
+
+def test_exchange_options_with_huge_numbers_are_bad_input(env: Env) -> None:
+    huge = "9" * 5000
+    ran = env.run("exchange", "serve", "--port", "0", "--config-json", f'{{"slots": {huge}}}')
+    assert ran.code == 2, ran.err
+    assert ran.error.startswith("perfgate: error: --config-json: not valid JSON (Exceeds the limit")
+    assert len(ran.error) < 300
+
+
+def test_two_runs_in_the_same_second_never_share_a_report_folder(env: Env) -> None:
+    """The folder is claimed by an atomic mkdir: the second run of the second gets ``-2``."""
+    from perfgate.pipeline import run_folder
+
+    first = run_folder(env.reports, "cli", "r1")
+    second = run_folder(env.reports, "cli", "r1")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name.startswith(first.name)
+
+
+def test_a_scenario_report_folder_linked_elsewhere_is_refused_before_the_load(env: Env) -> None:
+    elsewhere = env.tmp / "elsewhere"
+    elsewhere.mkdir()
+    env.reports.mkdir()
+    (env.reports / "cli").symlink_to(elsewhere)
+    ran = env.gate()
+    assert ran.code == 3, ran.err
+    assert "refusing to write reports to" in ran.error and "outside" in ran.error
+    assert FakeRunner.created == 0
+    assert not list(elsewhere.iterdir())
+
+
+NESTED_RANGE = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+NESTED_VARIABLE = "{% for a in xs %}{% for b in xs %}{% for c in xs %}{{ '' }}" + "{% endfor %}" * 3
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        (NESTED_RANGE, "the template's loops run more than 100000 times"),
+        ("{{ 'x' * 100000000 }}", "a repeated value is too large"),
+        ("{% for i in range(99999) %}{{ 'y' * 99 }}{% endfor %}", "renders to more than"),
+        (NESTED_VARIABLE, "rendering took longer than 0.5 s"),
+    ],
+    ids=["nested-range", "repeat", "output-size", "nested-variable"],
+)
+def test_validate_cannot_hang_on_a_manifest_template(
+    env: Env, monkeypatch: pytest.MonkeyPatch, template: str, expected: str
+) -> None:
+    from perfgate.staging import manifests
+
+    monkeypatch.setattr(manifests, "MAX_RENDER_S", 0.5)
+    (env.tmp / "m").mkdir()
+    (env.tmp / "m" / "app.yaml").write_text(template)
+    xs = list(range(1000))
+    env.scenario.write_text(
+        _with(
+            "staging: {provider: none}",
+            "staging:\n  provider: kubernetes\n  kubernetes:\n"
+            f"    manifests: [m]\n    service: web\n    variables: {{xs: {xs}}}",
+        )
+    )
+    ran = env.run("validate", str(env.scenario))
+    assert ran.code == 2, ran.err
+    assert expected in ran.err
+
+
+def test_control_characters_from_data_never_reach_the_console_or_markdown(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names and errors come from locustfiles and saved files too: escaped on every output."""
+    from perfgate.report import console_summary, load_result
+
+    path = _saved_result(env)
+    evil = "GET x\x1b[2J\x07: boom\r\n::warning::injected"
+    data = json.loads(path.read_text())
+    data["steps"][0]["errors"] = [[evil, 3]]
+    data["reasons"] = [*data["reasons"], evil]
+    path.write_text(json.dumps(data))
+    step_summary = env.tmp / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    ran = env.run("report", str(path), "--baseline-dir", str(env.baselines))
+    assert ran.code == 0, ran.err
+    console = console_summary(load_result(path), path.parent)
+    for where, text in {
+        "summary.md": (path.parent / "summary.md").read_text(),
+        "step summary": step_summary.read_text(),
+        "console": console,
+        "cli": ran.out + ran.err,
+    }.items():
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text, where
+        assert not any(line.startswith("::") for line in text.splitlines()), where
+    assert "\\x1b[2J" in console
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0"])
+def test_ui_port_out_of_range_is_a_usage_error(env: Env, port: str) -> None:
+    ran = env.run(
+        "ramp", "-s", str(env.scenario), "--target", env.target, "--ui", "--ui-port", port
+    )
+    assert ran.code == 2, ran.err
+    assert "--ui-port" in ran.err and "Traceback" not in ran.err
+    assert FakeRunner.created == 0

@@ -180,6 +180,57 @@ def test_target_fault_mid_ramp_is_a_breach_with_its_reason(tmp_path: Path, mode:
 
 
 # ---------------------------------------------------------------------------------------------
+# One target per gate: no redirect is followed; a trickling answer times out as a whole
+# ---------------------------------------------------------------------------------------------
+
+ONE_TARGET_SCENARIO = """\
+name: onetarget
+staging: {provider: none}
+users:
+  wait: 0.01
+  headers: {X-Api-Key: "${FI_KEY}"}
+  requests:
+    - {name: away, method: GET, path: /away}
+    - {name: slow, method: GET, path: /trickle}
+ramp: {start_users: 2, step_users: 2, max_users: 2, step_seconds: 2}
+slo: {p95_ms: 2000, error_rate: 1}
+load: {request_timeout_s: 0.5}
+"""
+
+
+def test_redirects_stay_home_and_a_trickling_answer_times_out(tmp_path: Path) -> None:
+    """A 302 to another origin is the response (the key never travels); a body sent a byte
+    every 0.1 s fails after request_timeout_s in all and counts as a failure."""
+    scenario = tmp_path / "onetarget.yaml"
+    scenario.write_text(ONE_TARGET_SCENARIO)
+    reports = tmp_path / "reports"
+    with faulty_target("0:ok") as other, faulty_target("0:ok", redirect_to=other.url) as target:
+        done = perfgate(
+            "ramp",
+            "-s",
+            str(scenario),
+            "--target",
+            target.url,
+            "--report-dir",
+            str(reports),
+            env={"FI_KEY": "key-4711"},
+        )
+        import urllib.request
+
+        with urllib.request.urlopen(other.url + "/__stats", timeout=5) as answer:
+            seen = json.loads(answer.read())
+    _no_traceback(done.err)
+    assert done.code == 0, done.err
+    assert seen.get("seen", 0) == 0 and seen.get("api_key", 0) == 0, seen
+    step = _result(reports)["steps"][0]
+    endpoints = {e["name"]: e for e in step["endpoints"]}
+    assert endpoints["away"]["requests"] > 0 and endpoints["away"]["failures"] == 0
+    slow = endpoints["slow"]
+    assert slow["requests"] > 0 and slow["failures"] == slow["requests"], slow
+    assert any("GET slow: RequestTimedOut: timed out" in m for m, _ in step["errors"]), step
+
+
+# ---------------------------------------------------------------------------------------------
 # Signals at every stage: no orphans, a partial report marked aborted, exit 128 + signal
 # ---------------------------------------------------------------------------------------------
 

@@ -5,12 +5,19 @@ Users are either a ``FastHttpUser`` subclass generated from the scenario's weigh
 = an exception or a status outside ``expect_status`` / outside 2xx–3xx) or the User classes of
 ``users.locustfile`` (failure = the request event's exception, i.e. whatever Locust and the
 locustfile's ``catch_response`` decided).
+
+A gate measures one target, so generated users never follow a redirect: a 3xx is the response
+(a success unless ``expect_status`` says otherwise), and the scenario's headers never reach
+another origin. ``load.request_timeout_s`` bounds each request as a whole (connect, send, the
+whole answer): a target that trickles its answer a byte at a time fails the request with
+:class:`RequestTimedOut`. A locustfile is code and decides both for itself.
 """
 
 # isort: off
 import locust  # noqa: F401  first, as in every engine module (see perfgate.load.engine)
 
 # isort: on
+import contextlib
 import heapq
 import importlib.util
 import os
@@ -21,6 +28,7 @@ from typing import Any
 
 import gevent
 from locust import FastHttpUser, User, constant, task
+from locust.contrib.fasthttp import FastHttpSession
 
 from perfgate.load.engine_stream import EventStream, Rule, rule
 from perfgate.load.stream_probe import stream_url
@@ -40,6 +48,10 @@ from perfgate.redaction import ordered
 
 class ScenarioInputError(Exception):
     """The scenario's users cannot be built (broken locustfile, bad template)."""
+
+
+class RequestTimedOut(Exception):
+    """A request that did not complete within ``load.request_timeout_s`` as a whole."""
 
 
 class IndexLayout:
@@ -128,7 +140,43 @@ def _send(
         headers = {**common, **headers} if headers else common
     if headers:
         kwargs["headers"] = headers
-    return user.client.request(req.method, req.path.render(ctx), name=req.name, **kwargs)
+    return user.client.request(
+        req.method, req.path.render(ctx), name=req.name, allow_redirects=False, **kwargs
+    )
+
+
+def _send_within(
+    user: Any,
+    req: CompiledRequest,
+    ctx: UserContext,
+    dynamic_headers: Template | None,
+    timeout_s: float,
+) -> Any:
+    """:func:`_send`, cut off after ``timeout_s`` in all; then a failed request, None returned.
+
+    Locust records nothing for a request it did not finish, so the failure is recorded here;
+    the interrupted connection is in an unknown state, so the user's connections are replaced.
+    """
+    started, wall = time.perf_counter(), time.time()
+    try:
+        with gevent.Timeout(timeout_s, RequestTimedOut):
+            return _send(user, req, ctx, dynamic_headers)
+    except RequestTimedOut:
+        user.environment.events.request.fire(
+            request_type=req.method,
+            name=req.name,
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=0,
+            response=None,
+            context={},
+            exception=RequestTimedOut(
+                f"timed out: no complete answer within {timeout_s:g} s (load.request_timeout_s)"
+            ),
+            start_time=wall,
+            url=None,
+        )
+        user.renew_client()
+        return None
 
 
 class _Streams:
@@ -231,8 +279,10 @@ def build_scenario_user(
                 return
             ctx = self._ctx
             sent = time.perf_counter()
-            response = _send(self, req, ctx, dynamic_headers)
+            response = _send_within(self, req, ctx, dynamic_headers, request_timeout_s)
             ctx.seq += 1
+            if response is None:  # cut off by the request timeout: a failure, nothing to read
+                return
             stream = self._stream
             if (req.capture or stream is not None) and _ok(req, response):
                 try:
@@ -243,6 +293,30 @@ def build_scenario_user(
                     self._capture(req, data)
                 if stream is not None and streams is not None:
                     streams.await_event(stream, req, data, sent)
+
+        def renew_client(self) -> None:
+            """Fresh connections (after a request was cut off mid-answer); cookies are kept."""
+            old = self.client
+            with contextlib.suppress(Exception):
+                old.client.close()
+            self.client = FastHttpSession(
+                base_url=self.host,
+                request_event=self.environment.events.request,
+                network_timeout=self.network_timeout,
+                connection_timeout=self.connection_timeout,
+                max_redirects=self.max_redirects,
+                max_retries=self.max_retries,
+                insecure=self.insecure,
+                concurrency=self.concurrency,
+                user=self,
+                client_pool=self.client_pool,
+                ssl_context_factory=self.ssl_context_factory,
+                headers=self.default_headers,
+                proxy_host=self.proxy_host,
+                proxy_port=self.proxy_port,
+            )
+            self.client.cookiejar = old.cookiejar
+            self.client.client.cookiejar = old.cookiejar
 
         def _capture(self, req: CompiledRequest, data: Any) -> None:
             known = self._ctx.vars

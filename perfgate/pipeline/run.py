@@ -140,6 +140,7 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
     _check_baseline_image(opts, None, provider, stored_known=False)  # before any request
     check_targets(opts, scen)
     check_writable(opts.report_dir, "reports")
+    report.inside(opts.report_dir, opts.report_dir / scen.name, "reports")
     prev: baseline.StoredBaseline | None = None
     history: History | None = None
     noise: calibration.NoiseModel | None = None
@@ -714,15 +715,10 @@ def _no_requests(path: Path, scen: Scenario, steps: list[StepStats]) -> Scenario
 
 
 def run_folder(report_dir: Path, scenario: str, release: str) -> Path:
-    """``<report_dir>/<scenario>/<release>-<UTC timestamp>``, unique even within one second."""
+    """A new ``<report_dir>/<scenario>/<release>-<UTC time>[-N]``, created for this run only."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     safe_release = "".join(c if c.isalnum() or c in "._-" else "_" for c in release)[:60] or "dev"
-    base = report_dir / scenario / f"{safe_release}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    return report.new_run_dir(report_dir, report_dir / scenario, f"{safe_release}-{stamp}")
 
 
 def _generator_summary(steps: tuple[StepStats, ...], scen: Scenario) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from perfgate.report.files import (
     append_text,
     atomic_write_text,
     endpoints_csv_text,
+    inside,
     load_result,
     make_dir,
+    new_run_dir,
     result_json_text,
     steps_csv_text,
 )
@@ -32,7 +34,9 @@ __all__ = [
     "console_summary",
     "console_verdict",
     "history_svg",
+    "inside",
     "load_result",
+    "new_run_dir",
     "redact_result",
     "write_report",
 ]

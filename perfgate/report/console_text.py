@@ -27,7 +27,7 @@ def console_verdict(result: RunResult, report_dir: Path | None) -> str:
         line += f": {decided}"
     if report_dir is not None:
         line += f" (report: {report_dir / 'index.html'})"
-    return line
+    return fmt.printable(line)
 
 
 def console_summary(result: RunResult, report_dir: Path | None) -> str:
@@ -64,7 +64,7 @@ def console_summary(result: RunResult, report_dir: Path | None) -> str:
         lines.append(f"  {first.text}".replace("→", "->").replace("×", "x"))
     if report_dir is not None:
         lines.append(f"  report: {report_dir / 'index.html'}")
-    return "\n".join(lines)
+    return "\n".join(fmt.printable(line) for line in lines)
 
 
 def _rule_lines(result: RunResult) -> list[str]:

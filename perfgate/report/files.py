@@ -69,6 +69,40 @@ def make_dir(path: Path) -> None:
         raise OutputError(f"cannot create report folder {path}: a file of that name exists")
 
 
+def inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` (under ``root``), unless a symbolic link on the way leads outside ``root``.
+
+    ``root`` itself may be a link (the user chose it); a folder inside it that links elsewhere
+    (``reports/exchange -> /etc``) would make perfgate write where nobody asked: OutputError.
+    """
+    real_root = Path(root).resolve()
+    real = Path(path).resolve()
+    if real != real_root and real_root not in real.parents:
+        raise OutputError(
+            f"refusing to write {what} to {path}: it is a symbolic link to {real}, outside {root}"
+        )
+    return Path(path)
+
+
+def new_run_dir(root: Path, parent: Path, name: str) -> Path:
+    """Create ``parent/name`` (``name-2``, ``-3``… if taken) atomically; return it.
+
+    ``mkdir`` without ``exist_ok`` is the claim: two runs started in the same second can never
+    share (and overwrite) one folder. ``parent`` must stay inside ``root`` (:func:`inside`).
+    """
+    make_dir(inside(root, parent, "reports"))
+    for n in range(1, 10_000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create report folder {path}: {_why(exc)}") from exc
+        return path
+    raise OutputError(f"cannot create report folder {parent / name}: every suffix is taken")
+
+
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 

@@ -28,14 +28,14 @@ _HTML_START = re.compile(r"([<&])(?=[A-Za-z/!?#])")
 def md(text: object) -> str:
     """Plain text for a GFM table cell or line: markup and HTML neutralised with backslash
     escapes (no HTML entities, so the file reads as plain text), no line breaks."""
-    s = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    s = _MD_SPECIAL.sub(r"\\\1", fmt.printable(" ".join(str(text).split())))
     s = _HTML_START.sub(r"\\\1", s)
     return "\\" + s if s.startswith(">") else s  # not a block quote
 
 
 def _code(text: str) -> str:
     """A GFM code span (paths keep their underscores); falls back to escaped text."""
-    if "`" in text or "\n" in text:
+    if "`" in text or fmt.printable(text) != text:
         return md(text)
     return f"`{text}`"
 

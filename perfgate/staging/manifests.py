@@ -13,15 +13,19 @@ every message (``exchange.yaml[doc 2] Deployment/exchange: …``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.exceptions
 import jinja2.sandbox
 import yaml
 
@@ -188,7 +192,7 @@ def render_url(
     context = _context(spec, release=release, namespace=namespace, image=image)
     context.update(service=spec.service, port=spec.port)
     try:
-        url = _environment().from_string(spec.url).render(context).strip()
+        url = _render(spec.url, context).strip()
     except jinja2.TemplateError as exc:
         raise ScenarioError(f"staging.kubernetes.url: {_jinja_message(exc)}") from exc
     if not re.match(r"^https?://[^/\s]+", url):
@@ -260,13 +264,79 @@ def manifest_files(paths: Iterable[str]) -> tuple[Path, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _environment() -> jinja2.sandbox.SandboxedEnvironment:
-    # Sandboxed: manifests come from the repository, but a template has no business reaching
-    # Python internals. StrictUndefined: a missing variable must fail, not render as "".
-    return jinja2.sandbox.SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
+MAX_RENDER_ITEMS = 100_000  # range() items in all of one template's loops together
+MAX_RENDER_BYTES = 4 << 20  # one rendered file; a manifest this big is a mistake or an attack
+MAX_RENDER_S = 10.0  # the backstop for loops over anything else (nested loops over a variable)
+
+
+class _BoundedEnvironment(jinja2.sandbox.SandboxedEnvironment):
+    """Sandboxed (a template has no business reaching Python internals), StrictUndefined (a
+    missing variable must fail, not render as ""), and bounded: one render may produce at most
+    MAX_RENDER_ITEMS items from ``range`` and MAX_RENDER_BYTES of output, and may take at most
+    MAX_RENDER_S (in the main thread), so ``perfgate validate`` cannot hang on nested loops."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self) -> None:
+        super().__init__(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+        )
+        self.items = 0
+        self.globals["range"] = self._range
+
+    def _range(self, *args: int) -> range:
+        numbers = jinja2.sandbox.safe_range(*args)
+        self.items += len(numbers)
+        if self.items > MAX_RENDER_ITEMS:
+            raise jinja2.exceptions.SecurityError(
+                f"the template's loops run more than {MAX_RENDER_ITEMS} times"
+            )
+        return numbers
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise jinja2.exceptions.SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
+                if sized and len(seq) * n > MAX_RENDER_BYTES:
+                    raise jinja2.exceptions.SecurityError("a repeated value is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _render(text: str, context: dict[str, Any]) -> str:
+    """``text`` rendered as a bounded template (SecurityError, a TemplateError, past a bound)."""
+    template = _BoundedEnvironment().from_string(text)
+    chunks: list[str] = []
+    size = 0
+    with _deadline(MAX_RENDER_S):
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_RENDER_BYTES:
+                raise jinja2.exceptions.SecurityError(
+                    f"renders to more than {MAX_RENDER_BYTES} characters"
+                )
+            chunks.append(chunk)
+    return "".join(chunks)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """SecurityError after ``seconds`` of rendering (SIGALRM: only in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise jinja2.exceptions.SecurityError(f"rendering took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _context(
@@ -284,7 +354,7 @@ def _context(
         context["image"] = image
     elif spec.image:
         try:
-            context["image"] = _environment().from_string(spec.image).render(context).strip()
+            context["image"] = _render(spec.image, context).strip()
         except jinja2.TemplateError as exc:
             raise ScenarioError(f"staging.kubernetes.image: {_jinja_message(exc)}") from exc
     return context
@@ -305,7 +375,7 @@ def _render_all(
         shown = _display(path, scenario_dir)
         try:
             text = _read(path)
-            rendered = _environment().from_string(text).render(context)
+            rendered = _render(text, context)
         except ScenarioError as exc:
             errors.append(f"{shown}: {exc}")
             continue
