@@ -141,19 +141,21 @@ def local_load_only(scen: Scenario, what: str) -> None:
 
 
 def check_targets(opts: RunOptions, scen: Scenario) -> None:
-    """``--target`` and ``--baseline-target`` before anything is staged or loaded.
-
-    Both alike: a bad URL is bad input (exit 2); the previous release's URL is probed here too
-    (unreachable: exit 3), the candidate's when it is staged.
-    """
+    """``--target`` and ``--baseline-target`` alike, before anything is staged: InputError (2)."""
     if opts.target:
         validate_url(opts.target)
-    elif scen.staging.target and opts.provider in (None, "none"):
-        validate_url(scen.staging.target, "staging.target")
     if opts.baseline_target:
-        url = validate_url(opts.baseline_target, "--baseline-target")
+        validate_url(opts.baseline_target, "--baseline-target")
         local_load_only(scen, "--baseline-target")
-        probe_target(url, "--baseline-target")
+
+
+def probe_baseline_target(opts: RunOptions) -> None:
+    """The previous release's URL answers, like ``--target`` when it is staged (else exit 3).
+
+    Last of the checks before any load: input errors are reported first.
+    """
+    if opts.baseline_target:
+        probe_target(validate_url(opts.baseline_target, "--baseline-target"), "--baseline-target")
 
 
 def staging_options(

@@ -59,6 +59,7 @@ from perfgate.pipeline.options import (
     check_targets,
     opened_store,
     prepare_scenario,
+    probe_baseline_target,
     reserved_prefix,
     staging_options,
 )
@@ -164,6 +165,7 @@ def preflight(opts: RunOptions, into: store.BaselineStore | None = None) -> Plan
     if mode == "stored" and change is not None and change.accepted:
         mode = "none"  # the old numbers were measured under another scenario: not judged
     resume = _resume(opts, scen, prev, mode)
+    probe_baseline_target(opts)  # the last check: input errors are reported first
     return Plan(
         opts=opts,
         scen=scen,

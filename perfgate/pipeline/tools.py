@@ -20,6 +20,7 @@ from perfgate.pipeline.options import (
     local_load_only,
     opened_store,
     prepare_scenario,
+    probe_baseline_target,
     staging_options,
 )
 from perfgate.pipeline.sides import LiveSides, Place, locked
@@ -74,6 +75,7 @@ def calibrate(
 def _calibrated(opts: RunOptions, runs: int, on_event: EventSink) -> calibration.NoiseModel:
     scen = prepare_scenario(opts)
     check_targets(opts, scen)
+    probe_baseline_target(opts)
     provider = opts.provider or ("none" if opts.target else scen.staging.provider)
     fp = baseline.fingerprint(scen, provider=provider, target=opts.target or "")
     previous = calibration.load_noise(opts.baseline_dir, scen.name)
