@@ -1108,3 +1108,23 @@ def test_ui_port_out_of_range_is_a_usage_error(env: Env, port: str) -> None:
     assert ran.code == 2, ran.err
     assert "--ui-port" in ran.err and "Traceback" not in ran.err
     assert FakeRunner.created == 0
+
+
+def test_release_names_sharing_a_baseline_file_are_refused(env: Env) -> None:
+    """feature/x and feature_x (café and caf_) map to one file: never replaced or confused."""
+    assert env.gate("--promote", release="feature/x").code == 0
+    stored = env.baselines / "cli" / "feature_x.json"
+    accented = stored.with_name("caf_.json")
+    accented.write_text(stored.read_text().replace('"release": "feature/x"', '"release": "café"'))
+    before = _digest(env.baselines)
+    created = FakeRunner.created
+    for release, holder in (("feature_x", "feature/x"), ("caf_", "café")):
+        ran = env.gate("--promote", "--force", release=release)
+        assert ran.code == 2, ran.err
+        assert f"release {release!r} maps to" in ran.error and repr(holder) in ran.error
+        ran = env.run(
+            "baseline", "show", release, "--scenario", "cli", "--baseline-dir", str(env.baselines)
+        )
+        assert ran.code == 2, ran.err
+    assert FakeRunner.created == created, "refused before the load"
+    assert _digest(env.baselines) == before

@@ -135,6 +135,27 @@ def baseline_path(baseline_dir: Path, scenario: str, release: str) -> Path:
     return _scenario_dir(baseline_dir, scenario) / file
 
 
+def _check_release_owns(path: Path, release: str) -> None:
+    """BaselineError when ``path`` holds another release's baseline (even with ``--force``).
+
+    File names keep ``A-Z a-z 0-9 . _ + -`` only, so ``feature/x`` and ``feature_x`` (or
+    ``café`` and ``caf_``) map to one file: the second must not replace, nor be judged as, the
+    first. An unreadable file is left to the callers' usual handling.
+    """
+    try:
+        stored = store.load_json(
+            path, schema=BASELINE_SCHEMA, label="baseline", error=BaselineError
+        ).get("release")
+    except BaselineError:
+        return
+    if isinstance(stored, str) and stored != release:
+        raise BaselineError(
+            f"release {release!r} maps to {path}, which holds release {stored!r}: names that "
+            "differ only in characters other than A-Z a-z 0-9 . _ + - share a file; rename "
+            "the release"
+        )
+
+
 def _scenario_dir(baseline_dir: Path, scenario: str) -> Path:
     return Path(baseline_dir) / store.safe_component(scenario, "scenario")
 
@@ -304,6 +325,7 @@ def resolve_baseline(baseline_dir: Path, scenario: str, name: str) -> StoredBase
             f"no baseline for release {name!r} of scenario {scenario!r} at {path}"
             + (f" (stored: {known})" if known else " (none stored)")
         )
+    _check_release_owns(path, name)
     return load_baseline(path, scenario=scenario)
 
 
@@ -351,6 +373,8 @@ def check_can_store(
     ``store_baseline`` checks again under the lock: this is only an early, friendly refusal.
     """
     path = baseline_path(baseline_dir, scenario, release)
+    if path.exists():
+        _check_release_owns(path, release)
     if path.exists() and not force:
         raise BaselineError(
             f"baseline for release {release!r} already exists at {path} (use --force to replace it)"
@@ -358,9 +382,12 @@ def check_can_store(
     return path
 
 
-def _write_locked(path: Path, document: dict[str, Any], *, replace: bool, what: str) -> None:
+def _write_locked(
+    path: Path, document: dict[str, Any], *, replace: bool, what: str, one_release: bool = False
+) -> None:
     """Write ``document`` to ``path`` under the scenario folder's lock (refusing an existing
-    file unless ``replace``); the one way a file enters a baseline folder."""
+    file unless ``replace``; with ``one_release``, also one of another release, whatever
+    ``replace``); the one way a file enters a baseline folder."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -370,6 +397,8 @@ def _write_locked(path: Path, document: dict[str, Any], *, replace: bool, what: 
     lock = filelock.FileLock(path.parent / LOCK_NAME, timeout=LOCK_TIMEOUT_S)
     try:
         with lock:
+            if one_release and path.exists():
+                _check_release_owns(path, document["release"])
             if path.exists() and not replace:
                 raise BaselineError(
                     f"{what} for release {document['release']!r} already exists at {path} "
@@ -433,7 +462,7 @@ def store_baseline(
     document = _document(
         result, created_at=created_at, source=result.command if source is None else source
     )
-    _write_locked(path, document, replace=force, what="baseline")
+    _write_locked(path, document, replace=force, what="baseline", one_release=True)
     return path
 
 
