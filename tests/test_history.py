@@ -298,13 +298,16 @@ def test_cli_history_table_json_csv_and_chart(
     chart = tmp_path / "h.svg"
     assert _main(["history", "--baseline-dir", str(store_dir), "--chart", str(chart)]) == 0
     out = capsys.readouterr().out
-    assert "shop:" in out and "v2" in out and "-7.8 %" in out and "no change point" in out
+    assert "shop:" in out and "v2" in out and "-7.8 %" in out
+    # two 4 % steps measured side by side (0.4 % SE each): each is a change point
+    assert "change point: v1 (-4.0 %" in out and "change point: v2 (-4.0 %" in out
     assert chart.read_text().startswith("<?xml") and "<svg" in chart.read_text()
 
     assert _main(["history", "--baseline-dir", str(store_dir), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [r["release"] for r in doc["rows"]] == ["v0", "v1", "v2"]
-    assert doc["change_points"] == []
+    assert [p["release"] for p in doc["change_points"]] == ["v1", "v2"]
+    assert doc["change_points"][0]["change_pct"] == -4.0
 
     assert _main(["history", "--baseline-dir", str(store_dir), "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -508,3 +511,14 @@ def test_a_corrupt_drift_reference_is_named(
     assert "left out" in captured.err and "drift reference" in captured.err
     with pytest.raises(bl.BaselineError, match=r"drift reference .*not valid JSON"):
         bl.read_reference(store_dir, "shop")
+
+
+def test_drift_blocks_a_creep_in_a_short_history() -> None:
+    """Three stored releases, each 4 % below the one before (as measured side by side by the
+    real CLI, docs/history.md §4), and a candidate 4 % below the last: 11.5 % in all."""
+    history = hist.build("exchange", _entries([0.0, STEP, STEP], 0.0008))
+    assert [p.release for p in history.change_points] == ["r1", "r2"]
+    rule = drift.drift_rule(
+        gate=GateSpec(max_drift=0.10), history=history, baseline_release="r2", m=STEP, se=0.0008
+    )
+    assert rule.outcome == "fail" and "drift vs r0 (the best release" in rule.message

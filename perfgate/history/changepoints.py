@@ -38,7 +38,7 @@ __all__ = ["MIN_CHANGE", "MIN_SIZE", "MIN_Z", "PERMUTATIONS", "SIGNIFICANCE", "S
 
 PERMUTATIONS = 199  # per tested split: p-values down to 0.005
 SIGNIFICANCE = 0.05  # permutation p-value at or below which a split is significant
-MIN_SIZE = 2  # releases on each side of a split (a single release is an outlier, not a level)
+MIN_SIZE = 1  # releases on each side of a split (chained levels: a release alone can be a level)
 MIN_Z = 4.0  # the claimed change over its standard error from the links' own noise
 MIN_CHANGE = 0.01  # smallest relative change of the level reported (1 %)
 
@@ -71,8 +71,8 @@ def _q_statistic(x: FloatArray, min_size: int) -> tuple[int, float]:
     for tau in range(min_size, n - min_size + 1):
         m, k = tau, n - tau
         between = block(0, tau, tau, n) / (m * k)
-        left = block(0, tau, 0, tau) / (m * (m - 1))
-        right = block(tau, n, tau, n) / (k * (k - 1))
+        left = block(0, tau, 0, tau) / (m * (m - 1)) if m > 1 else 0.0
+        right = block(tau, n, tau, n) / (k * (k - 1)) if k > 1 else 0.0
         q = m * k / (m + k) * (2 * between - left - right)
         if q > best_q:
             best, best_q = tau, q
