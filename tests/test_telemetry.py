@@ -456,3 +456,28 @@ def test_resources_and_the_bottleneck_round_trip_and_the_report_draws_the_baseli
     assert "container api-1/api CPU (limit 1 core) — saturated first" in why
     assert "baseline r1" in why
     assert "this release needs" in why and "more CPU per request than r1" in why
+
+
+def test_the_console_says_why_in_one_line_and_what_was_not_measured_in_a_few() -> None:
+    from perfgate.models import Bottleneck
+    from perfgate.report.why import console_lines
+
+    missing = tuple(f"source {i} did not answer" for i in range(5))
+    base = RunResult(
+        scenario="s", release="r", verdict="pass", reasons=(), saturation=SAT, baseline=None,
+        steps=(), generator={}, started_at="", finished_at="", perfgate_version="0",
+    )  # fmt: skip
+    found = Bottleneck(kind="resource", sentence="The pool was full — ×8", confidence="high",
+                       missing=missing)  # fmt: skip
+    lines = console_lines(replace(base, bottleneck=found))
+    assert lines[0] == "  why: The pool was full - x8 (confidence high)"
+    assert [x for x in lines if "not measured" in x][
+        -1
+    ] == "  not measured: 2 more (see the report)"
+    assert len(lines) == 5
+    nothing = Bottleneck(kind="unmeasured", sentence="Not measured: x.", confidence="low",
+                         missing=missing)  # fmt: skip
+    assert console_lines(replace(base, bottleneck=nothing)) == [
+        "  why: Not measured: x. (confidence low)"
+    ]
+    assert console_lines(base) == []

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from perfgate.models import RunResult
 
+MAX_MISSING = 3  # "not measured" lines on the console (the report lists them all)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Why:
@@ -45,5 +47,8 @@ def console_lines(result: RunResult) -> list[str]:
     if w.cost:
         lines.append(f"  cost: {w.cost}")
     lines += [f"  during the run: {e}" for e in w.events]
-    lines += [f"  not measured: {m}" for m in w.missing]
+    if result.bottleneck is not None and result.bottleneck.kind != "unmeasured":  # else said
+        lines += [f"  not measured: {m}" for m in w.missing[:MAX_MISSING]]
+        if len(w.missing) > MAX_MISSING:
+            lines.append(f"  not measured: {len(w.missing) - MAX_MISSING} more (see the report)")
     return [line.replace("—", "-").replace("×", "x").replace("≈", "~") for line in lines]
