@@ -20,7 +20,7 @@ log="$here/results/run_all-${stamp}${mode:+-quick}.log"
 py="${PYTHON:-python}"
 
 # order: cheap first, the 11-minute memory run last
-benches=(report_render run_default saturation_accuracy generator_overhead real_aa memory)
+benches=(report_render run_default saturation_accuracy generator_overhead stream_overhead real_aa memory)
 failed=()
 start_all=$SECONDS
 {

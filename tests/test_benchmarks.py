@@ -150,3 +150,20 @@ def test_real_gate_reads_the_last_look_and_counts_with_intervals() -> None:
     assert summary["block"]["count"] == 2 and summary["failed"] == 1
     assert summary["block"]["ci95"] == pytest.approx(real_aa.clopper_pearson(2, 4))
     assert (summary["mean_wall_s"], summary["max_wall_s"]) == (61.2, 100.0)
+
+
+def test_stream_overhead_scenarios_differ_only_by_the_streams(tmp_path: Path) -> None:
+    import stream_overhead
+
+    from perfgate.scenario import load_scenario
+
+    plain, streaming = (
+        load_scenario(
+            c.write_scenario(tmp_path / f"{s}.yaml", stream_overhead.scenario(s, 50, 6.0, 0.5))
+        )
+        for s in (False, True)
+    )
+    assert plain.users.streams is None and streaming.users.streams is not None
+    assert plain.users.requests == streaming.users.requests
+    assert plain.ramp == streaming.ramp and plain.ramp.max_users == 50
+    assert streaming.slo.event_p95_ms is not None and plain.slo.event_p95_ms is None
