@@ -236,13 +236,16 @@ def saturation(steps: Sequence[StepStats], slo: Slo, *, max_users: int | None = 
             else f"{top.users} users (the ramp stopped below max_users {limit})"
         )
         p95 = f"p95 {top.p95_ms:.0f} ms" if top.p95_ms is not None else "p95 n/a"
+        held = f"{p95} ≤ SLO {slo.p95_ms:.0f} ms"
+        ev = top.events
+        if ev is not None and ev.p95_ms is not None and slo.event_p95_ms is not None:
+            held += f", event p95 {ev.p95_ms:.0f} ms ≤ SLO {slo.event_p95_ms:.0f} ms"
         return Saturation(
             users=float(top.users),
             throughput_rps=top.throughput_rps,
             broken=False,
             reason=(
-                f"SLO held up to {why}: {p95} ≤ SLO {slo.p95_ms:.0f} ms at {top.users} users; "
-                f"saturation ≥ {top.users} users"
+                f"SLO held up to {why}: {held} at {top.users} users; saturation ≥ {top.users} users"
             ),
             bracket=None,
             censored="above_max",

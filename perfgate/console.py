@@ -163,10 +163,12 @@ class Progress:
         mark = "ok  " if s.slo_ok else "FAIL"
         who = "" if build == "candidate" else f"[{build}] "
         why = "" if s.slo_ok else f"  ({s.slo_reason})"
+        ev = s.events
+        events = "" if ev is None else f"  events p95 {_ms(ev.p95_ms):>6} ms lost {ev.lost}"
         return (
             f"{self._elapsed()} {who}{mark} users {s.users:>5}  {s.throughput_rps:8.1f} req/s  "
             f"p50 {_ms(s.p50_ms):>6}  p95 {_ms(s.p95_ms):>6}  p99 {_ms(s.p99_ms):>6} ms  "
-            f"errors {s.error_rate:6.2%}{why}"
+            f"errors {s.error_rate:6.2%}{events}{why}"
         )
 
     def _table(self) -> Any:

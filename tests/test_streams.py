@@ -381,5 +381,8 @@ def test_gate_blocks_the_slow_event_consumer_by_the_event_slo(tmp_path: Path) ->
     one_level = {"start_users": 100, "max_users": 100, "step_seconds": 1.5, "settle_seconds": 1}
     normal = _gate("exchange-events.yaml", "normal", tmp_path, one_level)
     assert normal.returncode == 0, normal.stderr
-    step = json.loads(normal.stdout)["steps"][0]
+    result = json.loads(normal.stdout)
+    step = result["steps"][0]
     assert step["slo_ok"] and step["events"]["lost"] == 0 and step["events"]["p95_ms"] < 400
+    assert "ms ≤ SLO 400 ms" in result["saturation"]["reason"]  # both SLOs held, in words
+    assert "events p95" in normal.stderr and "lost 0" in normal.stderr  # the live step line
