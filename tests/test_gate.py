@@ -294,6 +294,10 @@ def test_schedule_swaps_every_pair_when_swaps_are_cheap() -> None:
     assert slow.judgeable(6) and not slow.judgeable(5)
     assert slow.cost_s(32, 11.0) == 32 * 11.0 + 2 * 60.0
     assert slow.fits(32, 11.0, 400.0) == 25  # 25 pairs and their 2 swaps fit in 400 s
+    # re-created pods (Kubernetes): two short periods per arrangement before any look judges
+    renewing = Schedule.plan(True, 60.0, 11.0, 32, renews=True)
+    assert [u for u in range(1, 33) if renewing.due(u)] == [4, 7, 10, 13, 29]
+    assert not renewing.judgeable(9) and renewing.judgeable(10)  # 2 periods each, ≥ 3 pairs
 
 
 def test_stored_baseline_on_the_default_prior_is_inconclusive_fast_and_says_what_would_help() -> (

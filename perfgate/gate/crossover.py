@@ -16,7 +16,8 @@ When a swap **renews the placement** (Kubernetes re-creates the pods, and the sc
 them on other nodes), each period has offsets of its own: a random effect shared by the pairs of
 one period, which the cross-over's fit cannot remove; :func:`renewal_var` adds it to the
 estimate's variance (with one period per arrangement: ``deploy_sd²``, half the no-cross-over
-prior; less with more periods).
+prior; less with more periods). One slow node then weighs on one period in four at the first
+look: the schedule starts with two short periods per arrangement, and no look judges before.
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ class Schedule:
     """
 
     enabled: bool
-    every: int = SWAP_EVERY  # pairs per period after the first
+    every: int = SWAP_EVERY  # pairs per period after the short ones
     swap_s: float = 0.0  # seconds one swap costs (the estimate it was planned on)
+    renews: bool = False  # a swap re-draws the offsets: two short periods per arrangement
     periods: list[int] = field(default_factory=list)  # pairs measured in each period
 
     @classmethod
-    def plan(cls, enabled: bool, swap_s: float, unit_s: float, most: int) -> Schedule:
+    def plan(
+        cls, enabled: bool, swap_s: float, unit_s: float, most: int, renews: bool = False
+    ) -> Schedule:
         """Pairs per period for a swap of ``swap_s`` and a pair of ``unit_s`` seconds."""
         if not enabled:
             return cls(enabled=False)
@@ -61,16 +65,27 @@ class Schedule:
         if unit_s > 0 and swap_s > 0:
             every = max(every, math.ceil(swap_s / (MAX_SWAP_SHARE * unit_s)))
         every = max(SWAP_EVERY, min(every, most // 2))
-        return cls(enabled=True, every=every, swap_s=max(0.0, swap_s))
+        return cls(enabled=True, every=every, swap_s=max(0.0, swap_s), renews=renews)
 
     @property
     def first(self) -> int:
+        """Pairs in each short period at the start."""
         return min(self.every, MIN_PER_ARRANGEMENT)
+
+    @property
+    def short(self) -> int:
+        """How many short periods start the schedule: with re-drawn offsets, two per
+        arrangement, so that no look rests on one placement of each build (one slow node)."""
+        return 4 if self.renews else 1
 
     def due(self, unit: int) -> bool:
         """Whether to swap before measuring pair ``unit`` (1-based)."""
-        after = unit - 1 - self.first  # pairs since the first period ended
-        return self.enabled and after >= 0 and after % self.every == 0
+        if not self.enabled or unit <= 1:
+            return False
+        done = unit - 1  # pairs before this one
+        if done <= self.short * self.first:
+            return done % self.first == 0
+        return (done - self.short * self.first) % self.every == 0
 
     def cost_s(self, pairs: int, unit_s: float) -> float:
         """Seconds ``pairs`` pairs take with the swaps among them."""
@@ -86,12 +101,14 @@ class Schedule:
         """Whether a look after ``pairs`` pairs has both arrangements well enough measured."""
         if not self.enabled:
             return True
-        arrangement, counts = 1, {1: 0, -1: 0}
+        arrangement, counts, periods = 1, {1: 0, -1: 0}, {1: 1, -1: 0}
         for unit in range(1, pairs + 1):
             if self.due(unit):
                 arrangement = -arrangement
+                periods[arrangement] += 1
             counts[arrangement] += 1
-        return min(counts.values()) >= MIN_PER_ARRANGEMENT
+        enough = min(periods.values()) >= (2 if self.renews else 1)
+        return enough and min(counts.values()) >= MIN_PER_ARRANGEMENT
 
     def measured(self, arrangement_changed: bool) -> None:
         """One more pair: in a new period after a swap, else in the current one."""

@@ -303,7 +303,8 @@ def _plan(
         return ()
     most = min(LOOK_PAIRS[-1], int(left // unit_s))
     swap_s = sides.swap_cost_s() if crossover else 0.0
-    w.schedule = Schedule.plan(crossover, swap_s, unit_s, most)
+    renews = crossover and sides.swap_renews_placement()
+    w.schedule = Schedule.plan(crossover, swap_s, unit_s, most, renews)
     most = w.schedule.fits(most, unit_s, left)
     if most < MIN_PAIRS:
         return ()
