@@ -377,6 +377,7 @@ def test_gate_blocks_the_slow_event_consumer_by_the_event_slo(tmp_path: Path) ->
     assert 'id="events"' in (run_dir / "index.html").read_text()
     assert 'id="evl-' in (run_dir / "index.html").read_text()  # the event latency chart
     assert "The event SLO broke first." in (run_dir / "summary.md").read_text()
+    assert "events_p95_ms" in (run_dir / "steps.csv").read_text().splitlines()[0]
     # the normal release holds both SLOs above the floor
     one_level = {"start_users": 100, "max_users": 100, "step_seconds": 1.5, "settle_seconds": 1}
     normal = _gate("exchange-events.yaml", "normal", tmp_path, one_level)

@@ -37,6 +37,16 @@ STEP_COLUMNS = (
     "p999_ms",  # added columns go last: scripts that read by position keep working
     "bytes_sent",
     "bytes_received",
+    # users.streams: the step's awaited events (empty without streams)
+    "events_expected",
+    "events_received",
+    "events_lost",
+    "events_loss_rate",
+    "events_p50_ms",
+    "events_p95_ms",
+    "events_p99_ms",
+    "events_backlog_mean",
+    "events_read_lag_p95_ms",
 )
 ENDPOINT_COLUMNS = ("step_index", "users", "name", "method", *_MEASURED, "error_rate")
 
@@ -164,7 +174,10 @@ load_result = store.load_result
 
 def steps_csv_text(steps: tuple[StepStats, ...]) -> str:
     """steps.csv: one row per step (in the order measured), overall columns only."""
-    rows = ({**_fields(s), **_fields(s.generator, "generator_")} for s in steps)
+    rows = (
+        {**_fields(s), **_fields(s.generator, "generator_"), **_fields(s.events, "events_")}
+        for s in steps
+    )
     return _csv(STEP_COLUMNS, rows)
 
 
