@@ -630,10 +630,13 @@ def users_interval(
     """A 95 % interval of the users at the SLO from the candidate's windows at ``N_w``.
 
     Past the knee p95 grows in proportion to the users (``R = N / X``), so each window at ``N_w``
-    says where the SLO is crossed: ``N_w · L / p95``. The spread of those, with the windows'
-    autocorrelation allowed for, is an interval one run can honestly claim — unlike order
-    statistics of autocorrelated latencies, which are far too narrow. The interval is centred on
-    the search's point: the proportional model is only the yardstick of the spread.
+    says where the SLO is crossed: ``N_w · L / p95``. The interval is centred on the search's
+    point, which is itself one such determination (a step at the boundary is a window), so its
+    error has the spread of *one* window's crossing, not of their mean: ``t · s`` with ``s`` the
+    windows' SD and the degrees of freedom their autocorrelation leaves. (The mean of the
+    windows is not the centre: the cross-over's restarts bias them, and the proportional model is
+    only the yardstick of the spread.) Its coverage of the true users at the SLO is measured by
+    ``perfgate simulate --coverage`` (docs/verdict.md §1).
     """
     logs = [
         math.log(r.users * slo.p95_ms / r.p95_ms)
@@ -642,9 +645,8 @@ def users_interval(
     ]
     if len(logs) < 3 or sat.censored != "no":
         return None
-    m = statistics.fmean(logs)
-    se2, df, _ = sequential._within([x - m for x in logs], 1)
-    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
+    _, df, _ = sequential._within([x - statistics.fmean(logs) for x in logs], 1)
+    half = float(stats.t.ppf(0.975, df)) * statistics.stdev(logs)
     assert sat.users is not None
     return sat.users * math.exp(-half), sat.users * math.exp(half)
 
