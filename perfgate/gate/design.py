@@ -633,7 +633,7 @@ def users_interval(
     says where the SLO is crossed: ``N_w · L / p95``. The interval is centred on the search's
     point, which is itself one such determination (a step at the boundary is a window), so its
     error has the spread of *one* window's crossing, not of their mean: ``t · s`` with ``s`` the
-    windows' SD and the degrees of freedom their autocorrelation leaves. (The mean of the
+    windows' SD on ``k − 1`` degrees of freedom. (The mean of the
     windows is not the centre: the cross-over's restarts bias them, and the proportional model is
     only the yardstick of the spread.) Its coverage of the true users at the SLO is measured by
     ``perfgate simulate --coverage`` (docs/verdict.md §1).
@@ -645,8 +645,7 @@ def users_interval(
     ]
     if len(logs) < 3 or sat.censored != "no":
         return None
-    _, df, _ = sequential._within([x - statistics.fmean(logs) for x in logs], 1)
-    half = float(stats.t.ppf(0.975, df)) * statistics.stdev(logs)
+    half = float(stats.t.ppf(0.975, len(logs) - 1)) * statistics.stdev(logs)
     assert sat.users is not None
     return sat.users * math.exp(-half), sat.users * math.exp(half)
 
