@@ -630,13 +630,13 @@ def users_interval(
     """A 95 % interval of the users at the SLO from the candidate's windows at ``N_w``.
 
     Past the knee p95 grows in proportion to the users (``R = N / X``), so each window at ``N_w``
-    says where the SLO is crossed: ``N_w · L / p95``. The interval is centred on the search's
-    point, which is itself one such determination (a step at the boundary is a window), so its
-    error has the spread of *one* window's crossing, not of their mean: ``t · s`` with ``s`` the
-    windows' SD on ``k − 1`` degrees of freedom. (The mean of the
-    windows is not the centre: the cross-over's restarts bias them, and the proportional model is
-    only the yardstick of the spread.) Its coverage of the true users at the SLO is measured by
-    ``perfgate simulate --coverage`` (docs/verdict.md §1).
+    says where the SLO is crossed: ``N_w · L / p95``. The spread of their mean, with the
+    windows' autocorrelation allowed for, is the interval; it is centred on the search's point
+    (the cross-over's restarts bias the windows themselves; the proportional model is only the
+    yardstick of the spread). Its coverage of the true users at the SLO, measured with
+    ``perfgate simulate --coverage``, is below the nominal 95 % (docs/verdict.md §1): the
+    search's point is one determination, whose own error the mean's spread leaves out; one
+    window's spread covers it but is far too wide to gate on.
     """
     logs = [
         math.log(r.users * slo.p95_ms / r.p95_ms)
@@ -645,7 +645,9 @@ def users_interval(
     ]
     if len(logs) < 3 or sat.censored != "no":
         return None
-    half = float(stats.t.ppf(0.975, len(logs) - 1)) * statistics.stdev(logs)
+    m = statistics.fmean(logs)
+    se2, df, _ = sequential._within([x - m for x in logs], 1)
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
     assert sat.users is not None
     return sat.users * math.exp(-half), sat.users * math.exp(half)
 
