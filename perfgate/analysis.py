@@ -228,28 +228,7 @@ def saturation(steps: Sequence[StepStats], slo: Slo, *, max_users: int | None = 
         )
     first_fail = next((lv for lv in levels if not lv.slo_ok), None)
     if first_fail is None:
-        top = levels[-1]
-        limit = max_users if max_users is not None else top.users
-        why = (
-            f"max_users ({limit})"
-            if top.users >= limit
-            else f"{top.users} users (the ramp stopped below max_users {limit})"
-        )
-        p95 = f"p95 {top.p95_ms:.0f} ms" if top.p95_ms is not None else "p95 n/a"
-        held = f"{p95} ≤ SLO {slo.p95_ms:.0f} ms"
-        ev = top.events
-        if ev is not None and ev.p95_ms is not None and slo.event_p95_ms is not None:
-            held += f", event p95 {ev.p95_ms:.0f} ms ≤ SLO {slo.event_p95_ms:.0f} ms"
-        return Saturation(
-            users=float(top.users),
-            throughput_rps=top.throughput_rps,
-            broken=False,
-            reason=(
-                f"SLO held up to {why}: {held} at {top.users} users; saturation ≥ {top.users} users"
-            ),
-            bracket=None,
-            censored="above_max",
-        )
+        return _never_broke(levels[-1], slo, max_users)
     fail_reason = _fail_reason(first_fail, slo)
     by_event = bool(first_fail.event_reason) and _request_ok(first_fail, slo)
     broken_by: Literal["request", "event"] = "event" if by_event else "request"
@@ -303,6 +282,29 @@ def saturation(steps: Sequence[StepStats], slo: Slo, *, max_users: int | None = 
         throughput_ci=(min(ends_x), max(ends_x)),
         censored="no",
         broken_by=broken_by,
+    )
+
+
+def _never_broke(top: Level, slo: Slo, max_users: int | None) -> Saturation:
+    """The SLO held at every level: saturation is at least the top one (censored above)."""
+    limit = max_users if max_users is not None else top.users
+    why = (
+        f"max_users ({limit})"
+        if top.users >= limit
+        else f"{top.users} users (the ramp stopped below max_users {limit})"
+    )
+    p95 = f"p95 {top.p95_ms:.0f} ms" if top.p95_ms is not None else "p95 n/a"
+    held = f"{p95} ≤ SLO {slo.p95_ms:.0f} ms"
+    ev = top.events
+    if ev is not None and ev.p95_ms is not None and slo.event_p95_ms is not None:
+        held += f", event p95 {ev.p95_ms:.0f} ms ≤ SLO {slo.event_p95_ms:.0f} ms"
+    return Saturation(
+        users=float(top.users),
+        throughput_rps=top.throughput_rps,
+        broken=False,
+        reason=f"SLO held up to {why}: {held} at {top.users} users; saturation ≥ {top.users} users",
+        bracket=None,
+        censored="above_max",
     )
 
 

@@ -531,79 +531,96 @@ def calibrate(
     return EXIT_PASS
 
 
+# `perfgate simulate`'s options
+_SimRegression = Annotated[
+    float,
+    typer.Option(help="Candidate's capacity loss (0.10 = 10 % less capacity).", min=0, max=0.9),
+]
+_SimTrials = Annotated[int, typer.Option(help="Number of simulated gates.", min=1)]
+_SimSeed = Annotated[int, typer.Option(help="Random seed (same seed, same figures).")]
+_SimMode = Annotated[
+    Literal["side-by-side", "stored"],
+    typer.Option(help="side-by-side (what `perfgate run` does by default) or stored."),
+]
+_SimNoise = Annotated[
+    str | None,
+    typer.Option(
+        help="Noise profile: shared (default), quiet, none, or a held-out one: heavy-tail, step-change, throttled, deploy-offset, proc-drift, generator-cost."
+    ),
+]
+_SimRepeat = Annotated[
+    int,
+    typer.Option(
+        help="Replicate design with K searches per build (--repeat of the gate).", min=1, max=50
+    ),
+]
+_SimCalibrated = Annotated[
+    bool, typer.Option(help="Use a noise model calibrated by simulated A/A runs.")
+]
+_SimInterleave = Annotated[
+    Literal["simultaneous", "alternate"],
+    typer.Option(help="Side by side: simultaneous (default) or alternate windows."),
+]
+_SimCrossover = Annotated[
+    bool,
+    typer.Option(
+        "--crossover/--no-crossover",
+        help="Swap the two deployments or not (--no-crossover is --staging target).",
+    ),
+]
+_SimSimStaging = Annotated[
+    Literal["embedded", "kubernetes", "target"],
+    typer.Option(
+        "--staging",
+        help="How the two deployments swap: embedded (default: a restart, ~1 s), kubernetes (a rollout, new pods), target (--baseline-target: no swap).",
+    ),
+]
+_SimCoverage = Annotated[
+    bool,
+    typer.Option(
+        "--coverage",
+        help="Also measure how often the floor rule's users interval covers the true users at the SLO (a minute or more of CPU).",
+    ),
+]
+_SimSwapSeconds = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds one swap costs (default: 1 embedded, 60 kubernetes).", min=0, max=3600
+    ),
+]
+_SimTable = Annotated[
+    bool,
+    typer.Option("--table", help="Every regression size from 0 to 20 % (ignores --regression)."),
+]
+_SimWorkers = Annotated[int, typer.Option(help="Processes to spread the trials over.", min=1)]
+_SimSearch = Annotated[
+    bool,
+    typer.Option(
+        "--search", help="Compare the adaptive search with a linear ramp instead (time, error)."
+    ),
+]
+_SimAsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
 @app.command()
 def simulate(
-    regression: Annotated[
-        float,
-        typer.Option(help="Candidate's capacity loss (0.10 = 10 % less capacity).", min=0, max=0.9),
-    ] = 0.0,
-    trials: Annotated[int, typer.Option(help="Number of simulated gates.", min=1)] = 200,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same figures).")] = 1,
-    mode: Annotated[
-        Literal["side-by-side", "stored"],
-        typer.Option(help="side-by-side (what `perfgate run` does by default) or stored."),
-    ] = "side-by-side",
-    noise: Annotated[
-        str | None,
-        typer.Option(
-            help="Noise profile: shared (default), quiet, none, or a held-out one: heavy-tail, step-change, throttled, deploy-offset, proc-drift, generator-cost."
-        ),
-    ] = None,
-    repeat: Annotated[
-        int,
-        typer.Option(
-            help="Replicate design with K searches per build (--repeat of the gate).", min=1, max=50
-        ),
-    ] = 1,
-    calibrated: Annotated[
-        bool, typer.Option(help="Use a noise model calibrated by simulated A/A runs.")
-    ] = False,
-    interleave: Annotated[
-        Literal["simultaneous", "alternate"],
-        typer.Option(help="Side by side: simultaneous (default) or alternate windows."),
-    ] = "simultaneous",
-    crossover: Annotated[
-        bool,
-        typer.Option(
-            "--crossover/--no-crossover",
-            help="Swap the two deployments or not (--no-crossover is --staging target).",
-        ),
-    ] = True,
-    sim_staging: Annotated[
-        Literal["embedded", "kubernetes", "target"],
-        typer.Option(
-            "--staging",
-            help="How the two deployments swap: embedded (default: a restart, ~1 s), kubernetes (a rollout, new pods), target (--baseline-target: no swap).",
-        ),
-    ] = "embedded",
-    coverage: Annotated[
-        bool,
-        typer.Option(
-            "--coverage",
-            help="Also measure how often the floor rule's users interval covers the true users at the SLO (a minute or more of CPU).",
-        ),
-    ] = False,
-    swap_seconds: Annotated[
-        float | None,
-        typer.Option(
-            help="Seconds one swap costs (default: 1 embedded, 60 kubernetes).", min=0, max=3600
-        ),
-    ] = None,
+    regression: _SimRegression = 0.0,
+    trials: _SimTrials = 200,
+    seed: _SimSeed = 1,
+    mode: _SimMode = "side-by-side",
+    noise: _SimNoise = None,
+    repeat: _SimRepeat = 1,
+    calibrated: _SimCalibrated = False,
+    interleave: _SimInterleave = "simultaneous",
+    crossover: _SimCrossover = True,
+    sim_staging: _SimSimStaging = "embedded",
+    coverage: _SimCoverage = False,
+    swap_seconds: _SimSwapSeconds = None,
     strategy: StrategyOpt = None,
-    table: Annotated[
-        bool,
-        typer.Option(
-            "--table", help="Every regression size from 0 to 20 % (ignores --regression)."
-        ),
-    ] = False,
-    workers: Annotated[int, typer.Option(help="Processes to spread the trials over.", min=1)] = 1,
-    search: Annotated[
-        bool,
-        typer.Option(
-            "--search", help="Compare the adaptive search with a linear ramp instead (time, error)."
-        ),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    table: _SimTable = False,
+    workers: _SimWorkers = 1,
+    search: _SimSearch = False,
+    as_json: _SimAsJson = False,
 ) -> int:
     """Benchmark the verdict: whole gates (the same code as `perfgate run`) on simulated targets with known capacity and noise."""
     from perfgate import simulate as sim

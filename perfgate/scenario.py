@@ -40,6 +40,7 @@ from perfgate.models import (
     StagingSpec,
     UsersSpec,
 )
+from perfgate.promql import promql_problem
 from perfgate.scenario_streams import parse_streams
 
 SCENARIO_SCHEMA = 1
@@ -740,34 +741,6 @@ class _Validator:
             limit=self.number(value, f"{key}.limit", None, lo=0, lo_open=True),
             unit=self.string(value, f"{key}.unit", "") or "",
         )
-
-
-def promql_problem(query: str) -> str:
-    """An offline PromQL sanity check (brackets, quotes, templates); "" when nothing is wrong.
-
-    The server's own parser is authoritative: ``perfgate validate`` asks it when it answers.
-    """
-    templates = re.findall(r"{{\s*(.*?)\s*}}", query)
-    unknown = [t for t in templates if t != "namespace"]
-    if unknown:
-        return f"unknown template {{{{ {unknown[0]} }}}} (only {{{{ namespace }}}} is known)"
-    text = re.sub(r"{{\s*namespace\s*}}", "ns", query)
-    pairs, stack, quote = {")": "(", "]": "[", "}": "{"}, [], ""
-    for i, c in enumerate(text):
-        if quote:
-            if c == quote and text[i - 1] != "\\":
-                quote = ""
-        elif c in "\"'`":
-            quote = c
-        elif c in "([{":
-            stack.append(c)
-        elif c in pairs and (not stack or stack.pop() != pairs[c]):
-            return f"unbalanced {c!r} at character {i + 1}"
-    if quote:
-        return f"unterminated string ({quote})"
-    if stack:
-        return f"unclosed {stack[-1]!r}"
-    return ""
 
 
 def check_ramp(ramp: RampSpec, fail: Callable[[str, str], Exception]) -> RampSpec:

@@ -229,6 +229,31 @@ def _ok(req: CompiledRequest, response: Any) -> bool:
     return status in req.expect_status if req.expect_status else 200 <= status < 400
 
 
+def _renew_client(user: Any) -> None:
+    """Fresh connections for ``user`` (after a request was cut off mid-answer); cookies kept."""
+    old = user.client
+    with contextlib.suppress(Exception):
+        old.client.close()
+    user.client = FastHttpSession(
+        base_url=user.host,
+        request_event=user.environment.events.request,
+        network_timeout=user.network_timeout,
+        connection_timeout=user.connection_timeout,
+        max_redirects=user.max_redirects,
+        max_retries=user.max_retries,
+        insecure=user.insecure,
+        concurrency=user.concurrency,
+        user=user,
+        client_pool=user.client_pool,
+        ssl_context_factory=user.ssl_context_factory,
+        headers=user.default_headers,
+        proxy_host=user.proxy_host,
+        proxy_port=user.proxy_port,
+    )
+    user.client.cookiejar = old.cookiejar
+    user.client.client.cookiejar = old.cookiejar
+
+
 def build_scenario_user(
     users: UsersSpec, request_timeout_s: float, layout: IndexLayout | None = None
 ) -> type[FastHttpUser]:
@@ -295,28 +320,7 @@ def build_scenario_user(
                     streams.await_event(stream, req, data, sent)
 
         def renew_client(self) -> None:
-            """Fresh connections (after a request was cut off mid-answer); cookies are kept."""
-            old = self.client
-            with contextlib.suppress(Exception):
-                old.client.close()
-            self.client = FastHttpSession(
-                base_url=self.host,
-                request_event=self.environment.events.request,
-                network_timeout=self.network_timeout,
-                connection_timeout=self.connection_timeout,
-                max_redirects=self.max_redirects,
-                max_retries=self.max_retries,
-                insecure=self.insecure,
-                concurrency=self.concurrency,
-                user=self,
-                client_pool=self.client_pool,
-                ssl_context_factory=self.ssl_context_factory,
-                headers=self.default_headers,
-                proxy_host=self.proxy_host,
-                proxy_port=self.proxy_port,
-            )
-            self.client.cookiejar = old.cookiejar
-            self.client.client.cookiejar = old.cookiejar
+            _renew_client(self)
 
         def _capture(self, req: CompiledRequest, data: Any) -> None:
             known = self._ctx.vars
