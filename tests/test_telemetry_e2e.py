@@ -159,6 +159,19 @@ def _prometheus_binary() -> str:
     return found
 
 
+def _wait_until_scraping(url: str, deadline: float) -> None:
+    """Ready is not scraped: wait until the target's series have a few samples (a 1-s rate needs
+    two), so the first load level is not measured before Prometheus has anything."""
+    query = {"query": "count_over_time(exchange_slots[2s])"}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
+            got = httpx.get(f"{url}/api/v1/query", params=query, timeout=1).json()
+            if float(got["data"]["result"][0]["value"][1]) >= 3:
+                return
+        time.sleep(0.1)
+    pytest.fail("prometheus did not scrape the exchange within 20 s")
+
+
 @contextlib.contextmanager
 def _prometheus(folder: Path, target: str) -> Iterator[str]:
     """Prometheus on 127.0.0.1 scraping ``target``'s /metrics every 200 ms."""
@@ -189,6 +202,7 @@ def _prometheus(folder: Path, target: str) -> Iterator[str]:
             time.sleep(0.1)
         else:
             pytest.fail(f"prometheus did not start: {(folder / 'prometheus.log').read_text()}")
+        _wait_until_scraping(url, deadline)
         yield url
     finally:
         proc.terminate()
