@@ -84,7 +84,7 @@ def _coverage(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=150, help="gates per arm (A/A and 10 %: 2×)")
+    parser.add_argument("--trials", type=int, default=150, help="gates per arm (A/A and 10 %%: 2×)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
