@@ -34,7 +34,7 @@ ramp:
   settle_seconds: 0.5
   min_samples: 0
 slo: {{p95_ms: {slo}}}
-gate: {{min_users: {floor}, max_regression: 0.10, budget_minutes: 1.5}}
+gate: {{min_users: {floor}, max_regression: 0.10, budget_minutes: 1.0}}
 """
 
 
@@ -267,7 +267,8 @@ def test_ramp_ui_serves_locusts_web_ui_on_loopback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_paired_mode_blocks_a_slower_candidate_measured_side_by_side(tmp_path: Path) -> None:
+def test_fixed_urls_block_a_slower_candidate_measured_side_by_side(tmp_path: Path) -> None:
+    """Two deployments the user stood up (--target, --baseline-target): the default windows."""
     import socket
     import time
 
@@ -311,7 +312,7 @@ def test_paired_mode_blocks_a_slower_candidate_measured_side_by_side(tmp_path: P
         )
         run = perfgate(
             "run", "-s", str(scen), "--target", urls[1], "--baseline-target", urls[0],
-            "--repeat", "2", "--seed", "3", "--json", "--report-dir", "r", "--baseline-dir", "b",
+            "--seed", "3", "--json", "--report-dir", "r", "--baseline-dir", "b",
             cwd=tmp_path,
         )  # fmt: skip
     finally:
@@ -322,8 +323,10 @@ def test_paired_mode_blocks_a_slower_candidate_measured_side_by_side(tmp_path: P
     result = json.loads(run.stdout)
     assert result["verdict"] == "block"
     assert result["baseline"]["mode"] == "side-by-side"
-    ratio = (
-        result["saturation"]["throughput_rps"] / result["baseline"]["saturation"]["throughput_rps"]
-    )
+    assert result["baseline"]["saturation"]["reason"].startswith("measured now, side by side")
+    ratio = result["diagnostics"]["gate_ratio"]
     assert 0.70 <= ratio <= 0.84, f"capacity ratio 10/13 = 0.77, measured {ratio:.3f}"
-    assert result["baseline_steps"], "the previous release's curves are overlaid"
+    assert {w["build"] for w in result["windows"]} == {"candidate", "baseline"}
+    assert any("deployment difference" in reason for reason in result["reasons"]), (
+        "without a cross-over the verdict says it assumed a deployment difference"
+    )
