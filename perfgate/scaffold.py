@@ -103,8 +103,11 @@ GitLab template, and how baselines persist on a git branch):
       with:
         scenario: {path}
         target: ${{{{ vars.STAGING_URL }}}}   # overrides staging.target
+        baseline-target: ${{{{ vars.PREVIOUS_URL }}}}   # the previous release, measured side by side
 Any other runner:
-  perfgate run{scenario} --target "$STAGING_URL" --quiet   # PERFGATE_TARGET works too
+  perfgate run{scenario} --target "$STAGING_URL" --baseline-target "$PREVIOUS_URL" --quiet
+  # without --baseline-target only the previous release's stored numbers remain: more gates end
+  # inconclusive (docs/verdict.md); PERFGATE_TARGET and PERFGATE_BASELINE_TARGET work too
   # exit codes: 0 pass, 1 blocked, 2 bad input, 3 infrastructure, 4 inconclusive
 """
 

@@ -97,6 +97,9 @@ def test_init_writes_a_valid_scenario_and_never_overwrites(env: Env, tmp_path: P
     ran = env.run("init", "http://localhost:8080/api/health", "-o", str(out))
     assert ran.code == 0, ran.err
     assert f"scenario: {out}" in ran.out and "perfgate run" in ran.out  # the CI snippet
+    # the snippet measures the previous release side by side, the gate's trustworthy default
+    assert "baseline-target: ${{ vars.PREVIOUS_URL }}" in ran.out
+    assert '--target "$STAGING_URL" --baseline-target "$PREVIOUS_URL"' in ran.out
     scen = load_scenario(out, env={})
     assert (scen.name, scen.staging.provider) == ("localhost", "none")
     assert scen.staging.target == "http://localhost:8080"
