@@ -59,7 +59,6 @@ __all__ = [
 NOISE_KIND = "perfgate-noise"
 NOISE_SCHEMA = 1
 NOISE_FILE = "noise.json"
-LOCK_NAME = store.LOCK_NAME  # the lock every writer of the scenario's baseline folder takes
 MIN_RUNS = 3  # fewer A/A runs cannot estimate a spread worth pooling
 
 # The default prior: what the verdict assumes before `perfgate calibrate` has run. It is the
@@ -287,8 +286,9 @@ def format_noise(model: NoiseModel) -> str:
 
 
 def noise_path(baseline_dir: Path, scenario: str) -> Path:
-    """``<baseline_dir>/<scenario>/noise.json`` (the folder named as the baselines' folder)."""
-    return Path(baseline_dir) / store.safe_component(scenario, "scenario") / NOISE_FILE
+    """``<baseline_dir>/<scenario>/noise.json`` (the folder named as the baselines' folder);
+    neither entry may be a link (:func:`perfgate.store.confined`, exit 2)."""
+    return store.confined(baseline_dir, store.safe_component(scenario, "scenario"), NOISE_FILE)
 
 
 def load_noise(baseline_dir: Path, scenario: str) -> NoiseModel | None:
@@ -381,7 +381,7 @@ def save_noise(model: NoiseModel, baseline_dir: Path, scenario: str) -> Path:
     path = noise_path(baseline_dir, scenario)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(path.parent / LOCK_NAME, timeout=30):
+        with filelock.FileLock(store.lock_path(path.parent), timeout=30):
             store.write_json(path, _document(model), what="noise model")
     except filelock.Timeout as exc:
         raise OutputError(f"noise model {path}: the folder is locked by another perfgate") from exc

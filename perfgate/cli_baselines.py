@@ -235,10 +235,13 @@ def history(
     if as_csv:
         sys.stdout.write(hist.to_csv(loaded.history))
         return EXIT_PASS
-    from perfgate.report import history_svg
+    from perfgate.report import history_svg, inside
 
     print(format_history(loaded.history))
+    # --chart is the user's own path; the default one must not leave --report-dir through a link
     out = chart or report_dir / store.safe_component(name, "scenario") / "history.svg"
+    if chart is None:
+        inside(report_dir, out.parent, "the history chart")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -13,6 +13,12 @@ no temp file behind and raises :class:`~perfgate.errors.OutputError` naming the 
 Locking (several writers of one folder) is the caller's business; this module needs only the
 standard library and the records.
 
+Inside a baseline folder perfgate follows no symbolic link: every scenario folder and stored file
+is reached through :func:`confined`, which refuses a link (or a FIFO, socket or device) with a
+one-line :class:`~perfgate.errors.BaselineError` (exit 2) naming it and what it points to, before
+anything is read or written. The folder itself (``--baseline-dir``) may be a link: users link
+whole folders, and that choice is theirs.
+
 Where baselines live is a *store* (:class:`BaselineStore`, opened by :func:`open_store` from the
 ``--baseline-dir`` value): a local folder, or a git branch (``git+<url>#<branch>``, see
 :mod:`perfgate.gitstore`). Every reader sees a local folder; writes go through ``publish``.
@@ -27,6 +33,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +50,8 @@ __all__ = [
     "MAX_NAME_CHARS",
     "BaselineStore",
     "FolderStore",
+    "check_entry",
+    "confined",
     "credentials",
     "describe_spec",
     "dumps",
@@ -51,6 +60,7 @@ __all__ = [
     "json_type",
     "load_json",
     "load_result",
+    "lock_path",
     "open_store",
     "read_only",
     "safe_component",
@@ -73,7 +83,7 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
-# Names
+# Names, and paths inside a baseline folder
 # ---------------------------------------------------------------------------------------------
 
 
@@ -97,6 +107,69 @@ def safe_component(name: str, what: str) -> str:
             f"{what} name {name[:20]!r}… is longer than {MAX_NAME_CHARS} characters"
         )
     return _UNSAFE_CHARS.sub("_", name)
+
+
+def confined(root: Path, *names: str) -> Path:
+    """``root/names[0]/names[1]…``, each entry on the way checked by :func:`check_entry`.
+
+    The one way to a path inside a baseline folder (scenario folder, baseline, noise model,
+    drift reference, lock). ``names`` are single components (:func:`safe_component`, or fixed
+    file names), so with no link among them the path cannot leave ``root``; ``root`` itself is
+    not checked (a linked ``--baseline-dir`` is the user's choice).
+    """
+    path = Path(root)
+    for name in names:
+        path = check_entry(path / name)
+    return path
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file every writer of a scenario's baseline folder takes (checked as an entry)."""
+    return confined(folder, LOCK_NAME)
+
+
+def check_entry(path: Path) -> Path:
+    """``path`` if it is a regular file, a folder or absent; BaselineError (exit 2) otherwise.
+
+    Why no link at all, even one that stays inside the folder: a baseline folder is input the
+    gate judges by, often a git branch anyone with push access writes to. A link would be read
+    as if it were a release (``web/v1.json -> ~/.ssh/id_rsa``, or another scenario's file), and
+    promotion would write through a linked folder to wherever it points or replace a linked file.
+    A FIFO would hang the reader. The check is made before every read and write; a process that
+    swaps entries concurrently in a folder it can write is beyond it.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # absent, or under a non-folder: the caller's usual handling says so
+        return path
+    if stat.S_ISLNK(mode):
+        raise BaselineError(
+            f"{path} is a symbolic link (to {_link_target(path)}): perfgate follows no links "
+            "inside a baseline folder; replace it with the real file or folder"
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BaselineError(
+            f"{path} is {_special(mode)}, not a file or folder: perfgate neither reads nor "
+            "replaces it"
+        )
+    return path
+
+
+def _link_target(path: Path) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "an unreadable target"
+    shown = repr(target)  # quoted and escaped: the message stays one line
+    return shown if len(shown) <= 200 else shown[:199] + "…"
+
+
+def _special(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device file"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ environment fingerprint it was measured in. Files are written under a cross-proc
 (``<baseline dir>/<scenario>/.lock``) by :func:`perfgate.store.write_json` (temp file in the same
 folder, fsync, rename), so a reader never sees half a file and two concurrent promotions cannot
 both win. Reading never modifies a file; every defect is a one-line :class:`BaselineError` naming
-the file.
+the file. Every path inside the folder comes from :func:`perfgate.store.confined`, which refuses
+symbolic links (and FIFOs, sockets, devices) before anything is read or written; listings leave
+such an entry out and name it, as they do a corrupt file.
 """
 
 from __future__ import annotations
@@ -127,12 +129,13 @@ class BaselineScan:
 
 
 def baseline_path(baseline_dir: Path, scenario: str, release: str) -> Path:
-    """``<baseline_dir>/<scenario>/<release>.json``, both names made safe by the store."""
+    """``<baseline_dir>/<scenario>/<release>.json``, both names made safe by the store and
+    neither entry a link (:func:`perfgate.store.confined`)."""
     file = store.safe_component(release, "release") + ".json"
     if file in _RESERVED:
         what = "the calibrated noise model" if file == NOISE_FILE else "the drift reference"
         raise BaselineError(f"release name {release!r} is reserved: {file} holds {what}")
-    return _scenario_dir(baseline_dir, scenario) / file
+    return store.confined(_scenario_dir(baseline_dir, scenario), file)
 
 
 def _check_release_owns(path: Path, release: str) -> None:
@@ -157,7 +160,11 @@ def _check_release_owns(path: Path, release: str) -> None:
 
 
 def _scenario_dir(baseline_dir: Path, scenario: str) -> Path:
-    return Path(baseline_dir) / store.safe_component(scenario, "scenario")
+    return store.confined(baseline_dir, store.safe_component(scenario, "scenario"))
+
+
+def _reference_path(baseline_dir: Path, scenario: str) -> Path:
+    return store.confined(_scenario_dir(baseline_dir, scenario), REFERENCE_FILE)
 
 
 def parse_time(value: str) -> datetime:
@@ -241,14 +248,19 @@ def _baseline_files(directory: Path) -> list[Path]:
 
 
 def scenario_names(baseline_dir: Path) -> list[str]:
-    """The scenarios that have a folder in ``baseline_dir`` (hidden names left out), sorted."""
+    """The scenarios that have a folder in ``baseline_dir`` (hidden names left out), sorted.
+
+    A link is listed too (wherever it points), so that scanning it names it as a problem.
+    """
     try:
         entries = list(Path(baseline_dir).iterdir())
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise BaselineError(f"baseline folder {baseline_dir}: cannot list: {exc.strerror}") from exc
-    return sorted(p.name for p in entries if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p.name for p in entries if (p.is_symlink() or p.is_dir()) and not p.name.startswith(".")
+    )
 
 
 def _history_key(b: StoredBaseline) -> tuple[datetime, float, str]:
@@ -262,13 +274,19 @@ def _history_key(b: StoredBaseline) -> tuple[datetime, float, str]:
 def scan_baselines(baseline_dir: Path, scenario: str) -> BaselineScan:
     """Every baseline of ``scenario`` oldest → newest, plus each unreadable file and its error.
 
-    For ``perfgate baseline list``, which shows what it can and names every broken file.
+    For ``perfgate baseline list``, which shows what it can and names every broken file. A
+    link (the scenario's folder or a file in it) is such a problem, never followed.
     """
+    name = store.safe_component(scenario, "scenario")  # a bad name is an error, not a problem
+    try:
+        folder = store.confined(baseline_dir, name)
+    except BaselineError as exc:
+        return BaselineScan(baselines=(), problems=((Path(baseline_dir) / name, str(exc)),))
     good: list[StoredBaseline] = []
     problems: list[tuple[Path, str]] = []
-    for path in _baseline_files(_scenario_dir(baseline_dir, scenario)):
+    for path in _baseline_files(folder):
         try:
-            good.append(load_baseline(path, scenario=scenario))
+            good.append(load_baseline(store.check_entry(path), scenario=scenario))
         except BaselineError as exc:
             problems.append((path, str(exc)))
     return BaselineScan(baselines=tuple(sorted(good, key=_history_key)), problems=tuple(problems))
@@ -373,6 +391,7 @@ def check_can_store(
     ``store_baseline`` checks again under the lock: this is only an early, friendly refusal.
     """
     path = baseline_path(baseline_dir, scenario, release)
+    store.lock_path(path.parent)  # a linked lock file is refused now, not after the load
     if path.exists():
         _check_release_owns(path, release)
     if path.exists() and not force:
@@ -394,7 +413,7 @@ def _write_locked(
         raise OutputError(
             f"cannot create baseline folder {path.parent}: {exc.strerror or exc}"
         ) from exc
-    lock = filelock.FileLock(path.parent / LOCK_NAME, timeout=LOCK_TIMEOUT_S)
+    lock = filelock.FileLock(store.lock_path(path.parent), timeout=LOCK_TIMEOUT_S)
     try:
         with lock:
             if one_release and path.exists():
@@ -418,7 +437,7 @@ def mark_reference(baseline_dir: Path, scenario: str, release: str) -> Path:
     """Mark a stored release as the drift rule's reference (``gate.max_drift``); returns the
     marker's path. The release must be stored; a new mark replaces the old one."""
     resolve_baseline(baseline_dir, scenario, release)  # refuses a release that is not stored
-    path = _scenario_dir(baseline_dir, scenario) / REFERENCE_FILE
+    path = _reference_path(baseline_dir, scenario)
     document = {
         "kind": REFERENCE_KIND,
         "schema": 1,
@@ -432,7 +451,7 @@ def mark_reference(baseline_dir: Path, scenario: str, release: str) -> Path:
 
 def read_reference(baseline_dir: Path, scenario: str) -> str | None:
     """The release marked as the drift reference of ``scenario``, or None."""
-    path = _scenario_dir(baseline_dir, scenario) / REFERENCE_FILE
+    path = _reference_path(baseline_dir, scenario)
     if not path.exists():
         return None
     data = store.load_json(

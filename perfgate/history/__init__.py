@@ -142,7 +142,11 @@ def load(
     except BaselineError as exc:
         problems.append((Path(baseline_dir) / scenario / baseline.REFERENCE_FILE, str(exc)))
         reference = None
-    noise = calibration.load_noise(baseline_dir, scenario)
+    try:
+        noise = calibration.load_noise(baseline_dir, scenario)
+    except BaselineError as exc:  # the default priors serve: the history is still worth showing
+        problems.append((Path(baseline_dir) / scenario / calibration.NOISE_FILE, str(exc)))
+        noise = None
     history = build(
         scenario,
         entries,
@@ -150,7 +154,11 @@ def load(
         between_sd=gate.priors(noise).between_sd,
         seed=seed,
     )
-    return Loaded(history=history, problems=tuple(problems))
+    # a linked scenario folder is the one problem of all three reads: name it once
+    unique: dict[str, tuple[Path, str]] = {}
+    for path, message in problems:
+        unique.setdefault(message, (path, message))
+    return Loaded(history=history, problems=tuple(unique.values()))
 
 
 def to_json(history: History) -> dict[str, object]:
