@@ -103,7 +103,7 @@ GitLab template, and how baselines persist on a git branch):
       with:
         scenario: {path}
         target: ${{{{ vars.STAGING_URL }}}}   # overrides staging.target
-        baseline-target: ${{{{ vars.PREVIOUS_URL }}}}   # the previous release, measured side by side
+        baseline-target: ${{{{ vars.PREVIOUS_URL }}}}   # the previous release, side by side
 Any other runner:
   perfgate run{scenario} --target "$STAGING_URL" --baseline-target "$PREVIOUS_URL" --quiet
   # without --baseline-target only the previous release's stored numbers remain: more gates end
