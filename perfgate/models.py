@@ -228,10 +228,12 @@ class ResourceReading:
     ``value`` is the window's mean in ``unit``; ``limit`` the capacity it is judged against (a
     container's CPU limit in cores, the exchange's slots), ``utilisation`` = value / limit (0 … 1,
     more when a limit is exceeded). ``of`` names the resource a ``share`` reading splits (the
-    order-book rebuild's share of the exchange's slot time).
+    order-book rebuild's share of the exchange's slot time). The name is the series' stable
+    identity across levels, runs and namespaces (``perfgate.readings``): a Kubernetes reading is
+    named by its workload and container, and ``pod`` says which replica it came from.
     """
 
-    name: str  # "exchange slot pool", "container app/web CPU", "prometheus: queue"
+    name: str  # "exchange slot pool", "container web/app CPU", "prometheus: queue"
     source: str  # exchange | process | kubernetes | prometheus
     kind: str  # utilisation | cpu | memory | share | value
     value: float
@@ -240,6 +242,9 @@ class ResourceReading:
     utilisation: float | None = None
     of: str = ""  # share readings: the resource whose use this is a part of
     route: str = ""  # share readings: the HTTP route (METHOD /path/{param}) it comes from
+    request: float | None = None  # a container's request, in ``unit`` (not a limit: not judged)
+    pod: str = ""  # Kubernetes: the full name of the pod (the busiest replica) it was read from
+    replicas: int | None = None  # Kubernetes: the workload's pods measured in the window
 
 
 @dataclass(**_FROZEN)

@@ -36,7 +36,7 @@ Emulated:
   the load the fake sees: every HTTP request a port-forward carries to a pod costs its first
   container ``cpu_per_request_s`` of CPU, up to its CPU limit (the kernel throttles a container
   there), over a 1-s window; other containers idle at ``idle_cpu_cores``; memory
-  ``memory_base_bytes``. ``oom_after_requests``: a pod's first container is OOM killed and
+  ``memory_base_bytes``; each PodMetrics carries its pod's labels, as metrics-server's do. ``oom_after_requests``: a pod's first container is OOM killed and
   restarted (``restartCount``, ``lastState.terminated.reason``) after that many requests;
 - ``tcpSocket`` readiness probes: a running pod whose container has one becomes Ready only once
   ``127.0.0.1:<port>`` (the same mapping as the port-forward; a named port is looked up in the
@@ -1494,7 +1494,7 @@ class FakeKube:
             })  # fmt: skip
         return {
             "kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "creationTimestamp": _now()},
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": dict(meta.get("labels") or {}), "creationTimestamp": _now()},
             "timestamp": _now(), "window": "1s", "containers": containers,
         }  # fmt: skip
 

@@ -357,6 +357,34 @@ def test_side_by_side_stages_v1_from_its_recipe_and_deletes_both_namespaces(
 
 
 @pytest.mark.slow
+def test_both_releases_resources_meet_by_workload_though_their_pods_are_named_apart(
+    cluster: Cluster,
+) -> None:
+    """Each namespace's pods have their own names (another template hash per image, another
+    random suffix); the report still overlays v1's curve on v2's (docs/attribution.md)."""
+    cluster.serve("v1"), cluster.serve("v2")
+    cli = Cli(cluster.folder, "v2")
+    assert cli.finish() == EXIT_PASS, cli.text
+    result = result_of(cluster.folder)
+    assert result["baseline"]["mode"] == "side-by-side"
+
+    def measured(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+        readings = [r for s in steps for r in (s["resources"] or {}).get("readings", ())]
+        return {r["name"] for r in readings}, {r["pod"] for r in readings}
+
+    names, pods = measured(result["steps"])
+    base_names, base_pods = measured(result["baseline_steps"])
+    assert names == base_names == {"container web/web CPU", "container web/web memory"}
+    assert pods and base_pods and all(p.startswith("web-") for p in pods | base_pods)
+    assert pods != base_pods, (pods, base_pods)
+    (run_dir,) = (cluster.folder / "reports" / SCENARIO_NAME).glob("*/")
+    html = (run_dir / "index.html").read_text(encoding="utf-8")
+    why = html[html.index('id="why"') : html.index('class="toc"')]
+    assert "baseline v1" in why  # the overlay: drawn only where v1's series was found
+    assert cluster.all_deleted(), cli.text
+
+
+@pytest.mark.slow
 def test_a_slower_candidate_image_is_blocked_side_by_side(cluster: Cluster) -> None:
     cluster.serve("v1")
     cluster.serve("v2", delay_s=3 * FAST_S)  # the same manifests, a slower build

@@ -288,11 +288,14 @@ def _step(users: int, rps: float, readings: list[ResourceReading], **kw: Any) ->
     )
 
 
-def _cpu(name: str, cores: float, limit: float | None) -> ResourceReading:
+def _cpu(
+    name: str, cores: float, limit: float | None, *, request: float | None = None,
+    pod: str = "p-7d9f8c6b5-x2kq9",
+) -> ResourceReading:  # fmt: skip
     util = cores / limit if limit else None
     return ResourceReading(
         name=name, source="kubernetes", kind="cpu", value=cores, unit="cores", limit=limit,
-        utilisation=util,
+        utilisation=util, request=request, pod=pod, replicas=1,
     )  # fmt: skip
 
 
@@ -304,9 +307,9 @@ def _cpu_bound_steps(per_request_ms: float = 1.0, *, db: bool = True) -> list[St
     steps = []
     for users, rps, ok in ((10, 100, True), (20, 200, True), (30, 300, True), (40, 300, False)):
         api = min(1.0, rps * per_request_ms / 1000)
-        readings = [_cpu("container api-1/api CPU", api, 1.0)]
+        readings = [_cpu("container api/api CPU", api, 1.0)]
         if db:
-            readings.append(_cpu("container db-0/db CPU", 0.1, 2.0))
+            readings.append(_cpu("container db/db CPU", 0.1, 2.0))
         steps.append(_step(users, rps, readings, ok=ok))
     return steps
 
@@ -314,7 +317,7 @@ def _cpu_bound_steps(per_request_ms: float = 1.0, *, db: bool = True) -> list[St
 def test_the_container_that_hit_its_cpu_limit_first_is_named() -> None:
     b = attribute(_cpu_bound_steps(per_request_ms=4.5), SAT)  # 90 % of a core at 200 req/s
     assert b is not None and b.kind == "resource"
-    assert b.resource == "container api-1/api CPU"
+    assert b.resource == "container api/api CPU"
     assert b.saturated_at_users == 20 and b.confidence == "high"
     assert "1-core limit at 20 users" in b.sentence and "CPU-bound" in b.sentence
 
@@ -337,7 +340,7 @@ def test_no_resource_near_its_limit_is_a_software_limit_led_by_the_request_that_
             p50_ms=p95 / 2, p95_ms=p95, p99_ms=p95, mean_ms=p95, error_rate=0.0,
         )  # fmt: skip
         steps.append(
-            _step(users, 100.0, [_cpu("container api-1/api CPU", 0.3, 1.0)], endpoints=(ep,))
+            _step(users, 100.0, [_cpu("container api/api CPU", 0.3, 1.0)], endpoints=(ep,))
         )
     sat = Saturation(users=25.0, throughput_rps=100.0, broken=True, reason="p95 > SLO")
     b = attribute(steps, sat, degraded=("order book", "GET order book degraded first"))
@@ -347,7 +350,7 @@ def test_no_resource_near_its_limit_is_a_software_limit_led_by_the_request_that_
 
 
 def test_a_high_but_not_full_resource_is_unclear_not_a_cause() -> None:
-    steps = [_step(u, 100.0, [_cpu("container api-1/api CPU", 0.7, 1.0)]) for u in (10, 20, 30)]
+    steps = [_step(u, 100.0, [_cpu("container api/api CPU", 0.7, 1.0)]) for u in (10, 20, 30)]
     b = attribute(steps, SAT)
     assert b is not None and b.kind == "unclear" and b.confidence == "low"
     assert "not at its limit" in b.sentence
@@ -453,7 +456,7 @@ def test_resources_and_the_bottleneck_round_trip_and_the_report_draws_the_baseli
     assert from_jsonable(RunResult, old).bottleneck is None  # an older result.json still reads
     html = render_html(result)
     why = html[html.index('id="why"') : html.index('class="toc"')]
-    assert "container api-1/api CPU (limit 1 core) — saturated first" in why
+    assert "container api/api CPU (limit 1 core) — saturated first" in why
     assert "baseline r1" in why
     assert "this release needs" in why and "more CPU per request than r1" in why
 

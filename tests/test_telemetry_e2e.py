@@ -351,16 +351,18 @@ def test_kubernetes_pods_are_measured_against_their_limits_and_the_full_containe
             served.close()
     assert code == EXIT_PASS, cli.text
     result = result_of(tmp_path)
-    names = _names(result)
-    (web,) = [n for n in names if n.startswith("container web-") and n.endswith("/web CPU")]
-    proxy = web.replace("/web CPU", "/proxy CPU")
-    assert proxy in names and web.replace(" CPU", " memory") in names
-    top = result["steps"][-1]["resources"]
-    limits = {r["name"]: r["limit"] for r in top["readings"]}
-    assert (limits[web], limits[proxy]) == (0.1, 0.5)
+    # named by workload (the Deployment) and container; the pod's own name is kept beside
+    web, proxy = "container web/web CPU", "container web/proxy CPU"
+    assert _names(result) == {web, proxy, "container web/web memory", "container web/proxy memory"}
+    top = {r["name"]: r for r in result["steps"][-1]["resources"]["readings"]}
+    assert (top[web]["limit"], top[proxy]["limit"]) == (0.1, 0.5)
+    assert (top[web]["request"], top[proxy]["request"]) == (0.05, None)
+    pod = top[web]["pod"]
+    assert pod.startswith("web-") and top[web]["replicas"] == 1, top[web]
     b = result["bottleneck"]
     assert (b["kind"], b["resource"]) == ("resource", web), b
     assert "of its 0.1-core limit" in b["sentence"] and "CPU-bound" in b["sentence"]
+    assert any(f"users: pod {pod}" in e for e in b["evidence"]), b["evidence"]
     events = [e for s in result["steps"] for e in s["resources"]["events"]]
     assert any("/web restarted 1× (OOMKilled) — OOM killed" in e for e in events), events
     assert f"why: The {web} reached" in cli.text
@@ -377,7 +379,7 @@ def test_a_cluster_without_a_metrics_api_is_named_through_the_real_client(tmp_pa
         api = Api(load_cluster_config(str(tmp_path / "kubeconfig"), None))
         try:
             sampler = KubeSampler(functools.partial(_api_get, api), "default")
-            assert sampler.sample() == {"specs": {}}  # served, and nothing runs there
+            assert sampler.sample() == {"specs": {}, "owners": {}}  # served; nothing runs there
             fake.metrics_api = False
             with pytest.raises(Unavailable, match="no metrics API in the cluster"):
                 sampler.sample()

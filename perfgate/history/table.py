@@ -20,6 +20,7 @@ import pandas as pd
 
 from perfgate.gate.drift import MIN_LINK_SE
 from perfgate.models import HistoryRow, Link, Saturation, StepStats
+from perfgate.readings import by_series
 
 __all__ = ["Entry", "build_rows", "p95_levels", "to_csv"]
 
@@ -96,8 +97,10 @@ def _resources(e: Entry) -> tuple[float | None, tuple[tuple[str, float], ...]]:
     step = max(passing, key=lambda s: s.users, default=None)
     if step is None or step.resources is None:
         return None, ()
-    found = tuple(
-        (r.name, r.utilisation) for r in step.resources.readings if r.utilisation is not None
+    found = tuple(  # by series: one column per workload, whatever its pods were called
+        (name, r.utilisation)
+        for name, r in by_series(step.resources).items()
+        if r.utilisation is not None
     )
     return step.resources.cpu_cores, found
 

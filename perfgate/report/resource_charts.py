@@ -13,19 +13,32 @@ from matplotlib.axes import Axes
 
 from perfgate import fmt
 from perfgate.models import ResourceReading, RunResult, StepStats
+from perfgate.readings import by_series, series
 from perfgate.report import charts as c
 from perfgate.report.common import sorted_steps
 
 MAX_CHARTS = 12  # resource panels per report (the saturated one first, then by fullness)
+REQUEST_COLOR = "#0891b2"  # a container's request, drawn where it has no limit
 SHARE_COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2")
 
 
 def _readings(steps: Sequence[StepStats]) -> dict[str, list[tuple[int, ResourceReading]]]:
+    """Each series' readings by level; the baseline's are looked up by the same series name
+    (perfgate.readings: a Kubernetes series is its workload's, whatever its pods were called)."""
     out: dict[str, list[tuple[int, ResourceReading]]] = {}
     for s in steps:
-        for r in s.resources.readings if s.resources else ():
-            out.setdefault(r.name, []).append((s.users, r))
+        for name, r in by_series(s.resources).items():
+            out.setdefault(name, []).append((s.users, r))
     return out
+
+
+def _first(steps: Sequence[StepStats], resource: str | None) -> str | None:
+    """The series of the bottleneck's resource (an old result.json named it by its pod)."""
+    return next(
+        (series(r) for s in steps if s.resources for r in s.resources.readings
+         if r.name == resource),
+        resource,
+    )  # fmt: skip
 
 
 def _order(curves: dict[str, list[tuple[int, ResourceReading]]], first: str | None) -> list[str]:
@@ -48,7 +61,7 @@ def resource_charts(result: RunResult) -> list[c.Chart]:
         return []
     base = _readings(sorted_steps(result.baseline_steps))
     b = result.bottleneck
-    first = b.resource if b is not None else None
+    first = _first(steps, b.resource if b is not None else None)
     names = _order(curves, first)[:MAX_CHARTS]
     out = []
     if names:
@@ -58,8 +71,10 @@ def resource_charts(result: RunResult) -> list[c.Chart]:
                 title="Resources against users",
                 caption=(
                     "Each measured resource of the system under test, with its limit (red, "
-                    "dashed) where it has one, the SLO boundary (amber) and the baseline's "
-                    "curve (grey, dashed) when it was measured."
+                    "dashed) where it has one, else a container's request (cyan, dotted: not "
+                    "a limit), the SLO boundary (amber) and the baseline's curve (grey, "
+                    "dashed) when it was measured. A Kubernetes workload with several "
+                    "replicas is drawn as its busiest replica at each level."
                 ),
                 svg=_grid(result, names, curves, base, first),
             )
@@ -87,8 +102,16 @@ def _grid(
             pts = curves[name]
             unit = pts[0][1].unit
             limit = next((r.limit for _, r in reversed(pts) if r.limit is not None), None)
-            _draw(ax, result, pts, base.get(name, []), limit, unit)
-            title = name + (f" (limit {fmt.quantity(limit, unit)})" if limit is not None else "")
+            request = next((r.request for _, r in reversed(pts) if r.request), None)
+            request = request if limit is None else None  # a limit is what it is judged by
+            _draw(ax, result, pts, base.get(name, []), (limit, request), unit)
+            title = name + (
+                f" (limit {fmt.quantity(limit, unit)})"
+                if limit is not None
+                else f" (no limit, request {fmt.quantity(request, unit)})"
+                if request is not None
+                else ""
+            )
             ax.set_title(c._label(title + (" — saturated first" if name == first else ""), 64))
         for j in range(len(names), rows * cols):
             axes[j // cols][j % cols].set_visible(False)
@@ -111,7 +134,7 @@ def _draw(
     result: RunResult,
     pts: list[tuple[int, ResourceReading]],
     base: list[tuple[int, ResourceReading]],
-    limit: float | None,
+    lines: tuple[float | None, float | None],  # its limit, or its request when it has none
     unit: str,
 ) -> None:
     if base and result.baseline is not None:
@@ -126,8 +149,11 @@ def _draw(
         )
     x, y = [float(u) for u, _ in pts], [r.value for _, r in pts]
     ax.plot(x, y, color=c.CURRENT, marker="o", ms=c._dot(x), label=c._label(result.release))
+    limit, request = lines
     if limit is not None:
         ax.axhline(limit, color=c.SLO, ls="--", lw=1.2, label="limit")
+    if request is not None:
+        ax.axhline(request, color=REQUEST_COLOR, ls=":", lw=1.2, label="request (not a limit)")
     c._mark_saturation(ax, result.saturation, with_label=True)
     ax.set_ylabel(unit or "value")
     ax.set_ylim(bottom=0)

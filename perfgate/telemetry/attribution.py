@@ -13,10 +13,14 @@ The rules, in order (thresholds below):
 4. Otherwise ``unclear``: the highest resource is named with its level, and no cause is claimed.
 
 The *knee* is the first measured level at or past the SLO boundary (the saturation point).
+A container with a request and no limit is never judged (use beyond a request is not
+saturation): where it used more than its request at the knee the evidence says so, and a
+``software`` finding says the node's free capacity may be the ceiling instead (confidence low).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from typing import TypedDict
 
 from perfgate import fmt
 from perfgate.models import Bottleneck, Cost, ResourceReading, Saturation, StepStats
+from perfgate.readings import by_series
 
 SATURATED = 0.85  # at least this share of its limit: the resource is saturated
 SOFTWARE = 0.60  # every judged resource below this at the knee: not a measured resource
@@ -73,13 +78,14 @@ def attribute(
     common: Common = {"knee_users": sat.users, "missing": missing, "cost": cost}
     full = [(name, pts) for name, pts in judged.items() if _util(pts, knee.users) >= SATURATED]
     if full:
-        return _resource(full, knee, measured, plateau, sat, requests, degraded, common)
+        found = _resource(full, knee, measured, plateau, sat, requests, degraded, common)
+        return _requests_noted(found, knee)
     top = max(judged.items(), key=lambda kv: _util(kv[1], knee.users), default=None)
     if top is None or _util(top[1], knee.users) < SOFTWARE:
-        return _software(top, knee, measured, sat, degraded, common)
+        return _requests_noted(_software(top, knee, measured, sat, degraded, common), knee)
     name, pts = top
     r = pts[knee.users]
-    return Bottleneck(
+    unclear = Bottleneck(
         kind="unclear",
         sentence=(
             f"Unclear: the fullest measured resource, {name}, was at {fmt.share(r.utilisation)} "
@@ -92,9 +98,10 @@ def attribute(
         utilisation=r.utilisation,
         limit=r.limit,
         unit=r.unit,
-        evidence=(_curve(name, pts), *_reasons(sat, plateau, degraded)),
+        evidence=(_curve(name, pts, knee.users), *_reasons(sat, plateau, degraded)),
         **common,
     )
+    return _requests_noted(unclear, knee)
 
 
 Curve = dict[int, ResourceReading]
@@ -107,13 +114,12 @@ class Common(TypedDict):
 
 
 def _judged(steps: Sequence[StepStats]) -> dict[str, Curve]:
-    """Resources with a known limit, by name: their reading at each level."""
+    """Resources with a known limit, by series (perfgate.readings): their reading at each level."""
     out: dict[str, Curve] = {}
     for s in steps:
-        assert s.resources is not None
-        for r in s.resources.readings:
+        for name, r in by_series(s.resources).items():
             if r.utilisation is not None and r.kind != "share":
-                out.setdefault(r.name, {})[s.users] = r
+                out.setdefault(name, {})[s.users] = r
     return out
 
 
@@ -199,7 +205,7 @@ def _resource(
         route=consumer.route if consumer is not None else "",
         request=request or (degraded[0] if degraded and not consumer else None),
         evidence=(
-            _curve(name, pts),
+            _curve(name, pts, knee.users),
             *(f"also saturated: {o}" for o in others),
             *_shares_text(knee, name),
             *_reasons(sat, plateau, degraded),
@@ -263,7 +269,10 @@ def _software(
         confidence="medium" if top is not None and len(steps) >= 2 else "low",
         resource=None,
         request=degraded[0] if degraded else None,
-        evidence=((_curve(*top),) if top else ()) + tuple(_reasons(sat, None, degraded)),
+        evidence=(
+            *((_curve(*top, knee.users),) if top else ()),
+            *_reasons(sat, None, degraded),
+        ),
         **common,
     )
 
@@ -278,11 +287,70 @@ def _growth(steps: Sequence[StepStats], request: str, users: int) -> float | Non
     return p95[-1][1] / p95[0][1] if len(p95) >= 2 and p95[0][1] else None
 
 
-def _curve(name: str, pts: Curve) -> str:
+def _curve(name: str, pts: Curve, knee_users: int) -> str:
     levels = sorted(pts)
     shown = levels if len(levels) <= 6 else [*levels[:3], *levels[-3:]]
     text = ", ".join(f"{fmt.share(pts[u].utilisation)} at {u}" for u in shown)
-    return f"{name} (of its {_limit(pts[levels[0]])}) by users: {text}"
+    at = knee_users if knee_users in pts else levels[-1]
+    pod = _pod(pts[at])
+    where = f"; at {at} users: {pod}" if pod else ""
+    return f"{name} (of its {_limit(pts[levels[0]])}) by users: {text}{where}"
+
+
+def _pod(r: ResourceReading) -> str:
+    """The pod a Kubernetes series' reading came from, for people to look up; else ''."""
+    if not r.pod:
+        return ""
+    of = f" (the busiest of {r.replicas} replicas)" if r.replicas and r.replicas > 1 else ""
+    return f"pod {r.pod}{of}"
+
+
+def _over_request(step: StepStats) -> list[tuple[float, ResourceReading]]:
+    """Containers without a limit that used more than their request at ``step``, fullest first:
+    they ran on the node's spare capacity, which is not measured."""
+    out = [
+        (r.value / r.request, r)
+        for r in by_series(step.resources).values()
+        if r.kind in ("cpu", "memory") and r.limit is None and r.request and r.value >= r.request
+    ]
+    return sorted(out, key=lambda x: (-x[0], x[1].name))
+
+
+def _request_line(ratio: float, r: ResourceReading, users: int) -> str:
+    what = "CPU" if r.kind == "cpu" else "memory"
+    request = r.request or 0.0
+    amount = (
+        f"{round(request * 1000)}m"  # as the manifest would say it
+        if r.unit == "cores" and request < 1
+        else fmt.quantity(request, r.unit)
+    )
+    pod = _pod(r)
+    return (
+        f"{r.name}: no {what} limit; used {ratio:.1f}× its request of {amount} at the knee "
+        f"({users} users{'; ' + pod if pod else ''}) — the node's free {what} is the ceiling"
+    )
+
+
+def _requests_noted(b: Bottleneck, knee: StepStats) -> Bottleneck:
+    """Say what containers with a request and no limit did at the knee (evidence); a software
+    finding is then uncertain, since the node's free capacity may have been the ceiling."""
+    over = _over_request(knee)
+    if not over:
+        return b
+    lines = [_request_line(ratio, r, knee.users) for ratio, r in over]
+    b = dataclasses.replace(b, evidence=(*b.evidence, *lines))
+    if b.kind != "software":
+        return b
+    ratio, r = over[0]
+    return dataclasses.replace(
+        b,
+        sentence=(
+            f"{b.sentence[:-1]}; or the node: {r.name} has no limit and used {ratio:.1f}× its "
+            f"request, so the node's free {'CPU' if r.kind == 'cpu' else 'memory'} (not "
+            f"measured) may be the ceiling."
+        ),
+        confidence="low",
+    )
 
 
 def _reasons(

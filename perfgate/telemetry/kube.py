@@ -1,19 +1,27 @@
-"""Kubernetes staging: per-container CPU and memory of every pod in the staging namespace.
+"""Kubernetes staging: per-container CPU and memory of every workload in the staging namespace.
 
 Usage comes from the metrics API (``metrics.k8s.io`` PodMetrics, what ``kubectl top`` reads);
 each container's requests and limits, restarts and OOM kills from its pod. The API is reached
 through the staging provider's client (``api_get``), so this module never imports ``kubernetes``.
 Without a metrics API (404: no metrics-server) usage is not measured and every window says so.
+
+Pod names change with every rollout and differ between the two namespaces of a side-by-side run,
+so a series is named by its *workload* (the pod's controller: a Deployment, StatefulSet or
+DaemonSet; see :func:`workload`) and container. A workload with several replicas is one series:
+its busiest replica in the window (the fullest of its limit, else the highest use), whose pod is
+recorded in ``ResourceReading.pod`` beside the number of replicas measured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
 
 from perfgate.errors import PerfgateError
 from perfgate.models import ResourceReading
+from perfgate.readings import busier
 from perfgate.telemetry.base import Snapshots, Summary, Unavailable, mean_in, series
 
 ApiGet = Callable[[str], tuple[int, Any]]  # path -> (HTTP status, decoded JSON)
@@ -50,6 +58,31 @@ def quantity(text: Any) -> float | None:
     return float(m.group(1)) * _SUFFIX[m.group(2) or ""]
 
 
+def workload(meta: dict[str, Any]) -> str:
+    """The workload a pod belongs to (its metadata, from the pods API or PodMetrics), stable
+    across rollouts and namespaces; the pod's own name when it has no controller.
+
+    A Deployment's pods are owned by a ReplicaSet named ``<deployment>-<pod-template-hash>``;
+    StatefulSet and DaemonSet pods by their workload itself. Without owner references (PodMetrics
+    carry only the labels) the ``pod-template-hash`` and StatefulSet labels say the same.
+    """
+    name = str(meta.get("name") or "")
+    labels = meta.get("labels") or {}
+    template_hash = str(labels.get("pod-template-hash") or "")
+    refs = [o for o in meta.get("ownerReferences") or () if isinstance(o, dict)]
+    owner = next((o for o in refs if o.get("controller")), refs[0] if refs else None)
+    if owner is not None and owner.get("name"):
+        owner_name = str(owner["name"])
+        if owner.get("kind") == "ReplicaSet" and owner_name.endswith(f"-{template_hash}"):
+            return owner_name[: -len(template_hash) - 1]
+        return owner_name
+    if template_hash and f"-{template_hash}-" in name:
+        return name[: name.rindex(f"-{template_hash}-")]
+    if labels.get("statefulset.kubernetes.io/pod-name") == name and "-" in name:
+        return name.rsplit("-", 1)[0]
+    return name
+
+
 class KubeSampler:
     """Pods of one namespace: usage (metrics API), limits, restarts and OOM kills (pods API)."""
 
@@ -60,7 +93,9 @@ class KubeSampler:
         self.namespace = namespace
         self.exclude = exclude_prefix  # perfgate's own load-generator pods are not the target
         self.count = 0
-        self.specs: dict[str, dict[str, float | str | None]] = {}
+        self.specs: dict[str, dict[str, float | str | None]] = {}  # "pod/container" -> spec
+        self.owners: dict[str, str] = {}  # pod -> its workload (from the pods API)
+        self.asked: set[str] = set()  # pods the pods API was read again for
 
     def _get(self, path: str) -> tuple[int, Any]:
         try:
@@ -69,9 +104,27 @@ class KubeSampler:
             raise Unavailable(f"{self.label}: {exc}") from exc
 
     def sample(self) -> dict[Any, Any]:
-        if self.count % SPEC_EVERY == 0:
+        fresh = self.count % SPEC_EVERY == 0
+        if fresh:
             self._read_pods()
         self.count += 1
+        items = self._pod_metrics()
+        new = {pod for pod, _ in items} - set(self.owners) - self.asked
+        if new and not fresh:
+            self.asked |= new  # once per pod: a pods API that does not answer is not hammered
+            self._read_pods()  # a new pod (a rollout, a restage): its owner and limits now
+        snap: dict[Any, Any] = {"specs": dict(self.specs), "owners": {}}
+        for pod, item in items:
+            snap["owners"][pod] = self.owners.get(pod) or workload(item.get("metadata") or {})
+            for c in item.get("containers") or ():
+                usage = c.get("usage") or {}
+                who = f"{pod}/{c.get('name')}"
+                snap[("cpu", who)] = quantity(usage.get("cpu"))
+                snap[("memory", who)] = quantity(usage.get("memory"))
+        return snap
+
+    def _pod_metrics(self) -> list[tuple[str, dict[str, Any]]]:
+        """(pod name, PodMetrics) of the namespace's pods, perfgate's own excluded."""
         path = f"/apis/metrics.k8s.io/v1beta1/namespaces/{self.namespace}/pods"
         status, data = self._get(path)
         if status == 404:
@@ -86,69 +139,51 @@ class KubeSampler:
             )
         if status != 200 or not isinstance(data, dict):
             raise Unavailable(f"{self.label} answered HTTP {status}")
-        snap: dict[Any, Any] = {"specs": dict(self.specs)}
+        out = []
         for item in data.get("items") or ():
             pod = str((item.get("metadata") or {}).get("name", ""))
-            if self.exclude and pod.startswith(self.exclude):
-                continue
-            for c in item.get("containers") or ():
-                usage = c.get("usage") or {}
-                who = f"{pod}/{c.get('name')}"
-                snap[("cpu", who)] = quantity(usage.get("cpu"))
-                snap[("memory", who)] = quantity(usage.get("memory"))
-        return snap
+            if not (self.exclude and pod.startswith(self.exclude)):
+                out.append((pod, item))
+        return out
 
     def _read_pods(self) -> None:
         status, data = self._get(f"/api/v1/namespaces/{self.namespace}/pods")
         if status != 200 or not isinstance(data, dict):
             return
         specs: dict[str, dict[str, float | str | None]] = {}
+        owners: dict[str, str] = {}
         for pod in data.get("items") or ():
-            name = str((pod.get("metadata") or {}).get("name", ""))
+            meta = pod.get("metadata") or {}
+            name = str(meta.get("name", ""))
             if self.exclude and name.startswith(self.exclude):
                 continue
+            owners[name] = workload(meta)
             statuses = {
                 s.get("name"): s for s in (pod.get("status") or {}).get("containerStatuses") or ()
             }
             for c in (pod.get("spec") or {}).get("containers") or ():
-                res = c.get("resources") or {}
-                st = statuses.get(c.get("name")) or {}
-                last = ((st.get("lastState") or {}).get("terminated") or {}).get("reason")
-                specs[f"{name}/{c.get('name')}"] = {
-                    "cpu_limit": quantity((res.get("limits") or {}).get("cpu")),
-                    "cpu_request": quantity((res.get("requests") or {}).get("cpu")),
-                    "memory_limit": quantity((res.get("limits") or {}).get("memory")),
-                    "restarts": float(st.get("restartCount") or 0),
-                    "last_reason": str(last or ""),
-                }
-        self.specs = specs
+                specs[f"{name}/{c.get('name')}"] = _spec(c, statuses.get(c.get("name")) or {})
+        self.specs, self.owners = specs, owners
 
     def summarise(self, snaps: Snapshots, t0: float, t1: float) -> Summary:
         who = sorted({k[1] for _, s in snaps for k in s if isinstance(k, tuple)})
         specs = next((s["specs"] for t, s in reversed(snaps) if t <= t1 + 1), snaps[-1][1]["specs"])
-        readings, cores = [], 0.0
+        owners: dict[str, str] = {}
+        for _, s in snaps:
+            owners.update(s.get("owners") or {})
+        groups: dict[tuple[str, str], list[ResourceReading]] = {}
+        cores = 0.0
         for container in who:
-            spec = specs.get(container) or {}
-            cpu = mean_in(series(snaps, ("cpu", container)), t0, t1)
-            mem = mean_in(series(snaps, ("memory", container)), t0, t1)
-            if cpu is not None:
-                cores += cpu
-                readings.append(
-                    _reading(
-                        f"container {container} CPU", "cpu", cpu, "cores", spec.get("cpu_limit")
-                    )
-                )
-            if mem is not None:
-                limit = spec.get("memory_limit")
-                readings.append(
-                    _reading(
-                        f"container {container} memory",
-                        "memory",
-                        mem / 2**20,
-                        "MB",
-                        limit / 2**20 if isinstance(limit, float) else None,
-                    )
-                )
+            pod, _, name = container.partition("/")
+            key = f"{owners.get(pod) or pod}/{name}"
+            for kind in ("cpu", "memory"):
+                value = mean_in(series(snaps, (kind, container)), t0, t1)
+                if value is None:
+                    continue
+                cores += value if kind == "cpu" else 0.0
+                reading = _reading(key, kind, value, specs.get(container) or {}, pod)
+                groups.setdefault((key, kind), []).append(reading)
+        readings = [_busiest(group) for _, group in sorted(groups.items())]
         return Summary(
             readings=tuple(readings),
             cpu_cores=cores if readings else None,
@@ -156,17 +191,46 @@ class KubeSampler:
         )
 
 
-def _reading(name: str, kind: str, value: float, unit: str, limit: Any) -> ResourceReading:
-    limit = limit if isinstance(limit, float) and limit > 0 else None
+def _spec(c: dict[str, Any], st: dict[str, Any]) -> dict[str, float | str | None]:
+    """What a container's pod says of it: requests, limits, restarts and why it last stopped."""
+    res = c.get("resources") or {}
+    limits, requests = res.get("limits") or {}, res.get("requests") or {}
+    last = ((st.get("lastState") or {}).get("terminated") or {}).get("reason")
+    return {
+        "cpu_limit": quantity(limits.get("cpu")),
+        "cpu_request": quantity(requests.get("cpu")),
+        "memory_limit": quantity(limits.get("memory")),
+        "memory_request": quantity(requests.get("memory")),
+        "restarts": float(st.get("restartCount") or 0),
+        "last_reason": str(last or ""),
+    }
+
+
+def _reading(key: str, kind: str, value: float, spec: dict[str, Any], pod: str) -> ResourceReading:
+    """One container's reading: CPU in cores, memory in MB (MiB), against its limit."""
+    scale = 1.0 if kind == "cpu" else 1 / 2**20
+    limit, request = spec.get(f"{kind}_limit"), spec.get(f"{kind}_request")
+    limit = limit * scale if isinstance(limit, float) and limit > 0 else None
+    request = request * scale if isinstance(request, float) and request > 0 else None
     return ResourceReading(
-        name=name,
+        name=f"container {key} {'CPU' if kind == 'cpu' else 'memory'}",
         source="kubernetes",
         kind=kind,
-        value=value,
-        unit=unit,
+        value=value * scale,
+        unit="cores" if kind == "cpu" else "MB",
         limit=limit,
-        utilisation=value / limit if limit else None,
+        utilisation=value * scale / limit if limit else None,
+        request=request,
+        pod=pod,
     )
+
+
+def _busiest(group: list[ResourceReading]) -> ResourceReading:
+    """A workload's replicas as one series: the busiest one, with how many were measured."""
+    top = group[0]
+    for r in group[1:]:
+        top = r if busier(r, top) else top
+    return dataclasses.replace(top, replicas=len(group))
 
 
 def _restarts(snaps: Snapshots, t0: float, t1: float) -> tuple[str, ...]:
