@@ -716,6 +716,20 @@ def test_disk_full_while_storing_the_baseline_exits_3_after_the_report(
     assert json.loads(result.read_text())["verdict"] == "pass"
 
 
+def test_fixed_urls_say_the_deployment_difference_is_assumed_until_calibrated(env: Env) -> None:
+    from perfgate import calibration
+
+    ran = env.gate("--baseline-target", env.target)
+    assert ran.code == 0, ran.err
+    note = "no cross-over: two fixed URLs cannot swap builds"
+    assert note in ran.err and "perfgate calibrate --baseline-target URL" in ran.err
+    measured = dataclasses.replace(calibration.default_noise(), deploy_sd_log=0.012)
+    calibration.save_noise(measured, env.baselines, "cli")
+    ran = env.gate("--baseline-target", env.target)
+    assert ran.code == 0, ran.err
+    assert note not in ran.err, "a calibrated deployment difference replaces the assumption"
+
+
 def test_baseline_folder_not_writable_exits_3_and_keeps_baselines(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -202,6 +202,13 @@ def _history(opts: RunOptions, scen: Scenario, noise: calibration.NoiseModel | N
     )
 
 
+_UNCALIBRATED = (
+    "no cross-over: two fixed URLs cannot swap builds, so a difference between the deployments "
+    "counts as one between the builds (SD {sd:.0%} assumed; larger ones block good releases): "
+    "`perfgate calibrate --baseline-target URL` measures yours (docs/verdict.md §6)"
+)
+
+
 def _previous(opts: RunOptions, scen: Scenario) -> baseline.StoredBaseline | None:
     if opts.baseline_release:
         return baseline.resolve_baseline(opts.baseline_dir, scen.name, opts.baseline_release)
@@ -394,6 +401,8 @@ def _stage_previous(
             on_event(Log(message=f"{ev.fallback}: judging against its stored numbers"))
             return None
     on_event(Log(message=f"previous release {name} side by side on {redact_url(staged.url)}"))
+    if opts.baseline_target and (plan.noise is None or plan.noise.deploy_sd_log is None):
+        on_event(Log(message=_UNCALIBRATED.format(sd=gate.priors(None).deploy_sd)))
     ev.staging["baseline"] = {"description": staged.description, "release": name}
     runner = _runner(plan, stack, staged, options, on_event)
     recorder = recorder_for(plan.scen, staged, stack, exclude=reserved_prefix(plan.scen))
