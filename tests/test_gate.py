@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import random
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,15 @@ from perfgate.gate.crossover import Schedule, renewal_var
 from perfgate.gate.design import GateInputs, run_gate
 from perfgate.gate.extend import Resume
 from perfgate.gate.extend import problem as extend_problem
-from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
+from perfgate.models import (
+    BaselineRef,
+    GateSpec,
+    RampSpec,
+    Saturation,
+    Slo,
+    StepStats,
+    WindowStats,
+)
 
 # ---------------------------------------------------------------------------------------------
 # sequential statistics
@@ -414,3 +423,48 @@ def test_the_floor_decides_on_the_windows_interval() -> None:
     assert floor_of(300, 0.01) == "pass"
     assert floor_of(700, 0.01) == "fail"
     assert floor_of(450, 0.08) == "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------
+# the floor rule's interval: the windows' mean and the search point's own error
+# ---------------------------------------------------------------------------------------------
+
+
+def _window(users: int, p95_ms: float) -> WindowStats:
+    return WindowStats(
+        build="candidate",
+        pair=1,
+        users=users,
+        duration_s=5.0,
+        requests=1000,
+        failures=0,
+        goodput_rps=200.0,
+        p95_ms=p95_ms,
+    )
+
+
+def test_the_floor_interval_carries_the_search_points_own_error() -> None:
+    """Many steady windows shrink the mean's part; the point's own error stays."""
+    from scipy import stats
+
+    from perfgate.gate.design import SEARCH_DETERMINATIONS, users_interval
+
+    slo = Slo(p95_ms=250.0)
+    rng = random.Random(11)
+    p95s = [250.0 * math.exp(rng.gauss(0.0, 0.10)) for _ in range(40)]
+    records = [_window(100, p) for p in p95s]
+    point = Saturation(users=100.0, throughput_rps=400.0, broken=True, reason="", censored="no")
+    lo, hi = users_interval(point, slo, records)
+    logs = [math.log(100 * 250.0 / p) for p in p95s]
+    one = math.sqrt(statistics.variance(logs) / SEARCH_DETERMINATIONS)
+    assert math.log(hi / 100.0) >= stats.norm.ppf(0.975) * one  # not the mean's ±3 % alone
+    assert math.log(hi / 100.0) == pytest.approx(math.log(100.0 / lo))  # centred on the point
+    assert users_interval(point, slo, records[:2]) is None  # too few windows to say
+
+
+def test_the_simulator_measures_the_interval_the_floor_rule_judged() -> None:
+    from perfgate.simulate import simulate
+
+    out = simulate(0.0, trials=2, seed=4, noise="quiet", coverage=True)
+    assert out["floor_interval"]["trials"] == 2
+    assert 0.05 < out["floor_interval"]["median_half_width"] < 0.6

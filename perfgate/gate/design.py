@@ -79,6 +79,11 @@ DEFAULT_DEPLOY_SD = 0.02
 DEFAULT_BETWEEN_SD = 0.04  # SD of drift between sessions (a stored baseline's day and today)
 LOOK_PAIRS = (6, 10, 14, 20, 26, 32)  # planned looks, in window pairs (the last: budget)
 MIN_PAIRS = 6  # fewer pairs cannot estimate their own spread (and a cross-over's offset)
+# The search's point counts as this many independent determinations of the boundary (the steps
+# near it). Chosen on the tuning profile from 2, 3 and 4 by the floor interval's coverage
+# (95 / 99 %, 93 / 97 %, 92 / 95 % of A/A / 10 %-loss gates; without the term, 80 / 86 %), and
+# checked on held-out profiles (docs/verdict.md §1).
+SEARCH_DETERMINATIONS = 3.0
 SWITCH_S = 1.0  # allowance per window for stopping and starting users (budget planning)
 WINDOW_S = 10.0  # measured seconds per window: the least variance per second of load on the
 # shared-machine profile (4 s: 0.178, 6 s: 0.180, 10 s: 0.130, 20 s: 0.141 — pair variance ×
@@ -184,6 +189,7 @@ class GateOutcome:
     windows: tuple[WindowStats, ...] = ()
     looks: tuple[LookRecord, ...] = ()
     window_users: int | None = None
+    floor_interval: tuple[float, float] | None = None  # what the floor rule judged (users_interval)
 
 
 _NO_PROGRESS = Progress()
@@ -630,13 +636,12 @@ def users_interval(
     """A 95 % interval of the users at the SLO from the candidate's windows at ``N_w``.
 
     Past the knee p95 grows in proportion to the users (``R = N / X``), so each window at ``N_w``
-    says where the SLO is crossed: ``N_w · L / p95``. The spread of their mean, with the
-    windows' autocorrelation allowed for, is the interval; it is centred on the search's point
-    (the cross-over's restarts bias the windows themselves; the proportional model is only the
-    yardstick of the spread). Its coverage of the true users at the SLO, measured with
-    ``perfgate simulate --coverage``, is below the nominal 95 % (docs/verdict.md §1): the
-    search's point is one determination, whose own error the mean's spread leaves out; one
-    window's spread covers it but is far too wide to gate on.
+    says where the SLO is crossed: ``N_w · L / p95``. The interval is centred on the search's
+    point (the cross-over's restarts bias the windows themselves; the proportional model is only
+    the yardstick of the spread), and its variance has two parts: the windows' mean (its
+    autocorrelation allowed for), and the search point's own error — the spread of one
+    determination over ``SEARCH_DETERMINATIONS``, the steps near the boundary that fix the point.
+    Coverage of the true users at the SLO (``perfgate simulate --coverage``): docs/verdict.md §1.
     """
     logs = [
         math.log(r.users * slo.p95_ms / r.p95_ms)
@@ -647,7 +652,8 @@ def users_interval(
         return None
     m = statistics.fmean(logs)
     se2, df, _ = sequential._within([x - m for x in logs], 1)
-    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
+    one = statistics.variance(logs)  # one determination's spread: the search point's own error
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2 + one / SEARCH_DETERMINATIONS)
     assert sat.users is not None
     return sat.users * math.exp(-half), sat.users * math.exp(half)
 
@@ -725,6 +731,7 @@ def _finish(
         windows=tuple(w.records),
         looks=tuple(w.looks),
         window_users=w.users,
+        floor_interval=ci,
     )
 
 

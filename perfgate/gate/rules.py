@@ -189,8 +189,9 @@ def _floor_on_interval(users: float, ci: tuple[float, float], floor: int) -> Rul
         return _floor("pass", f"{text} ≥ floor {floor} users", users, floor, lo - floor)
     return _floor(
         "inconclusive",
-        f"{text} contains the floor {floor} users: raise gate.budget_minutes for more windows, "
-        "or ramp.step_seconds for steadier ones",
+        f"{text} contains the floor {floor} users: longer ramp.step_seconds give steadier steps "
+        "and windows (the interval's larger part, the search point's own error); "
+        "gate.budget_minutes adds windows",
         users,
         floor,
         lo - floor,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from perfgate import gate
 from perfgate._version import __version__
 from perfgate.gate import GateInputs
-from perfgate.gate.design import Build, measure_window, users_interval
+from perfgate.gate.design import Build, measure_window
 from perfgate.models import BaselineRef, GateSpec, RampSpec, Saturation, Slo, StepStats
 from perfgate.simulate.noise import NOISE_PROFILES, Deployment, NoiseProfile, Timeline
 from perfgate.simulate.queue import SimulatedRunner, TargetModel
@@ -371,7 +371,7 @@ def trial(cfg: Config, index: int) -> Trial:
         gate_s=sides.elapsed_s(),
         looks=len(out.looks),
         windows=len(out.windows),
-        users_ci=users_interval(out.saturation, cfg.preset.slo, list(out.windows)),
+        users_ci=out.floor_interval,
     )
 
 
