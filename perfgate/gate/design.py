@@ -659,9 +659,13 @@ def users_interval(
 
 
 def _validity_rules(
-    inputs: GateInputs, sat: Saturation, steps: tuple[StepStats, ...], w: _Windows | None
+    inputs: GateInputs,
+    sat: Saturation,
+    steps: tuple[StepStats, ...],
+    w: _Windows | None,
+    ci: tuple[float, float] | None = None,
 ) -> list[RuleResult]:
-    ci = users_interval(sat, inputs.slo, w.records) if w is not None else None
+    """The floor (on the windows' interval ``ci`` when there is one), generator, comparability."""
     floor_sat = replace(sat, users_ci=ci) if ci is not None else sat
     found = [
         rules.floor_rule(floor_sat, inputs.gate, on_interval=ci is not None),
@@ -714,7 +718,8 @@ def _finish(
     looks: tuple[int, ...],
     crossover: bool,
 ) -> GateOutcome:
-    found = _validity_rules(inputs, sat, steps, w)
+    ci = users_interval(sat, inputs.slo, w.records)
+    found = _validity_rules(inputs, sat, steps, w, ci)
     found.append(_regression_rule(inputs, w, est, decision, looks, crossover))
     result = rules.combine(found)
     result = replace(
@@ -722,7 +727,6 @@ def _finish(
         ratio=math.exp(est.m),
         ratio_ci=(math.exp(decision.lo), math.exp(decision.hi)),
     )
-    ci = users_interval(sat, inputs.slo, w.records)
     return GateOutcome(
         result=result,
         saturation=replace(sat, users_ci=ci) if ci is not None else sat,
