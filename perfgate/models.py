@@ -68,6 +68,7 @@ class StreamSpec:
     expect: tuple[StreamExpect, ...] = ()
     timeout_s: float = 5.0  # an awaited event not received by then is lost
     connect_timeout_s: float = 5.0
+    wait: bool = False  # each user waits for its awaited event (or its timeout) before going on
 
 
 @dataclass(**_FROZEN)

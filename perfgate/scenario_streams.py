@@ -14,7 +14,7 @@ from perfgate.models import RequestSpec, StreamExpect, StreamSpec
 
 Fail = Callable[[str, str], Exception]
 
-_STREAM_KEYS = {"url", "subscribe", "expect", "timeout_s", "connect_timeout_s"}
+_STREAM_KEYS = {"url", "subscribe", "expect", "timeout_s", "connect_timeout_s", "wait"}
 _EXPECT_KEYS = {"request", "id", "event_id", "match"}
 MAX_TIMEOUT_S = 600.0
 
@@ -43,8 +43,12 @@ def parse_streams(value: Any, requests: tuple[RequestSpec, ...], fail: Fail) -> 
     for i, name in enumerate(seen):
         if name in seen[:i]:
             raise fail(f"{key}.expect[{i}].request", f"{name!r} is awaited twice")
+    wait = value.get("wait", False)
+    if not isinstance(wait, bool):
+        raise fail(f"{key}.wait", f"expected true or false, got {wait!r}")
     return StreamSpec(
         url=url,
+        wait=wait,
         subscribe=value.get("subscribe"),
         expect=parsed,
         timeout_s=_seconds(value, "timeout_s", 5.0, key, fail),

@@ -109,11 +109,17 @@ def generator_health(
     wait_s: float,
     judge_little: bool,
     event_read_lag_ms: float | None = None,
+    waiting_users: float = 0.0,
 ) -> GeneratorHealth:
-    """Whether the generator itself limited the step (CPU, Little's law, reading events late)."""
+    """Whether the generator itself limited the step (CPU, Little's law, reading events late).
+
+    ``waiting_users``: the mean number of users waiting for an event (``users.streams.wait``):
+    they are busy with the service too, so Little's law counts them beside those in a request.
+    """
     little: float | None = None
     if mean_latency_ms is not None and users > 0 and throughput_rps > 0:
-        little = throughput_rps * (mean_latency_ms / 1000.0 + wait_s) / users
+        busy = throughput_rps * (mean_latency_ms / 1000.0 + wait_s) + waiting_users
+        little = busy / users
     reasons: list[str] = []
     if cpu_percent > CPU_LIMIT_PERCENT:
         reasons.append(f"generator CPU {cpu_percent:.0f}% of one core > {CPU_LIMIT_PERCENT:.0f}%")
@@ -135,6 +141,14 @@ def generator_health(
         reason="; ".join(reasons),
         event_read_lag_ms=None if event_read_lag_ms is None else round(event_read_lag_ms, 3),
     )
+
+
+def _waiting_users(users_spec: UsersSpec, events: EventStats | None) -> float:
+    """Users blocked on their event: each waiting user has exactly one event awaited."""
+    streams = users_spec.streams
+    if events is None or streams is None or not streams.wait:
+        return 0.0
+    return events.backlog_mean
 
 
 def rate(count: float, duration_s: float) -> float:
@@ -210,6 +224,7 @@ def judge_step(
             cpu_percent=cpu_percent,
             loop_lag_ms=loop_lag_ms,
             event_read_lag_ms=None if events is None else events.read_lag_p95_ms,
+            waiting_users=_waiting_users(users_spec, events),
         ),
         errors=errors,
         histogram=hist.to_dict(),

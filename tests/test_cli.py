@@ -730,6 +730,23 @@ def test_fixed_urls_say_the_deployment_difference_is_assumed_until_calibrated(en
     assert note not in ran.err, "a calibrated deployment difference replaces the assumption"
 
 
+@pytest.mark.parametrize("wait", [False, True])
+def test_side_by_side_says_when_the_event_path_is_not_compared(env: Env, wait: bool) -> None:
+    streams = (
+        "  streams: {url: /events, expect: [{request: work, id: id, event_id: order_id}],"
+        f" wait: {str(wait).lower()}}}\n"
+    )
+    scenario = env.tmp / "events.yaml"
+    scenario.write_text(SCENARIO.replace("ramp:", streams + "ramp:", 1))
+    ran = env.run(
+        "run", "-s", str(scenario), "--target", env.target, "--baseline-target", env.target,
+        "--release", "r2", "--report-dir", str(env.reports), "--baseline-dir", str(env.baselines),
+    )  # fmt: skip
+    assert ran.code == 0, ran.err
+    note = "the side-by-side windows compare request goodput only"
+    assert (note in ran.err) is not wait, ran.err
+
+
 def test_baseline_folder_not_writable_exits_3_and_keeps_baselines(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ closes) and the CLI gating the slow-consumer release against the normal one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -116,6 +117,8 @@ def test_scenario_streams_section_and_its_errors() -> None:
         expect=(StreamExpect(request="place", id="id", event_id="order_id"),),
     )
     assert scen.slo.event_p95_ms == 200
+    waiting = _parse(good.replace("{url: /events,", "{url: /events, wait: true,"))
+    assert waiting.users.streams is not None and waiting.users.streams.wait is True
     one = "[{request: place, id: id, event_id: x}]"
     bad = {
         "{url: /events, expect: [{request: nope, id: id, event_id: x}]}": "expect[0].request",
@@ -123,6 +126,7 @@ def test_scenario_streams_section_and_its_errors() -> None:
         "{url: /events, expect: []}": "expect",
         f"{{url: /e, expect: {one}, timeout_s: 0}}": "timeout_s",
         f"{{url: /e, colour: red, expect: {one}}}": "colour",
+        f"{{url: /e, expect: {one}, wait: 'yes'}}": "wait",
     }
     for streams, key in bad.items():
         with pytest.raises(ScenarioError, match=re.escape(f"users.streams.{key}")):
@@ -184,6 +188,34 @@ def test_a_generator_that_reads_events_late_is_flagged() -> None:
     assert not generator_health(**common, event_read_lag_ms=5.0).limited
     late = generator_health(**common, event_read_lag_ms=450.0)
     assert late.limited and "read events 450 ms" in late.reason
+
+
+def test_users_waiting_for_their_events_count_as_busy_in_littles_law() -> None:
+    """streams.wait: 10 users, 4 in requests (40 req/s × 100 ms), 6 waiting for events."""
+    common: dict[str, Any] = {
+        "cpu_percent": 20.0,
+        "loop_lag_ms": 1.0,
+        "throughput_rps": 40.0,
+        "mean_latency_ms": 100.0,
+        "users": 10,
+        "wait_s": 0.0,
+        "judge_little": True,
+    }
+    assert generator_health(**common).limited  # as if 6 of 10 users idled on the generator
+    health = generator_health(**common, waiting_users=6.0)
+    assert not health.limited and health.little_ratio == 1.0
+    step = _step(10, 100.0, 900.0)
+    assert step.generator is not None and step.generator.little_ratio is not None
+    expects = (StreamExpect(request="place", id="id", event_id="x"),)
+    waiting = UsersSpec(streams=StreamSpec(url="/e", expect=expects, wait=True))
+    waited = judge_step(
+        Histogram.from_dict(step.histogram),
+        users=10, duration_s=2.0, requests=80, failures=0, latency_sum_ms=80 * 100.0,
+        per_second=[40, 40], slo=SLO, users_spec=waiting,
+        cpu_percent=10.0, index=0, phase="ramp", started_s=0.0,
+        events=dataclasses.replace(step.events, backlog_mean=6.0),
+    )  # fmt: skip
+    assert waited.generator is not None and waited.generator.little_ratio == 1.0
 
 
 # -- streaming users against real and hostile servers ---------------------------------------------
@@ -331,6 +363,30 @@ def test_a_locustfile_awaits_events_through_the_documented_helper(tmp_path: Path
         step = r.measure(2, settle_s=0.5, min_s=1.5, max_s=1.5, min_samples=0, phase="ramp")
     assert step.events is not None and step.events.received > 10 and step.events.lost == 0
     assert step.events.p50_ms is not None and step.events.p50_ms >= 20  # the consumer's 20 ms
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_user_that_waits_for_its_events_is_paced_by_the_event_path(
+    tmp_path: Path, wait: bool
+) -> None:
+    """``wait``: the next request only once the event came (users.streams.wait)."""
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(
+        LOCUSTFILE.replace('expect(answer["id"], sent)', f'expect(answer["id"], sent, wait={wait})')
+    )
+    users = UsersSpec(locustfile=str(locustfile))
+    config = ExchangeConfig(service_ms=1, seed_orders=0, event_ms=100, event_workers=1)
+    with run_exchange(config) as running, LocustRunner(running.url, users, SLO) as r:
+        step = r.measure(2, settle_s=0.5, min_s=1.5, max_s=1.5, min_samples=0, phase="ramp")
+    assert step.events is not None and step.events.p50_ms is not None
+    # each cycle: 50 ms of think time, and with wait ≥ 100 ms for the consumer (2 users share it)
+    per_user_s = step.requests / (2 * step.duration_s)
+    if wait:
+        assert per_user_s <= 1 / 0.150 + 1, per_user_s
+        assert step.events.received >= step.requests - 2  # at most each user's last one pending
+    else:
+        assert per_user_s >= 12, per_user_s  # ≈ 1 / 0.05: the event path does not pace them
 
 
 # -- the gate: the slow-consumer release is blocked by the event SLO, the normal one passes -----

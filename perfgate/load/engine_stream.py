@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
+import gevent.event
 import websocket
 
 from perfgate.load.templates import MISSING, compile_capture
@@ -117,6 +118,7 @@ class EventStream:
         self.name = name
         self.header = list(header)
         self.awaited: OrderedDict[tuple[int, str], float] = OrderedDict()  # key → sent at
+        self.waiting: dict[tuple[int, str], Any] = {}  # key → gevent Event of a waiting user
         self.early: OrderedDict[tuple[int, str], float] = OrderedDict()  # key → received at
         self.ws: Any = None
         self._greenlet: Any = None
@@ -139,12 +141,20 @@ class EventStream:
         self._closed = True
         SINK.pending -= len(self.awaited)
         self.awaited.clear()
+        for done in self.waiting.values():
+            done.set()
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
         self._close_socket()
 
-    def expect(self, event_key: Any, sent_at: float, rule_index: int = 0) -> None:
-        """Await the event carrying ``event_key`` (the request was sent at ``sent_at``)."""
+    def expect(
+        self, event_key: Any, sent_at: float, rule_index: int = 0, *, wait: bool = False
+    ) -> None:
+        """Await the event carrying ``event_key`` (the request was sent at ``sent_at``).
+
+        ``wait``: return only once it was received or lost (its timeout passed), so the event
+        path paces the user as the request path does (``users.streams.wait``).
+        """
         key = (rule_index, str(event_key))
         received = self.early.pop(key, None)
         if received is not None:
@@ -153,6 +163,12 @@ class EventStream:
         if key not in self.awaited:
             self.awaited[key] = sent_at
             SINK.pending += 1
+        if wait and not self._closed:
+            done = self.waiting[key] = gevent.event.Event()
+            try:  # the receiving greenlet sets it; its deadline check runs every POLL_S
+                done.wait(max(0.0, sent_at + self.timeout_s - _perf()) + 2 * POLL_S)
+            finally:
+                self.waiting.pop(key, None)
 
     # -- the stream's greenlet -----------------------------------------------------------------
 
@@ -230,6 +246,7 @@ class EventStream:
                 continue
             SINK.pending -= 1
             _received((now - sent_at) * 1000.0)
+            self._release(key)
 
     def _expire(self) -> None:
         """Awaited events past their timeout are lost (oldest first: one timeout for all)."""
@@ -242,6 +259,12 @@ class EventStream:
             del awaited[key]
             SINK.pending -= 1
             _lost()
+            self._release(key)
+
+    def _release(self, key: tuple[int, str]) -> None:
+        done = self.waiting.get(key)
+        if done is not None:
+            done.set()
 
     def _wait(self, seconds: float) -> None:
         end = _perf() + seconds

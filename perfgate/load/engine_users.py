@@ -221,7 +221,7 @@ class _Streams:
             return
         value = found[1](data)
         if value is not MISSING and value is not None:
-            stream.expect(value, sent, found[0])
+            stream.expect(value, sent, found[0], wait=self.spec.wait)
 
 
 def _ok(req: CompiledRequest, response: Any) -> bool:

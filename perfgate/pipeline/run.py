@@ -209,6 +209,13 @@ _UNCALIBRATED = (
 )
 
 
+_EVENTS_NOT_COMPARED = (
+    "events: the users do not wait for them (users.streams.wait: false), so the side-by-side "
+    "windows compare request goodput only; set users.streams.wait: true to compare the event "
+    "path too (docs/events.md §3)"
+)
+
+
 def _previous(opts: RunOptions, scen: Scenario) -> baseline.StoredBaseline | None:
     if opts.baseline_release:
         return baseline.resolve_baseline(opts.baseline_dir, scen.name, opts.baseline_release)
@@ -403,6 +410,9 @@ def _stage_previous(
     on_event(Log(message=f"previous release {name} side by side on {redact_url(staged.url)}"))
     if opts.baseline_target and (plan.noise is None or plan.noise.deploy_sd_log is None):
         on_event(Log(message=_UNCALIBRATED.format(sd=gate.priors(None).deploy_sd)))
+    streams = plan.scen.users.streams
+    if streams is not None and not streams.wait:
+        on_event(Log(message=_EVENTS_NOT_COMPARED))
     ev.staging["baseline"] = {"description": staged.description, "release": name}
     runner = _runner(plan, stack, staged, options, on_event)
     recorder = recorder_for(plan.scen, staged, stack, exclude=reserved_prefix(plan.scen))
